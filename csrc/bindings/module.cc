@@ -1,0 +1,247 @@
+// pybind11 bindings: sqbert_fast._C. The only place where Python objects meet the kernels.
+// Arrays arrive as NumPy views of torch tensors (zero copy); every argument is checked for
+// dtype, shape and contiguity here and named in the error. Compute releases the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "../common/cpu_features.h"
+#include "../common/errors.h"
+#include "../common/thread_pool.h"
+#include "../cpu/encoder.h"
+
+namespace py = pybind11;
+using sqf::str_cat;
+
+namespace {
+
+template <typename T>
+const char* dtype_name() {
+  if (std::is_same<T, float>::value) return "float32";
+  if (std::is_same<T, int64_t>::value) return "int64";
+  if (std::is_same<T, uint8_t>::value) return "uint8";
+  return "?";
+}
+
+// Checks dtype, C-contiguity and shape (-1 = any) of `obj`; returns its data pointer.
+template <typename T>
+T* array_ptr(const py::object& obj, const char* name, std::vector<int64_t> shape,
+             bool writable = false) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(str_cat(name, " must be a numpy array"));
+  py::array arr = py::reinterpret_borrow<py::array>(obj);
+  if (!py::isinstance<py::array_t<T>>(arr) || arr.dtype().itemsize() != sizeof(T))
+    throw py::type_error(str_cat(name, " must have dtype ", dtype_name<T>(), ", got ",
+                                 std::string(py::str(arr.dtype()))));
+  if (!(arr.flags() & py::array::c_style))
+    throw py::value_error(str_cat(name, " must be C-contiguous"));
+  if (writable && !arr.writeable()) throw py::value_error(str_cat(name, " must be writable"));
+  bool ok = arr.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i)
+    ok = shape[i] < 0 || arr.shape(i) == shape[i];
+  if (!ok) {
+    std::string got = "(";
+    for (py::ssize_t i = 0; i < arr.ndim(); ++i) got += str_cat(i ? ", " : "", arr.shape(i));
+    std::string want = "(";
+    for (size_t i = 0; i < shape.size(); ++i)
+      want += shape[i] < 0 ? std::string(i ? ", *" : "*") : str_cat(i ? ", " : "", shape[i]);
+    throw py::value_error(str_cat(name, " has shape ", got, ") but expected ", want, ")"));
+  }
+  return static_cast<T*>(const_cast<void*>(arr.data()));
+}
+
+template <typename T>
+T* optional_ptr(const py::object& obj, const char* name, std::vector<int64_t> shape,
+                bool writable = false) {
+  return obj.is_none() ? nullptr : array_ptr<T>(obj, name, std::move(shape), writable);
+}
+
+class PyEncoder {
+ public:
+  PyEncoder(py::dict config, py::dict weights, const std::string& isa) {
+    auto geti = [&](const char* k) {
+      if (!config.contains(k)) throw py::key_error(str_cat("config is missing '", k, "'"));
+      return config[k].cast<int64_t>();
+    };
+    sqf::cpu::EncoderConfig c;
+    c.vocab = geti("vocab_size");
+    c.hidden = geti("hidden_size");
+    c.heads = geti("num_attention_heads");
+    c.layers = geti("num_hidden_layers");
+    c.intermediate = geti("intermediate_size");
+    c.max_positions = geti("max_position_embeddings");
+    c.type_vocab = geti("type_vocab_size");
+    c.q_groups = geti("q_groups");
+    c.k_groups = geti("k_groups");
+    c.v_groups = geti("v_groups");
+    c.post_attention_groups = geti("post_attention_groups");
+    c.intermediate_groups = geti("intermediate_groups");
+    c.output_groups = geti("output_groups");
+    c.embedding_ln_eps = config["layer_norm_eps"].cast<float>();
+    c.act = sqf::cpu::act_from_name(config["hidden_act"].cast<std::string>());
+    const int64_t H = c.hidden, I = c.intermediate;
+    auto check_groups = [&](int64_t g, int64_t in, int64_t out, const char* name) {
+      if (g < 1 || in % g || out % g)
+        throw py::value_error(str_cat(name, "=", g, " must divide both ", in, " and ", out));
+    };
+    check_groups(c.q_groups, H, H, "q_groups");
+    check_groups(c.k_groups, H, H, "k_groups");
+    check_groups(c.v_groups, H, H, "v_groups");
+    check_groups(c.post_attention_groups, H, H, "post_attention_groups");
+    check_groups(c.intermediate_groups, H, I, "intermediate_groups");
+    check_groups(c.output_groups, I, H, "output_groups");
+    if (H % c.heads) throw py::value_error("hidden_size must be a multiple of num_attention_heads");
+
+    auto w = [&](const std::string& key, std::vector<int64_t> shape) -> const float* {
+      if (!weights.contains(key.c_str())) throw py::key_error(str_cat("missing weight '", key, "'"));
+      py::object o = weights[key.c_str()];
+      keep_.push_back(o);
+      return array_ptr<float>(o, key.c_str(), std::move(shape));
+    };
+    sqf::cpu::RawWeights raw;
+    raw.word = w("word_embeddings", {c.vocab, H});
+    raw.position = w("position_embeddings", {c.max_positions, H});
+    raw.token_type = w("token_type_embeddings", {c.type_vocab, H});
+    raw.emb_ln_w = w("embeddings_ln_weight", {H});
+    raw.emb_ln_b = w("embeddings_ln_bias", {H});
+    for (int64_t l = 0; l < c.layers; ++l) {
+      auto k = [&](const char* name) { return str_cat("layers.", l, ".", name); };
+      sqf::cpu::RawLayer r;
+      r.q_w = w(k("q_weight"), {H, H / c.q_groups, 1});
+      r.q_b = w(k("q_bias"), {H});
+      r.k_w = w(k("k_weight"), {H, H / c.k_groups, 1});
+      r.k_b = w(k("k_bias"), {H});
+      r.v_w = w(k("v_weight"), {H, H / c.v_groups, 1});
+      r.v_b = w(k("v_bias"), {H});
+      r.post_w = w(k("post_weight"), {H, H / c.post_attention_groups, 1});
+      r.post_b = w(k("post_bias"), {H});
+      r.post_ln_w = w(k("post_ln_weight"), {H});
+      r.post_ln_b = w(k("post_ln_bias"), {H});
+      r.inter_w = w(k("inter_weight"), {I, H / c.intermediate_groups, 1});
+      r.inter_b = w(k("inter_bias"), {I});
+      r.out_w = w(k("out_weight"), {H, I / c.output_groups, 1});
+      r.out_b = w(k("out_bias"), {H});
+      r.out_ln_w = w(k("out_ln_weight"), {H});
+      r.out_ln_b = w(k("out_ln_bias"), {H});
+      raw.layers.push_back(r);
+    }
+    if (weights.contains("pooler_weight")) {
+      raw.pooler_w = w("pooler_weight", {H, H});
+      raw.pooler_b = w("pooler_bias", {H});
+    }
+    enc_ = std::make_unique<sqf::cpu::Encoder>(c, raw, sqf::isa_from_name(isa));
+  }
+
+  void forward(py::object input_ids, py::object inputs_embeds, py::object token_type_ids,
+               py::object position_ids, py::object cu_seqlens, py::object key_valid,
+               py::object last_hidden, py::object hidden_states, py::object scores,
+               py::object pool_rows, py::object pooled) {
+    const auto& c = enc_->config();
+    sqf::cpu::ForwardArgs a;
+    const int64_t* cu = array_ptr<int64_t>(cu_seqlens, "cu_seqlens", {-1});
+    a.batch = py::reinterpret_borrow<py::array>(cu_seqlens).shape(0) - 1;
+    if (a.batch < 1) throw py::value_error("empty batch: cu_seqlens needs at least 2 entries");
+    a.tokens = cu[a.batch];
+    const int64_t T = a.tokens, B = a.batch, H = c.hidden;
+    if (T < 1) throw py::value_error("empty batch: no tokens");
+    for (int64_t b = 0; b < B; ++b)
+      if (cu[b + 1] < cu[b]) throw py::value_error("cu_seqlens must be non-decreasing");
+    a.cu_seqlens = cu;
+    a.input_ids = optional_ptr<int64_t>(input_ids, "input_ids", {T});
+    a.inputs_embeds = optional_ptr<float>(inputs_embeds, "inputs_embeds", {T, H});
+    if (!a.input_ids == !a.inputs_embeds)
+      throw py::value_error("give exactly one of input_ids and inputs_embeds");
+    a.token_type_ids = array_ptr<int64_t>(token_type_ids, "token_type_ids", {T});
+    a.position_ids = array_ptr<int64_t>(position_ids, "position_ids", {T});
+    a.key_valid = array_ptr<uint8_t>(key_valid, "key_valid", {T});
+    a.last_hidden = array_ptr<float>(last_hidden, "last_hidden", {T, H}, true);
+    a.hidden_states =
+        optional_ptr<float>(hidden_states, "hidden_states", {c.layers + 1, T, H}, true);
+    if (!scores.is_none()) {
+      int64_t per_layer = 0;
+      for (int64_t b = 0; b < B; ++b) per_layer += c.heads * (cu[b + 1] - cu[b]) * (cu[b + 1] - cu[b]);
+      a.scores = array_ptr<float>(scores, "scores", {c.layers, per_layer}, true);
+    }
+    a.pool_rows = optional_ptr<int64_t>(pool_rows, "pool_rows", {B});
+    a.pooled = optional_ptr<float>(pooled, "pooled", {B, H}, true);
+    py::gil_scoped_release release;
+    enc_->forward(a);
+  }
+
+  std::string isa() const { return enc_->isa(); }
+  int64_t packed_weight_bytes() const { return enc_->packed_weight_bytes(); }
+
+ private:
+  std::vector<py::object> keep_;  // the arrays the kernels read in place (embeddings, biases)
+  std::unique_ptr<sqf::cpu::Encoder> enc_;
+};
+
+py::dict cpu_info() {
+  const auto& f = sqf::cpu_features();
+  py::dict d;
+  d["vendor"] = f.vendor;
+  d["brand"] = f.brand;
+  py::dict feats;
+  feats["avx2"] = f.avx2;
+  feats["fma"] = f.fma;
+  feats["avx512f"] = f.avx512f;
+  feats["avx512bw"] = f.avx512bw;
+  feats["avx512vl"] = f.avx512vl;
+  feats["avx512dq"] = f.avx512dq;
+  feats["avx512_bf16"] = f.avx512_bf16;
+  feats["amx_tile"] = f.amx_tile;
+  feats["amx_bf16"] = f.amx_bf16;
+  feats["amx_int8"] = f.amx_int8;
+  feats["neon"] = f.neon;
+  feats["asimdhp"] = f.asimdhp;
+  feats["asimddp"] = f.asimddp;
+  d["features"] = feats;
+  py::list built, usable;
+  for (auto isa : sqf::built_isas()) {
+    built.append(sqf::isa_name(isa));
+    if (sqf::isa_supported(isa)) usable.append(sqf::isa_name(isa));
+  }
+  d["built_isas"] = built;
+  d["usable_isas"] = usable;
+  d["best_isa"] = sqf::isa_name(sqf::best_isa());
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "sqbert_fast C++ CPU kernels";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::out_of_range& e) {
+      PyErr_SetString(PyExc_IndexError, e.what());
+    }
+  });
+  m.def("cpu_info", &cpu_info, "CPU features detected and ISA variants built/usable");
+  m.def("default_isa", [] { return std::string(sqf::isa_name(sqf::default_isa())); },
+        "ISA the cpu backend uses: SQBERT_FAST_FORCE_CPU_ISA if set (validated), else the best");
+  m.def("set_num_threads", [](int n) {
+    py::gil_scoped_release release;
+    sqf::ThreadPool::global().set_num_threads(n);
+  });
+  m.def("get_num_threads", [] { return sqf::ThreadPool::global().num_threads(); });
+  py::class_<PyEncoder>(m, "Encoder")
+      .def(py::init<py::dict, py::dict, const std::string&>(), py::arg("config"),
+           py::arg("weights"), py::arg("isa"))
+      .def("forward", &PyEncoder::forward, py::arg("input_ids"), py::arg("inputs_embeds"),
+           py::arg("token_type_ids"), py::arg("position_ids"), py::arg("cu_seqlens"),
+           py::arg("key_valid"), py::arg("last_hidden"), py::arg("hidden_states") = py::none(),
+           py::arg("scores") = py::none(), py::arg("pool_rows") = py::none(),
+           py::arg("pooled") = py::none())
+      .def_property_readonly("isa", &PyEncoder::isa)
+      .def_property_readonly("packed_weight_bytes", &PyEncoder::packed_weight_bytes);
+#ifdef SQF_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+}

@@ -1,0 +1,164 @@
+#include "cpu_features.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "errors.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#define SQF_X86 1
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
+namespace sqf {
+namespace {
+
+#ifdef SQF_X86
+unsigned long long xgetbv0() {
+  unsigned eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+#endif
+
+CpuFeatures detect() {
+  CpuFeatures f;
+#ifdef SQF_X86
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return f;
+  unsigned max_leaf = a;
+  char vendor[13] = {0};
+  std::memcpy(vendor, &b, 4);
+  std::memcpy(vendor + 4, &d, 4);
+  std::memcpy(vendor + 8, &c, 4);
+  f.vendor = vendor;
+  __get_cpuid(1, &a, &b, &c, &d);
+  const bool osxsave = c & (1u << 27);
+  const bool fma = c & (1u << 12);
+  unsigned long long xcr0 = osxsave ? xgetbv0() : 0;
+  const bool ymm_os = (xcr0 & 0x6) == 0x6;
+  const bool zmm_os = (xcr0 & 0xe6) == 0xe6;
+  const bool amx_os = (xcr0 & (3ull << 17)) == (3ull << 17);
+  if (max_leaf >= 7) {
+    __cpuid_count(7, 0, a, b, c, d);
+    f.fma = fma && ymm_os;
+    f.avx2 = (b & (1u << 5)) && ymm_os;
+    f.avx512f = (b & (1u << 16)) && zmm_os;
+    f.avx512dq = (b & (1u << 17)) && zmm_os;
+    f.avx512bw = (b & (1u << 30)) && zmm_os;
+    f.avx512vl = (b & (1u << 31)) && zmm_os;
+    f.amx_bf16 = (d & (1u << 22)) && amx_os;
+    f.amx_tile = (d & (1u << 24)) && amx_os;
+    f.amx_int8 = (d & (1u << 25)) && amx_os;
+    __cpuid_count(7, 1, a, b, c, d);
+    f.avx512_bf16 = (a & (1u << 5)) && zmm_os;
+  }
+  unsigned ext = __get_cpuid_max(0x80000000, nullptr);
+  if (ext >= 0x80000004) {
+    char brand[49] = {0};
+    for (unsigned i = 0; i < 3; ++i) {
+      __get_cpuid(0x80000002 + i, &a, &b, &c, &d);
+      std::memcpy(brand + 16 * i, &a, 4);
+      std::memcpy(brand + 16 * i + 4, &b, 4);
+      std::memcpy(brand + 16 * i + 8, &c, 4);
+      std::memcpy(brand + 16 * i + 12, &d, 4);
+    }
+    f.brand = brand;
+    while (!f.brand.empty() && f.brand.back() == ' ') f.brand.pop_back();
+  }
+#endif
+#if defined(__aarch64__)
+  f.neon = true;  // mandatory in AArch64
+#if defined(__linux__)
+  unsigned long hw = getauxval(AT_HWCAP);
+#ifndef HWCAP_ASIMDHP
+#define HWCAP_ASIMDHP (1 << 10)
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+  f.asimdhp = hw & HWCAP_ASIMDHP;
+  f.asimddp = hw & HWCAP_ASIMDDP;
+#endif
+#endif
+  return f;
+}
+
+bool cpu_has(Isa isa) {
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case Isa::scalar: return true;
+    case Isa::avx2: return f.avx2 && f.fma;
+    case Isa::avx512: return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
+    case Isa::neon: return f.neon;
+  }
+  return false;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = detect();
+  return f;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return "scalar";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+    case Isa::neon: return "neon";
+  }
+  return "?";
+}
+
+Isa isa_from_name(const std::string& name) {
+  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon})
+    if (name == isa_name(i)) return i;
+  throw std::invalid_argument(str_cat("unknown CPU ISA '", name,
+                                      "' (expected one of scalar, avx2, avx512, neon)"));
+}
+
+std::vector<Isa> built_isas() {
+  std::vector<Isa> v{Isa::scalar};
+#ifdef SQF_HAVE_AVX2
+  v.push_back(Isa::avx2);
+#endif
+#ifdef SQF_HAVE_AVX512
+  v.push_back(Isa::avx512);
+#endif
+#ifdef SQF_HAVE_NEON
+  v.push_back(Isa::neon);
+#endif
+  return v;
+}
+
+bool isa_supported(Isa isa) {
+  for (Isa b : built_isas())
+    if (b == isa) return cpu_has(isa);
+  return false;
+}
+
+Isa best_isa() {
+  Isa best = Isa::scalar;
+  for (Isa b : built_isas())
+    if (cpu_has(b) && static_cast<int>(b) > static_cast<int>(best)) best = b;
+  return best;
+}
+
+Isa default_isa() {
+  const char* env = std::getenv("SQBERT_FAST_FORCE_CPU_ISA");
+  if (env && *env) {
+    Isa want = isa_from_name(env);
+    SQF_CHECK(isa_supported(want), "SQBERT_FAST_FORCE_CPU_ISA=", env,
+              " is not available: ", cpu_has(want) ? "not built into this binary"
+                                                    : "this CPU lacks it");
+    return want;
+  }
+  return best_isa();
+}
+
+}  // namespace sqf

@@ -1,0 +1,195 @@
+#include "encoder.h"
+
+#include <algorithm>
+
+#include "../common/errors.h"
+
+namespace sqf {
+namespace cpu {
+
+Act act_from_name(const std::string& n) {
+  if (n == "gelu" || n == "gelu_python") return Act::gelu;
+  if (n == "gelu_new" || n == "gelu_pytorch_tanh" || n == "gelu_fast") return Act::gelu_tanh;
+  if (n == "relu") return Act::relu;
+  if (n == "silu" || n == "swish") return Act::silu;
+  if (n == "tanh") return Act::tanh;
+  throw std::invalid_argument(str_cat("hidden_act '", n, "' is not supported by the cpu backend "
+                                      "(supported: gelu, gelu_new, gelu_pytorch_tanh, relu, silu, tanh)"));
+}
+
+GroupedLinear Encoder::pack(const float* w, const float* b, int64_t in, int64_t out,
+                            int64_t groups) {
+  const int64_t Ni = in / groups, No = out / groups;
+  std::vector<float> wt(static_cast<size_t>(in) * No);
+  // W is [out, Ni] (conv [out, Ni, 1]); group g owns rows [g*No, (g+1)*No).
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t o = 0; o < No; ++o)
+      for (int64_t i = 0; i < Ni; ++i)
+        wt[(g * Ni + i) * No + o] = w[(g * No + o) * Ni + i];
+  packed_.push_back(std::move(wt));
+  GroupedLinear gl;
+  gl.in = in;
+  gl.out = out;
+  gl.groups = groups;
+  gl.wt = packed_.back().data();
+  gl.bias = b;
+  return gl;
+}
+
+Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
+    : cfg_(cfg), kernels_(&kernel_table(isa)), raw_(w) {
+  const int64_t H = cfg.hidden, I = cfg.intermediate;
+  SQF_CHECK(H > 0 && cfg.heads > 0 && H % cfg.heads == 0, "hidden_size ", H,
+            " must be a positive multiple of num_attention_heads ", cfg.heads);
+  SQF_CHECK(static_cast<int64_t>(w.layers.size()) == cfg.layers, "expected ", cfg.layers,
+            " layers of weights, got ", w.layers.size());
+  SQF_CHECK(H <= 4096, "hidden size ", H, " exceeds the CPU kernels' limit of 4096");
+  packed_.reserve(6 * cfg.layers + 1);
+  for (const RawLayer& l : w.layers) {
+    LayerWeights lw;
+    lw.q = pack(l.q_w, l.q_b, H, H, cfg.q_groups);
+    lw.k = pack(l.k_w, l.k_b, H, H, cfg.k_groups);
+    lw.v = pack(l.v_w, l.v_b, H, H, cfg.v_groups);
+    lw.post = pack(l.post_w, l.post_b, H, H, cfg.post_attention_groups);
+    lw.inter = pack(l.inter_w, l.inter_b, H, I, cfg.intermediate_groups);
+    lw.out = pack(l.out_w, l.out_b, I, H, cfg.output_groups);
+    lw.post_ln_w = l.post_ln_w;
+    lw.post_ln_b = l.post_ln_b;
+    lw.out_ln_w = l.out_ln_w;
+    lw.out_ln_b = l.out_ln_b;
+    layers_.push_back(lw);
+  }
+  if (w.pooler_w) pooler_ = pack(w.pooler_w, w.pooler_b, H, H, 1);
+}
+
+int64_t Encoder::packed_weight_bytes() const {
+  int64_t n = 0;
+  for (const auto& p : packed_) n += static_cast<int64_t>(p.size() * sizeof(float));
+  return n;
+}
+
+std::unique_ptr<Encoder::Workspace> Encoder::acquire() {
+  std::lock_guard<std::mutex> lock(ws_mutex_);
+  if (free_ws_.empty()) return std::make_unique<Workspace>();
+  auto ws = std::move(free_ws_.back());
+  free_ws_.pop_back();
+  return ws;
+}
+
+void Encoder::release(std::unique_ptr<Workspace> ws) {
+  std::lock_guard<std::mutex> lock(ws_mutex_);
+  free_ws_.push_back(std::move(ws));
+}
+
+void Encoder::forward(const ForwardArgs& a) {
+  const int64_t T = a.tokens, B = a.batch, H = cfg_.hidden, I = cfg_.intermediate;
+  SQF_CHECK(B >= 1 && T >= 1, "empty batch");
+  SQF_CHECK(a.cu_seqlens[0] == 0 && a.cu_seqlens[B] == T, "cu_seqlens must start at 0 and end at ",
+            T, " tokens");
+  int64_t max_len = 0;
+  std::vector<int64_t> score_offsets(B);
+  int64_t score_per_layer = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t L = a.cu_seqlens[b + 1] - a.cu_seqlens[b];
+    SQF_CHECK(L >= 1, "sequence ", b, " is empty");
+    SQF_CHECK(L <= cfg_.max_positions, "sequence ", b, " has ", L,
+              " tokens, more than max_position_embeddings=", cfg_.max_positions);
+    bool any_key = false;
+    for (int64_t t = a.cu_seqlens[b]; t < a.cu_seqlens[b + 1]; ++t) any_key |= a.key_valid[t] != 0;
+    SQF_CHECK(any_key, "sequence ", b, " has no unmasked token to attend to");
+    max_len = std::max(max_len, L);
+    score_offsets[b] = score_per_layer;
+    score_per_layer += cfg_.heads * L * L;
+  }
+  if (a.pool_rows)
+    for (int64_t b = 0; b < B; ++b)
+      SQF_CHECK_INDEX(a.pool_rows[b] >= 0 && a.pool_rows[b] < T, "pool row out of range");
+
+  ThreadPool& pool = ThreadPool::global();
+  auto ws = acquire();
+  const int64_t threads = pool.num_threads();
+  if (ws->tokens < T || ws->max_len < max_len || ws->threads < threads) {
+    ws->tokens = std::max(ws->tokens, T);
+    ws->max_len = std::max(ws->max_len, max_len);
+    ws->threads = std::max(ws->threads, threads);
+    const int64_t need = ws->tokens * (3 * H + H + H + 2 * H + I) + ws->tokens * H +
+                         ws->threads * ws->max_len * ws->max_len;
+    ws->buf.assign(static_cast<size_t>(need), 0.f);
+  }
+  float* p = ws->buf.data();
+  float* qkv = p;           p += ws->tokens * 3 * H;
+  float* ctx = p;           p += ws->tokens * H;
+  float* mid = p;           p += ws->tokens * H;
+  float* ping[2] = {p, p + ws->tokens * H};  p += 2 * ws->tokens * H;
+  float* inter = p;         p += ws->tokens * I;
+  float* pooled_in = p;     p += ws->tokens * H;
+  float* scratch = p;
+
+  struct Release {
+    Encoder* e;
+    std::unique_ptr<Workspace>* ws;
+    ~Release() { e->release(std::move(*ws)); }
+  } release_guard{this, &ws};
+
+  auto layer_out = [&](int64_t l) -> float* {  // where the output of step l (0 = embeddings) goes
+    if (a.hidden_states) return a.hidden_states + l * T * H;
+    if (l == cfg_.layers) return a.last_hidden;
+    return ping[l % 2];
+  };
+
+  EmbedArgs e{};
+  e.tokens = T;
+  e.hidden = H;
+  e.input_ids = a.input_ids;
+  e.inputs_embeds = a.inputs_embeds;
+  e.token_type_ids = a.token_type_ids;
+  e.position_ids = a.position_ids;
+  e.word = raw_.word;
+  e.position = raw_.position;
+  e.token_type = raw_.token_type;
+  e.vocab = cfg_.vocab;
+  e.max_positions = cfg_.max_positions;
+  e.type_vocab = cfg_.type_vocab;
+  e.ln_w = raw_.emb_ln_w;
+  e.ln_b = raw_.emb_ln_b;
+  e.eps = cfg_.embedding_ln_eps;
+  e.out = cfg_.layers == 0 && !a.hidden_states ? a.last_hidden : layer_out(0);
+  kernels_->embed_ln(e, pool);
+
+  for (int64_t l = 0; l < cfg_.layers; ++l) {
+    const float* x = layer_out(l);
+    float* y = layer_out(l + 1);
+    AttentionArgs at{};
+    at.tokens = T;
+    at.hidden = H;
+    at.heads = cfg_.heads;
+    at.batch = B;
+    at.x = x;
+    at.cu_seqlens = a.cu_seqlens;
+    at.key_valid = a.key_valid;
+    at.qkv = qkv;
+    at.scratch = scratch;
+    at.scratch_per_thread = ws->max_len * ws->max_len;
+    at.ctx = ctx;
+    at.scores = a.scores ? a.scores + l * score_per_layer : nullptr;
+    at.score_offsets = score_offsets.data();
+    kernels_->qkv_attention(layers_[l], at, pool);
+    const LayerWeights& w = layers_[l];
+    kernels_->attn_out_ln(w.post, w.post_ln_w, w.post_ln_b, cfg_.encoder_ln_eps, ctx, x, mid, T,
+                          pool);
+    kernels_->ffn_ln(w.inter, w.out, cfg_.act, w.out_ln_w, w.out_ln_b, cfg_.encoder_ln_eps, mid,
+                     inter, y, T, pool);
+  }
+  const float* last = layer_out(cfg_.layers);
+  if (a.hidden_states) std::copy(last, last + T * H, a.last_hidden);
+  if (a.pooled) {
+    SQF_CHECK(raw_.pooler_w && a.pool_rows, "this model was built without a pooler");
+    for (int64_t b = 0; b < B; ++b)
+      std::copy(a.last_hidden + a.pool_rows[b] * H, a.last_hidden + (a.pool_rows[b] + 1) * H,
+                pooled_in + b * H);
+    kernels_->grouped_linear(pooler_, pooled_in, H, a.pooled, H, B, Act::tanh, pool);
+  }
+}
+
+}  // namespace cpu
+}  // namespace sqf

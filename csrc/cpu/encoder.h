@@ -1,0 +1,84 @@
+// The whole SqueezeBERT encoder on the CPU: weights packed once at construction, then
+// forward() runs embeddings+LN, every layer's three fused ops and the pooler on packed
+// (padding-free) token rows. Workspaces are pooled per Encoder and grow to the largest batch
+// seen; concurrent forward() calls each take their own workspace, so one Encoder can serve
+// several Python threads.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace sqf {
+namespace cpu {
+
+struct EncoderConfig {
+  int64_t vocab = 0, hidden = 0, heads = 0, layers = 0, intermediate = 0;
+  int64_t max_positions = 0, type_vocab = 0;
+  int64_t q_groups = 1, k_groups = 1, v_groups = 1, post_attention_groups = 1;
+  int64_t intermediate_groups = 1, output_groups = 1;
+  float embedding_ln_eps = 1e-12f;
+  float encoder_ln_eps = 1e-12f;  // transformers hard-codes 1e-12 for the encoder LayerNorms
+  Act act = Act::gelu;
+};
+
+// Raw weights in transformers' layout (conv weights [out, in/groups, 1], linear [out, in]).
+struct RawLayer {
+  const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *post_w, *post_b, *post_ln_w, *post_ln_b;
+  const float *inter_w, *inter_b, *out_w, *out_b, *out_ln_w, *out_ln_b;
+};
+struct RawWeights {
+  const float *word, *position, *token_type, *emb_ln_w, *emb_ln_b;
+  std::vector<RawLayer> layers;
+  const float *pooler_w = nullptr, *pooler_b = nullptr;
+};
+
+struct ForwardArgs {
+  int64_t tokens = 0, batch = 0;
+  const int64_t* input_ids = nullptr;
+  const float* inputs_embeds = nullptr;
+  const int64_t* token_type_ids = nullptr;
+  const int64_t* position_ids = nullptr;
+  const int64_t* cu_seqlens = nullptr;
+  const uint8_t* key_valid = nullptr;
+  float* last_hidden = nullptr;    // [T, hidden]
+  float* hidden_states = nullptr;  // optional [layers + 1, T, hidden]
+  float* scores = nullptr;         // optional [layers, sum_b heads * L_b^2]
+  const int64_t* pool_rows = nullptr;  // optional [batch]: packed row of each column-0 token
+  float* pooled = nullptr;             // optional [batch, hidden]
+};
+
+class Encoder {
+ public:
+  Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa);
+  void forward(const ForwardArgs& a);
+  const EncoderConfig& config() const { return cfg_; }
+  const char* isa() const { return kernels_->isa; }
+  int64_t packed_weight_bytes() const;
+
+ private:
+  struct Workspace {
+    std::vector<float> buf;
+    int64_t tokens = 0, max_len = 0, threads = 0;
+  };
+  GroupedLinear pack(const float* w, const float* b, int64_t in, int64_t out, int64_t groups);
+  std::unique_ptr<Workspace> acquire();
+  void release(std::unique_ptr<Workspace> ws);
+
+  EncoderConfig cfg_;
+  const KernelTable* kernels_;
+  RawWeights raw_;
+  std::vector<LayerWeights> layers_;
+  GroupedLinear pooler_;
+  std::vector<std::vector<float>> packed_;
+  std::mutex ws_mutex_;
+  std::vector<std::unique_ptr<Workspace>> free_ws_;
+};
+
+Act act_from_name(const std::string& name);
+
+}  // namespace cpu
+}  // namespace sqf

@@ -1,0 +1,80 @@
+// The CPU kernel table. Every fused op of DESIGN.md §3 is one entry; each ISA variant
+// (scalar, avx2, avx512, neon) compiles the same sources with its own flags into its own
+// namespace (sqf::cpu::isa_<name>) and exposes one table, chosen at run time.
+//
+// Layout contract (all kernels): activations are token-major [tokens, channels] fp32,
+// sequences packed back to back, sequence b owning rows [cu_seqlens[b], cu_seqlens[b+1]).
+// A grouped 1x1 conv with G groups is a grouped GEMM
+//     y[:, g*No:(g+1)*No] = x[:, g*Ni:(g+1)*Ni] @ Wt_g + bias_g,
+// with Wt_g = W_g^T packed once at load as [G][Ni][No] (Ni = in/G, No = out/G).
+#pragma once
+#include <cstdint>
+
+#include "../common/cpu_features.h"
+#include "../common/thread_pool.h"
+
+namespace sqf {
+namespace cpu {
+
+enum class Act : int { none = 0, gelu = 1, gelu_tanh = 2, relu = 3, silu = 4, tanh = 5 };
+
+struct GroupedLinear {
+  int64_t in = 0, out = 0, groups = 1;
+  const float* wt = nullptr;    // [groups][in/groups][out/groups]
+  const float* bias = nullptr;  // [out] or nullptr
+};
+
+struct LayerWeights {
+  GroupedLinear q, k, v, post, inter, out;
+  const float *post_ln_w, *post_ln_b, *out_ln_w, *out_ln_b;
+};
+
+struct EmbedArgs {
+  int64_t tokens, hidden;
+  const int64_t* input_ids;     // [T] or nullptr when inputs_embeds is given
+  const float* inputs_embeds;   // [T, hidden] or nullptr
+  const int64_t* token_type_ids;  // [T]
+  const int64_t* position_ids;    // [T]
+  const float *word, *position, *token_type;  // embedding tables [rows, hidden]
+  int64_t vocab, max_positions, type_vocab;
+  const float *ln_w, *ln_b;
+  float eps;
+  float* out;  // [T, hidden]
+};
+
+struct AttentionArgs {
+  int64_t tokens, hidden, heads, batch;
+  const float* x;            // [T, hidden] layer input
+  const int64_t* cu_seqlens;  // [batch + 1]
+  const uint8_t* key_valid;  // [T]: 0 = query-only token (padding kept for the pooler)
+  float* qkv;                // workspace [T, 3*hidden]
+  float* scratch;            // workspace [num_threads, scratch_per_thread]
+  int64_t scratch_per_thread;  // >= max_len * max_len
+  float* ctx;                // out [T, hidden]
+  float* scores;             // optional out: pre-softmax scores, [b][head][L_b][L_b] blocks
+  const int64_t* score_offsets;  // [batch]: start of sequence b's block in `scores`
+};
+
+struct KernelTable {
+  const char* isa;
+  // y = act(grouped_linear(x)) for rows [0, rows); x row stride ldx, y row stride ldy.
+  void (*grouped_linear)(const GroupedLinear& w, const float* x, int64_t ldx, float* y,
+                         int64_t ldy, int64_t rows, Act act, ThreadPool& pool);
+  // embeddings gather + sum + LayerNorm
+  void (*embed_ln)(const EmbedArgs& a, ThreadPool& pool);
+  // grouped Q/K/V projection + masked softmax attention per (sequence, head)
+  void (*qkv_attention)(const LayerWeights& w, const AttentionArgs& a, ThreadPool& pool);
+  // out = LayerNorm(conv(ctx) + residual), eps fixed by the caller
+  void (*attn_out_ln)(const GroupedLinear& w, const float* ln_w, const float* ln_b, float eps,
+                      const float* ctx, const float* residual, float* out, int64_t rows,
+                      ThreadPool& pool);
+  // out = LayerNorm(conv2(act(conv1(x))) + x); `inter` is workspace [rows, intermediate]
+  void (*ffn_ln)(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const float* ln_w,
+                 const float* ln_b, float eps, const float* x, float* inter, float* out,
+                 int64_t rows, ThreadPool& pool);
+};
+
+const KernelTable& kernel_table(Isa isa);  // throws if `isa` is not usable here
+
+}  // namespace cpu
+}  // namespace sqf

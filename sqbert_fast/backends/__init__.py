@@ -1,0 +1,70 @@
+"""Backend registry and selection.
+
+``backend="auto"`` takes, in priority order for the model's device, the first backend with no
+reasons not to run; ``SQBERT_FAST_BACKEND`` replaces "auto" with an explicit choice. An explicit
+backend that cannot run raises an error listing why — never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .base import Backend, Encoded, Runner, encoder_weights  # noqa: F401
+from .cpu import CpuBackend
+from .reference import ReferenceBackend
+
+_REGISTRY: dict[str, Backend] = {"reference": ReferenceBackend(), "cpu": CpuBackend()}
+_PRIORITY = {"cpu": ["cpu", "reference"], "cuda": ["cuda", "triton", "reference"]}
+
+
+def register(backend: Backend) -> None:
+    _REGISTRY[backend.name] = backend
+
+
+def _load_optional() -> None:
+    for mod in ("triton", "cuda"):
+        if mod in _REGISTRY:
+            continue
+        try:
+            module = __import__(f"{__name__}.{mod}", fromlist=["BACKEND"])
+        except ImportError:
+            continue
+        register(module.BACKEND)
+
+
+def all_backends() -> dict[str, Backend]:
+    _load_optional()
+    return dict(_REGISTRY)
+
+
+def reasons(device="cpu", dtype=torch.float32) -> dict[str, list[str]]:
+    """backend name -> why it cannot run on (device, dtype); empty list = it can."""
+    device = torch.device(device)
+    return {name: b.reasons(device, dtype) for name, b in all_backends().items()}
+
+
+def available_backends(device="cpu", dtype=torch.float32) -> list[str]:
+    return [name for name, r in reasons(device, dtype).items() if not r]
+
+
+def select(name: str, device, dtype) -> Backend:
+    device = torch.device(device)
+    backends = all_backends()
+    if name == "auto":
+        name = os.environ.get("SQBERT_FAST_BACKEND", "auto") or "auto"
+    if name == "auto":
+        for candidate in _PRIORITY.get(device.type, ["reference"]):
+            b = backends.get(candidate)
+            if b is not None and not b.reasons(device, dtype):
+                return b
+        raise RuntimeError(f"no backend can run on {device} / {dtype}: " +
+                           "; ".join(f"{n}: {', '.join(b.reasons(device, dtype))}" for n, b in backends.items()))
+    if name not in backends:
+        known = sorted(set(backends) | {"triton", "cuda"})
+        raise ValueError(f"unknown backend {name!r} (known: {', '.join(known)}, auto)")
+    why = backends[name].reasons(device, dtype)
+    if why:
+        raise RuntimeError(f"backend {name!r} cannot run on {device} / {dtype}: {'; '.join(why)}")
+    return backends[name]

@@ -1,0 +1,73 @@
+"""What every backend provides, and the weight view they all read.
+
+A backend is selected per (device, dtype). ``reasons()`` lists why it cannot serve them (an
+empty list means it can) — xformers' rule: automatic selection takes the first backend with no
+reasons, an explicitly requested backend that has reasons raises them. ``make_runner(model)``
+returns a Runner that encodes packed inputs (see ``sqbert_fast.packing``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..packing import Packed
+
+
+@dataclass
+class Encoded:
+    last_hidden: torch.Tensor                 # [T, H]
+    hidden_states: Optional[torch.Tensor]     # [layers + 1, T, H] (embeddings first)
+    scores: Optional[torch.Tensor]            # [layers, sum_b heads * L_b^2] pre-softmax
+    pooled: Optional[torch.Tensor]            # [B, H]
+
+
+class Runner:
+    def encode(self, packed: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
+        raise NotImplementedError
+
+
+class Backend:
+    name = "?"
+
+    def reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
+        raise NotImplementedError
+
+    def make_runner(self, model) -> Runner:
+        raise NotImplementedError
+
+
+def encoder_weights(base_model) -> dict[str, torch.Tensor]:
+    """Flat name -> tensor view of a SqueezeBertModel's encoder, pooler and embeddings.
+
+    Names are the contract between Python and every kernel backend (the C++ binding reads the
+    same keys). Conv weights keep transformers' [out, in/groups, 1] layout.
+    """
+    e = base_model.embeddings
+    w = {
+        "word_embeddings": e.word_embeddings.weight,
+        "position_embeddings": e.position_embeddings.weight,
+        "token_type_embeddings": e.token_type_embeddings.weight,
+        "embeddings_ln_weight": e.LayerNorm.weight,
+        "embeddings_ln_bias": e.LayerNorm.bias,
+    }
+    for i, layer in enumerate(base_model.encoder.layers):
+        a = layer.attention
+        for short, mod in (("q", a.query), ("k", a.key), ("v", a.value), ("post", layer.post_attention.conv1d),
+                           ("inter", layer.intermediate.conv1d), ("out", layer.output.conv1d)):
+            w[f"layers.{i}.{short}_weight"] = mod.weight
+            w[f"layers.{i}.{short}_bias"] = mod.bias
+        for short, ln in (("post_ln", layer.post_attention.layernorm), ("out_ln", layer.output.layernorm)):
+            w[f"layers.{i}.{short}_weight"] = ln.weight
+            w[f"layers.{i}.{short}_bias"] = ln.bias
+    if base_model.pooler is not None:
+        w["pooler_weight"] = base_model.pooler.dense.weight
+        w["pooler_bias"] = base_model.pooler.dense.bias
+    return {k: v.detach() for k, v in w.items()}
+
+
+def weights_version(base_model) -> tuple:
+    """Changes whenever a parameter is replaced or modified in place (packed copies go stale)."""
+    return tuple((p.data_ptr(), p._version) for p in base_model.parameters())

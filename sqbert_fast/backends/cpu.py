@@ -1,0 +1,85 @@
+"""The cpu backend: the whole encoder in C++ (``sqbert_fast._C``), weights handed over once.
+
+The C++ Encoder packs the conv weights into its micro-kernel layout at construction and reads
+embeddings, biases and LayerNorm parameters in place (NumPy views of the parameters, kept alive
+by the Encoder). Outputs are torch tensors the kernels write into directly; the GIL is released
+while they run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..packing import Packed
+from .base import Backend, Encoded, Runner, encoder_weights
+
+try:
+    from .. import _C
+except ImportError as e:  # pragma: no cover - exercised only on broken installs
+    _C = None
+    _IMPORT_ERROR = str(e)
+else:
+    _IMPORT_ERROR = ""
+
+_CFG_KEYS = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
+             "max_position_embeddings", "type_vocab_size", "q_groups", "k_groups", "v_groups",
+             "post_attention_groups", "intermediate_groups", "output_groups", "layer_norm_eps", "hidden_act")
+
+
+def default_isa() -> str:
+    """The ISA the cpu backend will use (SQBERT_FAST_FORCE_CPU_ISA if set, validated)."""
+    if _C is None:
+        raise RuntimeError(f"the C++ extension is not available: {_IMPORT_ERROR}")
+    return _C.default_isa()
+
+
+class CpuRunner(Runner):
+    def __init__(self, base_model, isa: str | None = None):
+        cfg = base_model.config
+        self.cfg = cfg
+        self.isa = isa or default_isa()
+        weights = {k: v.contiguous().numpy() for k, v in encoder_weights(base_model).items()}
+        self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa)
+
+    def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
+        cfg, T, H = self.cfg, p.tokens, self.cfg.hidden_size
+        L = cfg.num_hidden_layers
+        last = torch.empty(T, H)
+        hidden = torch.empty(L + 1, T, H) if want_hidden else None
+        scores = None
+        if want_scores:
+            scores = torch.empty(L, cfg.num_attention_heads * sum(n * n for n in p.seqlens))
+        pooled = torch.empty(p.batch, H) if want_pooled else None
+
+        def np_(t):
+            return None if t is None else t.contiguous().numpy()
+
+        self.encoder.forward(
+            np_(p.input_ids), np_(p.inputs_embeds.float() if p.inputs_embeds is not None else None),
+            np_(p.token_type_ids), np_(p.position_ids), np_(p.cu_seqlens), np_(p.key_valid), last.numpy(),
+            np_(hidden), np_(scores), np_(p.pool_rows) if want_pooled else None, np_(pooled))
+        return Encoded(last_hidden=last, hidden_states=hidden, scores=scores, pooled=pooled)
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+
+    def reasons(self, device, dtype):
+        r = []
+        if _C is None:
+            r.append(f"C++ extension sqbert_fast._C failed to import: {_IMPORT_ERROR}")
+        if device.type != "cpu":
+            r.append(f"runs on CPU tensors, the model is on {device}")
+        if dtype != torch.float32:
+            r.append(f"supports float32 only so far, the model is {dtype}")
+        if _C is not None and os.environ.get("SQBERT_FAST_FORCE_CPU_ISA"):
+            try:
+                _C.default_isa()
+            except ValueError as e:
+                r.append(str(e))
+        return r
+
+    def make_runner(self, model):
+        return CpuRunner(model)

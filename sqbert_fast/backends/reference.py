@@ -1,0 +1,113 @@
+"""The reference backend: the fused ops of DESIGN.md §3 in plain PyTorch, token-major and packed.
+
+This is the ground truth the kernel backends are tested against (besides transformers). It is
+written for clarity, not speed, runs on any torch device and dtype, and has one function per
+fused op with the same name as the kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..packing import Packed
+from .base import Backend, Encoded, Runner, encoder_weights
+
+ENCODER_LN_EPS = 1e-12  # transformers' SqueezeBertLayerNorm ignores config.layer_norm_eps
+
+
+def activation(name: str):
+    if name in ("gelu", "gelu_python"):
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    return {"relu": F.relu, "silu": F.silu, "swish": F.silu, "tanh": torch.tanh}[name]
+
+
+def grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """y[:, g] = x[:, g] @ W_g^T + b_g for a conv weight w of shape [out, in/groups, 1]."""
+    T, out = x.shape[0], w.shape[0]
+    if groups == 1:
+        return F.linear(x, w.reshape(out, -1), b)
+    xg = x.reshape(T, groups, -1).transpose(0, 1)          # [G, T, in/G]
+    wg = w.reshape(groups, out // groups, -1)               # [G, out/G, in/G]
+    y = torch.baddbmm(b.reshape(groups, 1, -1), xg, wg.transpose(1, 2))
+    return y.transpose(0, 1).reshape(T, out)
+
+
+def embed_ln(p: Packed, w: dict, eps: float) -> torch.Tensor:
+    x = p.inputs_embeds if p.input_ids is None else F.embedding(p.input_ids, w["word_embeddings"])
+    x = x + F.embedding(p.position_ids, w["position_embeddings"]) + F.embedding(p.token_type_ids, w["token_type_embeddings"])
+    return F.layer_norm(x, (x.shape[-1],), w["embeddings_ln_weight"], w["embeddings_ln_bias"], eps)
+
+
+def qkv_attention(x: torch.Tensor, p: Packed, w: dict, i: int, cfg, want_scores: bool):
+    H, heads = cfg.hidden_size, cfg.num_attention_heads
+    d = H // heads
+    q = grouped_linear(x, w[f"layers.{i}.q_weight"], w[f"layers.{i}.q_bias"], cfg.q_groups)
+    k = grouped_linear(x, w[f"layers.{i}.k_weight"], w[f"layers.{i}.k_bias"], cfg.k_groups)
+    v = grouped_linear(x, w[f"layers.{i}.v_weight"], w[f"layers.{i}.v_bias"], cfg.v_groups)
+    ctx = torch.empty_like(x)
+    scores = []
+    lowest = torch.finfo(x.dtype).min
+    for b, (start, L) in enumerate(zip(p.cu_seqlens[:-1].tolist(), p.seqlens)):
+        rows = slice(start, start + L)
+        qb = q[rows].view(L, heads, d).transpose(0, 1)
+        kb = k[rows].view(L, heads, d).transpose(0, 1)
+        vb = v[rows].view(L, heads, d).transpose(0, 1)
+        s = torch.matmul(qb, kb.transpose(1, 2)) / math.sqrt(d)
+        masked = p.key_valid[rows] == 0
+        if bool(masked.any()):
+            s = s.masked_fill(masked[None, None, :], lowest)
+        if want_scores:
+            scores.append(s.reshape(-1))
+        ctx[rows] = torch.matmul(torch.softmax(s, dim=-1), vb).transpose(0, 1).reshape(L, H)
+    return ctx, (torch.cat(scores) if want_scores else None)
+
+
+def attn_out_ln(ctx: torch.Tensor, residual: torch.Tensor, w: dict, i: int, cfg) -> torch.Tensor:
+    y = grouped_linear(ctx, w[f"layers.{i}.post_weight"], w[f"layers.{i}.post_bias"], cfg.post_attention_groups)
+    return F.layer_norm(y + residual, (y.shape[-1],), w[f"layers.{i}.post_ln_weight"], w[f"layers.{i}.post_ln_bias"], ENCODER_LN_EPS)
+
+
+def ffn_ln(x: torch.Tensor, w: dict, i: int, cfg) -> torch.Tensor:
+    h = activation(cfg.hidden_act)(grouped_linear(x, w[f"layers.{i}.inter_weight"], w[f"layers.{i}.inter_bias"], cfg.intermediate_groups))
+    y = grouped_linear(h, w[f"layers.{i}.out_weight"], w[f"layers.{i}.out_bias"], cfg.output_groups)
+    return F.layer_norm(y + x, (y.shape[-1],), w[f"layers.{i}.out_ln_weight"], w[f"layers.{i}.out_ln_bias"], ENCODER_LN_EPS)
+
+
+class ReferenceRunner(Runner):
+    def __init__(self, base_model):
+        self.base = base_model
+        self.cfg = base_model.config
+
+    def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
+        cfg, w = self.cfg, encoder_weights(self.base)
+        x = embed_ln(p, w, cfg.layer_norm_eps)
+        hidden, scores = [x], []
+        for i in range(cfg.num_hidden_layers):
+            ctx, s = qkv_attention(x, p, w, i, cfg, want_scores)
+            x = ffn_ln(attn_out_ln(ctx, x, w, i, cfg), w, i, cfg)
+            hidden.append(x)
+            scores.append(s)
+        pooled = None
+        if want_pooled:
+            pooled = torch.tanh(F.linear(x[p.pool_rows], w["pooler_weight"], w["pooler_bias"]))
+        return Encoded(
+            last_hidden=x,
+            hidden_states=torch.stack(hidden) if want_hidden else None,
+            scores=torch.stack(scores) if want_scores else None,
+            pooled=pooled,
+        )
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+
+    def reasons(self, device, dtype):
+        return []
+
+    def make_runner(self, model):
+        return ReferenceRunner(model)

@@ -1,0 +1,503 @@
+"""The six SqueezeBERT model classes, with transformers' names, arguments and outputs.
+
+Parameters are held in modules whose state_dict keys are exactly transformers' (so checkpoints
+move both ways unchanged), but no transformers code runs: ``forward`` validates and packs the
+inputs (``packing.py``), hands packed token rows to the selected backend's runner (the fused
+kernels), unpacks at the edge and applies the small task heads here.
+
+These are inference models: forward always runs without autograd and without dropout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+
+from . import backends as _backends
+from .backends.base import weights_version
+from .backends.reference import activation
+from .config import SqueezeBertConfig
+from .outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from .packing import Packed, pack
+
+logger = logging.getLogger("sqbert_fast")
+
+
+# ---- parameter containers (transformers' module names, no forward of their own) --------------
+class _Embeddings(nn.Module):
+    def __init__(self, c: SqueezeBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=c.pad_token_id)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.embedding_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.embedding_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, c: SqueezeBertConfig):
+        super().__init__()
+        h = c.hidden_size
+        self.query = nn.Conv1d(h, h, 1, groups=c.q_groups)
+        self.key = nn.Conv1d(h, h, 1, groups=c.k_groups)
+        self.value = nn.Conv1d(h, h, 1, groups=c.v_groups)
+
+
+class _ConvLayerNorm(nn.Module):
+    def __init__(self, cin: int, cout: int, groups: int):
+        super().__init__()
+        self.conv1d = nn.Conv1d(cin, cout, 1, groups=groups)
+        self.layernorm = nn.LayerNorm(cout, eps=1e-12)
+
+
+class _ConvActivation(nn.Module):
+    def __init__(self, cin: int, cout: int, groups: int):
+        super().__init__()
+        self.conv1d = nn.Conv1d(cin, cout, 1, groups=groups)
+
+
+class _Module(nn.Module):
+    def __init__(self, c: SqueezeBertConfig):
+        super().__init__()
+        h, i = c.hidden_size, c.intermediate_size
+        self.attention = _SelfAttention(c)
+        self.post_attention = _ConvLayerNorm(h, h, c.post_attention_groups)
+        self.intermediate = _ConvActivation(h, i, c.intermediate_groups)
+        self.output = _ConvLayerNorm(i, h, c.output_groups)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, c: SqueezeBertConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(_Module(c) for _ in range(c.num_hidden_layers))
+
+
+class _Pooler(nn.Module):
+    def __init__(self, c: SqueezeBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+
+
+class _PredictionHeadTransform(nn.Module):
+    def __init__(self, c: SqueezeBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+
+
+class _LMPredictionHead(nn.Module):
+    def __init__(self, c: SqueezeBertConfig):
+        super().__init__()
+        self.transform = _PredictionHeadTransform(c)
+        self.decoder = nn.Linear(c.hidden_size, c.vocab_size, bias=True)
+        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+        self.decoder.bias = self.bias
+
+
+class _OnlyMLMHead(nn.Module):
+    def __init__(self, c: SqueezeBertConfig):
+        super().__init__()
+        self.predictions = _LMPredictionHead(c)
+
+
+# ---- base class: loading, saving, backend management -------------------------------------------
+class SqueezeBertPreTrainedModel(nn.Module):
+    config_class = SqueezeBertConfig
+    base_model_prefix = "transformer"
+    _tied_keys: tuple = ()
+    # head parameters that may be missing from a checkpoint (freshly initialised, as transformers)
+    _head_prefixes: tuple = ()
+
+    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
+        super().__init__()
+        if not isinstance(config, SqueezeBertConfig):
+            raise TypeError(f"config must be a SqueezeBertConfig, got {type(config).__name__}")
+        config.validate()
+        self.config = config
+        self._backend_name = backend
+        self._runner = None
+        self._runner_key = None
+
+    # -- weights init (same distributions as transformers) --
+    def _init_weights(self) -> None:
+        std = self.config.initializer_range
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Conv1d)):
+                    m.weight.normal_(0.0, std)
+                    if m.bias is not None:
+                        m.bias.zero_()
+                elif isinstance(m, nn.Embedding):
+                    m.weight.normal_(0.0, std)
+                    if m.padding_idx is not None:
+                        m.weight[m.padding_idx].zero_()
+                elif isinstance(m, nn.LayerNorm):
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
+            for m in self.modules():
+                if isinstance(m, _LMPredictionHead):
+                    m.bias.zero_()
+
+    def post_init(self) -> None:
+        if not any(p.is_meta for p in self.parameters()):
+            self._init_weights()
+        self.tie_weights()
+        self.eval()
+
+    def tie_weights(self) -> None:
+        pass
+
+    @property
+    def base_model(self) -> "SqueezeBertModel":
+        return getattr(self, self.base_model_prefix, self)
+
+    # -- backends --
+    @property
+    def backend(self) -> str:
+        """Name of the backend that runs this model on its current device and dtype."""
+        return self._get_runner_backend().name
+
+    def set_backend(self, backend: str) -> "SqueezeBertPreTrainedModel":
+        self._backend_name = backend
+        self._runner = None
+        self._get_runner()  # fail now, not at the first call
+        return self
+
+    def _device_dtype(self):
+        p = self.base_model.embeddings.word_embeddings.weight
+        return p.device, p.dtype
+
+    def _get_runner_backend(self):
+        device, dtype = self._device_dtype()
+        return _backends.select(self._backend_name, device, dtype)
+
+    def _get_runner(self):
+        device, dtype = self._device_dtype()
+        key = (self._backend_name, device, dtype, weights_version(self.base_model))
+        if self._runner is None or self._runner_key != key:
+            self._runner = self._get_runner_backend().make_runner(self.base_model)
+            self._runner_key = key
+        return self._runner
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half() ... drop packed weights
+        self._runner = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        if mode:
+            logger.warning("sqbert_fast models are inference-only; train() has no effect on forward")
+        return super().train(mode)
+
+    # -- loading / saving --
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, backend: str = "auto",
+                        dtype: Optional[torch.dtype | str] = None, torch_dtype=None, config: Optional[SqueezeBertConfig] = None,
+                        output_loading_info: bool = False, revision: Optional[str] = None, **config_kwargs: Any):
+        """Load from a local directory (config.json + model.safetensors / pytorch_model.bin) or a hub id."""
+        from .hub import resolve_model_dir
+        from .weights import load_checkpoint_into
+
+        path = resolve_model_dir(pretrained_model_name_or_path, revision=revision)
+        if config is None:
+            config = SqueezeBertConfig.from_pretrained(path, **config_kwargs)
+        dtype = _resolve_dtype(dtype if dtype is not None else torch_dtype)
+        with torch.device("meta"):
+            model = cls(config, backend=backend)
+        info = load_checkpoint_into(model, path)
+        if dtype is not None:
+            model.to(dtype)
+        model.eval()
+        model._get_runner()  # select the backend and hand the weights over once, at load time
+        if output_loading_info:
+            return model, info
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True) -> None:
+        from .weights import save_checkpoint
+
+        os.makedirs(save_directory, exist_ok=True)
+        self.config.architectures = [type(self).__name__]
+        self.config.save_pretrained(save_directory)
+        save_checkpoint(self, save_directory, safe_serialization=safe_serialization)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    # -- the shared encoder call --
+    def _encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                output_attentions, output_hidden_states, want_pooled: bool):
+        base = self.base_model
+        device, dtype = self._device_dtype()
+        packed = pack(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, device=device)
+        if packed.inputs_embeds is not None:
+            packed.inputs_embeds = packed.inputs_embeds.to(dtype)
+        runner = self._get_runner()
+        enc = runner.encode(packed, bool(output_hidden_states), bool(output_attentions), want_pooled and base.pooler is not None)
+        hidden = tuple(packed.unpack(h) for h in enc.hidden_states) if output_hidden_states else None
+        attentions = None
+        if output_attentions:
+            attentions = tuple(packed.unpack_scores(s, self.config.num_attention_heads) for s in enc.scores)
+        return packed, enc, hidden, attentions
+
+
+def _resolve_dtype(dtype):
+    if dtype is None or dtype == "auto":
+        return None
+    if isinstance(dtype, str):
+        names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+                 "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+        if dtype not in names:
+            raise ValueError(f"unknown dtype {dtype!r} (use one of {', '.join(names)})")
+        return names[dtype]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating point torch.dtype, got {dtype!r}")
+    return dtype
+
+
+def _return(return_dict, config, output_cls, fields: dict):
+    return_dict = return_dict if return_dict is not None else getattr(config, "return_dict", True)
+    out = output_cls(**fields)
+    return out if return_dict else out.to_tuple()
+
+
+class SqueezeBertModel(SqueezeBertPreTrainedModel):
+    base_model_prefix = ""
+
+    def __init__(self, config: SqueezeBertConfig, backend: str = "auto", add_pooling_layer: bool = True):
+        super().__init__(config, backend)
+        self.embeddings = _Embeddings(config)
+        self.encoder = _Encoder(config)
+        self.pooler = _Pooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    @property
+    def base_model(self) -> "SqueezeBertModel":
+        return self
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    @torch.no_grad()
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        packed, enc, hidden, attentions = self._encode(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions, output_hidden_states, want_pooled=True)
+        return _return(return_dict, self.config, BaseModelOutputWithPooling, dict(
+            last_hidden_state=packed.unpack(enc.last_hidden), pooler_output=enc.pooled,
+            hidden_states=hidden, attentions=attentions))
+
+
+class _WithTransformer(SqueezeBertPreTrainedModel):
+    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
+        super().__init__(config, backend)
+        self.transformer = SqueezeBertModel(config, backend=backend)
+
+
+class SqueezeBertForMaskedLM(_WithTransformer):
+    _tied_keys = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+    _head_prefixes = ("cls.",)
+
+    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
+        super().__init__(config, backend)
+        self.cls = _OnlyMLMHead(config)
+        self.post_init()
+
+    def tie_weights(self) -> None:
+        """The decoder is the word embedding matrix (and its bias cls.predictions.bias)."""
+        pred = self.cls.predictions
+        pred.decoder.weight = self.transformer.embeddings.word_embeddings.weight
+        pred.decoder.bias = pred.bias
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.predictions.decoder
+
+    @torch.no_grad()
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None, **kwargs):
+        packed, enc, hidden, attentions = self._encode(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions, output_hidden_states, want_pooled=False)
+        t, pred = self.cls.predictions.transform, self.cls.predictions
+        h = activation(self.config.hidden_act)(F.linear(enc.last_hidden, t.dense.weight, t.dense.bias))
+        h = F.layer_norm(h, (h.shape[-1],), t.LayerNorm.weight, t.LayerNorm.bias, self.config.layer_norm_eps)
+        logits = packed.unpack(F.linear(h, pred.decoder.weight, pred.decoder.bias))
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device))
+        return _return(return_dict, self.config, MaskedLMOutput,
+                       dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
+
+
+def _classification_loss(config, num_labels: int, logits: torch.Tensor, labels: torch.Tensor):
+    labels = labels.to(logits.device)
+    if config.problem_type is None:
+        if num_labels == 1:
+            config.problem_type = "regression"
+        elif num_labels > 1 and labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return MSELoss()(logits.squeeze(), labels.squeeze()) if num_labels == 1 else MSELoss()(logits, labels)
+    if config.problem_type == "single_label_classification":
+        return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
+    return BCEWithLogitsLoss()(logits, labels)
+
+
+class SqueezeBertForSequenceClassification(_WithTransformer):
+    _head_prefixes = ("classifier.",)
+
+    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
+        super().__init__(config, backend)
+        self.num_labels = config.num_labels
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @torch.no_grad()
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None, **kwargs):
+        packed, enc, hidden, attentions = self._encode(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions, output_hidden_states, want_pooled=True)
+        logits = self.classifier(enc.pooled)
+        loss = _classification_loss(self.config, self.num_labels, logits, labels) if labels is not None else None
+        return _return(return_dict, self.config, SequenceClassifierOutput,
+                       dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
+
+
+class SqueezeBertForMultipleChoice(_WithTransformer):
+    _head_prefixes = ("classifier.",)
+
+    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
+        super().__init__(config, backend)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    @torch.no_grad()
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None, **kwargs):
+        first = input_ids if input_ids is not None else inputs_embeds
+        if first is None:
+            raise ValueError("You have to specify either input_ids or inputs_embeds")
+        if first.dim() != (3 if input_ids is not None else 4):
+            raise ValueError("multiple choice inputs must be [batch, num_choices, seq_len]"
+                             f"{'' if input_ids is not None else ', hidden'}; got shape {tuple(first.shape)}")
+        num_choices = first.shape[1]
+
+        def flat(t, k=1):
+            return None if t is None else t.reshape(-1, *t.shape[-k:])
+
+        packed, enc, hidden, attentions = self._encode(
+            flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids), flat(inputs_embeds, 2),
+            output_attentions, output_hidden_states, want_pooled=True)
+        logits = self.classifier(enc.pooled).view(-1, num_choices)
+        loss = CrossEntropyLoss()(logits, labels.to(logits.device)) if labels is not None else None
+        return _return(return_dict, self.config, MultipleChoiceModelOutput,
+                       dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
+
+
+class SqueezeBertForTokenClassification(_WithTransformer):
+    _head_prefixes = ("classifier.",)
+
+    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
+        super().__init__(config, backend)
+        self.num_labels = config.num_labels
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @torch.no_grad()
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None, **kwargs):
+        packed, enc, hidden, attentions = self._encode(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions, output_hidden_states, want_pooled=False)
+        logits = packed.unpack(self.classifier(enc.last_hidden))
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
+        return _return(return_dict, self.config, TokenClassifierOutput,
+                       dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
+
+
+class SqueezeBertForQuestionAnswering(_WithTransformer):
+    _head_prefixes = ("qa_outputs.",)
+
+    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
+        super().__init__(config, backend)
+        self.num_labels = config.num_labels
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @torch.no_grad()
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs):
+        packed, enc, hidden, attentions = self._encode(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions, output_hidden_states, want_pooled=False)
+        logits = packed.unpack(self.qa_outputs(enc.last_hidden))
+        start_logits, end_logits = logits.split(1, dim=-1)
+        start_logits = start_logits.squeeze(-1).contiguous()
+        end_logits = end_logits.squeeze(-1).contiguous()
+        total_loss = None
+        if start_positions is not None and end_positions is not None:
+            start_positions = start_positions.to(start_logits.device)
+            end_positions = end_positions.to(end_logits.device)
+            if start_positions.dim() > 1:
+                start_positions = start_positions.squeeze(-1)
+            if end_positions.dim() > 1:
+                end_positions = end_positions.squeeze(-1)
+            ignored = start_logits.size(1)
+            loss_fct = CrossEntropyLoss(ignore_index=ignored)
+            total_loss = (loss_fct(start_logits, start_positions.clamp(0, ignored)) +
+                          loss_fct(end_logits, end_positions.clamp(0, ignored))) / 2
+        return _return(return_dict, self.config, QuestionAnsweringModelOutput,
+                       dict(loss=total_loss, start_logits=start_logits, end_logits=end_logits,
+                            hidden_states=hidden, attentions=attentions))
+
+
+MODEL_CLASSES = {
+    "SqueezeBertModel": SqueezeBertModel,
+    "SqueezeBertForMaskedLM": SqueezeBertForMaskedLM,
+    "SqueezeBertForSequenceClassification": SqueezeBertForSequenceClassification,
+    "SqueezeBertForMultipleChoice": SqueezeBertForMultipleChoice,
+    "SqueezeBertForTokenClassification": SqueezeBertForTokenClassification,
+    "SqueezeBertForQuestionAnswering": SqueezeBertForQuestionAnswering,
+}
+
+
+def from_transformers(hf_model, backend: str = "auto"):
+    """Convert a live transformers SqueezeBert* model (any of the six) into its sqbert_fast twin."""
+    name = type(hf_model).__name__
+    if name not in MODEL_CLASSES:
+        raise TypeError(f"from_transformers expects one of {', '.join(MODEL_CLASSES)}, got {name}")
+    cfg_dict = hf_model.config.to_dict()
+    config = SqueezeBertConfig.from_dict(cfg_dict)
+    cls = MODEL_CLASSES[name]
+    with torch.device("meta"):
+        model = cls(config, backend=backend)
+    state = {k: v.detach() for k, v in hf_model.state_dict().items()}
+    from .weights import load_state_dict_into
+
+    load_state_dict_into(model, state, source=f"transformers {name}")
+    model.to(hf_model.device)
+    model.eval()
+    model._get_runner()
+    return model
