@@ -1,0 +1,1 @@
+"""Triton kernels of sqbert_fast, one file per fused op (installed as ``sqbert_fast._triton``)."""
