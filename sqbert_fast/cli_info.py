@@ -1,0 +1,64 @@
+"""``sqbert-fast info``: version, build options, CPU/GPU features, and which backends run (and why not)."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import torch
+
+from . import __version__, backends
+from .threads import get_num_threads
+
+
+def collect() -> dict:
+    info: dict = {"sqbert_fast": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                  "platform": platform.platform(), "threads": get_num_threads()}
+    try:
+        from . import _C
+    except ImportError as e:
+        info["cpu_extension"] = f"not built: {e}"
+    else:
+        info["cpu_extension"] = {**_C.cpu_info(), "with_cuda": bool(_C.with_cuda)}
+        try:
+            info["cpu_extension"]["isa_in_use"] = _C.default_isa()
+        except ValueError as e:
+            info["cpu_extension"]["isa_in_use"] = f"error: {e}"
+    info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    info["backends"] = {}
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            key = f"{device}/{str(dtype).replace('torch.', '')}"
+            info["backends"][key] = {name: (r or "available") for name, r in backends.reasons(device, dtype).items()}
+    return info
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def run(args) -> int:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"sqbert_fast {info['sqbert_fast']}  (python {info['python']}, torch {info['torch']})")
+    print(f"platform: {info['platform']}")
+    ext = info["cpu_extension"]
+    if isinstance(ext, str):
+        print(f"C++ extension: {ext}")
+    else:
+        feats = ", ".join(k for k, v in ext["features"].items() if v) or "none"
+        print(f"CPU: {ext['brand'] or ext['vendor']}")
+        print(f"CPU features: {feats}")
+        print(f"ISA variants built: {', '.join(ext['built_isas'])}; usable here: {', '.join(ext['usable_isas'])}; "
+              f"in use: {ext['isa_in_use']}")
+        print(f"CUDA extension built: {'yes' if ext['with_cuda'] else 'no'}")
+    print(f"CUDA device: {info['cuda_device'] or 'none'}")
+    print(f"threads: {info['threads']}")
+    print("backends:")
+    for key, per in info["backends"].items():
+        for name, status in per.items():
+            text = status if isinstance(status, str) else "; ".join(status)
+            print(f"  {key:<16} {name:<10} {text}")
+    return 0
