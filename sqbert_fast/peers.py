@@ -1,0 +1,419 @@
+"""Providers for the latency benchmark: sqbert_fast's backends and the peers a user would pick instead.
+
+One interface for all of them::
+
+    from sqbert_fast import peers
+    p = peers.prepare("onnxruntime", model_dir, "fp32")   # raises peers.Unavailable("why") if it can't
+    hidden = p(input_ids, attention_mask)                 # -> last_hidden_state [B, S, H] torch tensor
+    p.setup_s     # {"load": s, "export": s, "optimize": s, ...}: one-time costs, kept apart from latency
+    p.notes       # what was actually run (exporter, fusions applied, precision the engine picked)
+
+Providers (``PROVIDERS``): the sqbert_fast backends by their registry name (``reference``, ``cpu``,
+``cuda``, ``triton``) and the peers
+
+- ``transformers``: transformers' SqueezeBertModel, eager, fp32 or bf16 weights.
+- ``torch.compile``: the same model through ``torch.compile`` (inductor). Compilation happens on the
+  first call of each new shape, so it is not in ``setup_s``: time the first call separately.
+- ``onnxruntime``: the transformers model exported with ``torch.onnx.export`` (the dynamo exporter, torch's
+  default; the legacy TorchScript exporter if that fails), then onnxruntime's transformer optimizer
+  (model_type "bert"), then an InferenceSession with all graph optimisations. fp32 only: the CPU
+  execution provider has no bf16 Conv/MatMul kernels.
+- ``openvino``: ``ov.convert_model`` of the torch model (the ONNX file if that fails), compiled for CPU
+  with ``INFERENCE_PRECISION_HINT`` f32 (``fp32``), bf16 (``bf16``), or left to OpenVINO (``default``:
+  bf16 on CPUs with AMX / AVX512-BF16, f32 elsewhere; ``notes`` says which it chose).
+
+Every peer package is optional (``pip install sqbert_fast[bench]``); a missing one gives
+``Unavailable("onnxruntime is not installed (pip install onnxruntime)")``, never an ImportError.
+Inputs are int64 torch tensors; padded positions of the output are not meaningful (compare with
+``attention_mask``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+SQBERT_BACKENDS = ("reference", "cpu", "cuda", "triton")
+PEERS = ("transformers", "torch.compile", "onnxruntime", "openvino")
+PROVIDERS = SQBERT_BACKENDS + PEERS
+PRECISIONS = ("fp32", "bf16", "fp16", "default")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# what each peer can run at all (sqbert_fast backends answer through their own reasons())
+_PEER_PRECISIONS = {
+    "transformers": ("fp32", "bf16", "fp16"),
+    "torch.compile": ("fp32", "bf16", "fp16"),
+    "onnxruntime": ("fp32",),
+    "openvino": ("fp32", "bf16", "default"),
+}
+_PEER_PACKAGES = {
+    "transformers": ("transformers",),
+    "torch.compile": ("transformers",),
+    "onnxruntime": ("transformers", "onnx", "onnxruntime"),
+    "openvino": ("transformers", "openvino"),
+}
+
+
+class Unavailable(RuntimeError):
+    """This provider cannot run here; the message says why."""
+
+
+@dataclass
+class Prepared:
+    provider: str
+    precision: str                     # as asked
+    device: torch.device
+    run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    setup_s: dict = field(default_factory=dict)   # one-time costs by phase, seconds
+    notes: list = field(default_factory=list)
+    close: Optional[Callable[[], None]] = None
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.run(input_ids, attention_mask)
+
+    @property
+    def setup_total_s(self) -> float:
+        return float(sum(self.setup_s.values()))
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _missing(packages) -> list[str]:
+    return [p for p in packages if importlib.util.find_spec(p) is None]
+
+
+def reasons(provider: str, precision: str = "fp32", device="cpu") -> list[str]:
+    """Why ``provider`` cannot run ``precision`` on ``device`` (empty: it can, as far as is known before loading)."""
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        return [f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})"]
+    if provider in SQBERT_BACKENDS:
+        if precision == "default":
+            return ["sqbert_fast backends take an explicit precision (fp32, bf16, fp16)"]
+        from .backends import reasons as backend_reasons
+
+        return list(backend_reasons(device, _DTYPES[precision]).get(provider, [f"backend {provider!r} is not built"]))
+    if provider not in PEERS:
+        return [f"unknown provider {provider!r} (known: {', '.join(PROVIDERS)})"]
+    out = [f"{p} is not installed (pip install {p})" for p in _missing(_PEER_PACKAGES[provider])]
+    if precision not in _PEER_PRECISIONS[provider]:
+        if provider == "onnxruntime" and precision == "default":
+            out.append("onnxruntime has no precision hint of its own: ask for fp32")
+        elif provider == "onnxruntime":
+            out.append(f"{precision}: onnxruntime's CPU execution provider has no {precision} Conv/MatMul kernels")
+        else:
+            out.append(f"{provider} runs {', '.join(_PEER_PRECISIONS[provider])}, not {precision}")
+    if provider in ("onnxruntime", "openvino") and device.type != "cpu":
+        out.append(f"only benchmarked on cpu here (asked for {device})")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        out.append("CUDA is not available")
+    if provider == "torch.compile" and device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None \
+            and shutil.which("c++") is None:
+        out.append("torch.compile (inductor) needs a C++ compiler on PATH for CPU code")
+    return out
+
+
+def available(precision: str = "fp32", device="cpu") -> dict[str, list[str]]:
+    """provider -> reasons it cannot run (empty list: available)."""
+    return {p: reasons(p, precision, device) for p in PROVIDERS}
+
+
+def prepare(provider: str, model_dir: str, precision: str = "fp32", *, device="cpu",
+            threads: Optional[int] = None, work_dir: Optional[str] = None, **options) -> Prepared:
+    """Load ``model_dir`` into ``provider`` at ``precision``; raise ``Unavailable`` with the reason if it can't.
+
+    ``threads``: intra-op threads for engines with their own pool (onnxruntime, openvino); torch's and
+    sqbert_fast's pools are set by the caller (``sqbert_fast.set_num_threads``).
+    ``work_dir``: where exported files go (a temporary directory, removed by ``close()``, if None).
+    """
+    device = torch.device(device)
+    why = reasons(provider, precision, device)
+    if why:
+        raise Unavailable("; ".join(why))
+    fn = _PREPARERS.get(provider, _prepare_sqbert)
+    return fn(provider, model_dir, precision, device=device, threads=threads, work_dir=work_dir, **options)
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+class _Timer:
+    def __init__(self, setup: dict, phase: str):
+        self.setup, self.phase = setup, phase
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.setup[self.phase] = self.setup.get(self.phase, 0.0) + time.perf_counter() - self.t0
+        return False
+
+
+def _load_hf(model_dir: str, dtype: torch.dtype, device: torch.device):
+    import transformers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.SqueezeBertModel.from_pretrained(model_dir, dtype=dtype)
+    return model.to(device).eval()
+
+
+class _LastHidden(torch.nn.Module):
+    """(input_ids, attention_mask) -> last_hidden_state: the signature every exported graph gets."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _example_inputs(config, batch: int = 2, seq: int = 16):
+    seq = min(seq, config.max_position_embeddings)
+    ids = torch.randint(1, config.vocab_size, (batch, seq))
+    mask = torch.ones_like(ids)
+    mask[-1, seq // 2:] = 0
+    return ids, mask
+
+
+def _work_dir(work_dir, provider):
+    if work_dir is not None:
+        os.makedirs(work_dir, exist_ok=True)
+        return work_dir, None
+    tmp = tempfile.mkdtemp(prefix=f"sqbert_fast-{provider}-")
+    return tmp, (lambda: shutil.rmtree(tmp, ignore_errors=True))
+
+
+# ---- sqbert_fast backends ---------------------------------------------------------------------
+def _prepare_sqbert(provider, model_dir, precision, *, device, threads, work_dir, **options):
+    from .modeling import SqueezeBertModel
+
+    setup: dict = {}
+    with _Timer(setup, "load"):
+        model = SqueezeBertModel.from_pretrained(model_dir, backend=provider, dtype=_DTYPES[precision])
+        model.to(device)
+        model._get_runner()  # pack weights now, not in the first timed call
+
+    def run(input_ids, attention_mask):
+        return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    notes = []
+    if provider == "cpu":
+        from .backends.cpu import default_isa
+
+        notes.append(f"isa={default_isa()}")
+    return Prepared(provider, precision, device, run, setup, notes)
+
+
+# ---- transformers eager and torch.compile -----------------------------------------------------
+def _prepare_transformers(provider, model_dir, precision, *, device, threads, work_dir, **options):
+    setup: dict = {}
+    with _Timer(setup, "load"):
+        model = _load_hf(model_dir, _DTYPES[precision], device)
+
+    @torch.inference_mode()
+    def run(input_ids, attention_mask):
+        return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return Prepared(provider, precision, device, run, setup, [f"attn_implementation={model.config._attn_implementation}"])
+
+
+def _prepare_compile(provider, model_dir, precision, *, device, threads, work_dir, **options):
+    setup: dict = {}
+    with _Timer(setup, "load"):
+        model = _load_hf(model_dir, _DTYPES[precision], device)
+    mode = options.get("compile_mode")  # None = torch.compile's default
+    with _Timer(setup, "wrap"):
+        compiled = torch.compile(model, mode=mode)
+
+    @torch.inference_mode()
+    def run(input_ids, attention_mask):
+        return compiled(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return Prepared(provider, precision, device, run, setup,
+                    [f"mode={mode or 'default'}; compiles on the first call of each new shape (see first_call_s)"])
+
+
+# ---- ONNX export (shared by onnxruntime, and openvino's fallback) -----------------------------
+def export_onnx(model_dir: str, path: str, exporter: str = "auto", hf_model=None) -> tuple[str, list[str]]:
+    """Export transformers' SqueezeBertModel (fp32) to ``path`` with dynamic batch and sequence axes.
+
+    ``exporter``: "dynamo" (torch.onnx's default since torch 2.9, torch.export based), "legacy"
+    (TorchScript), or "auto" (dynamo, legacy if it fails). Returns (exporter used, notes).
+    """
+    model = hf_model if hf_model is not None else _load_hf(model_dir, torch.float32, torch.device("cpu"))
+    wrapped = _LastHidden(model).eval()
+    ids, mask = _example_inputs(model.config)
+    names = dict(input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"])
+    notes: list[str] = []
+    order = {"auto": ["dynamo", "legacy"], "dynamo": ["dynamo"], "legacy": ["legacy"]}[exporter]
+    errors = []
+    for which in order:
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")
+                if which == "dynamo":
+                    batch = torch.export.Dim("batch", max=4096)
+                    seq = torch.export.Dim("seq", max=model.config.max_position_embeddings)
+                    dyn = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+                    torch.onnx.export(wrapped, (ids, mask), path, dynamo=True, dynamic_shapes=dyn,
+                                      verbose=False, **names)
+                else:
+                    axes = {n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "last_hidden_state")}
+                    torch.onnx.export(wrapped, (ids, mask), path, dynamo=False, opset_version=17,
+                                      dynamic_axes=axes, **names)
+            notes.append(f"exporter={which}")
+            if errors:
+                notes.append("; ".join(errors))
+            return which, notes
+        except Exception as e:  # noqa: BLE001 - any exporter failure moves on to the next exporter
+            errors.append(f"{which} exporter failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    raise Unavailable("ONNX export failed: " + "; ".join(errors))
+
+
+def _ort_optimize(src: str, dst: str, config) -> list[str]:
+    """onnxruntime's transformer optimizer; returns what it fused (or why it was not applied)."""
+    try:
+        from onnxruntime.transformers import optimizer
+    except Exception as e:  # noqa: BLE001 - optimizer module is optional inside onnxruntime wheels
+        return [f"transformer optimizer not applied: {type(e).__name__}: {e}"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = optimizer.optimize_model(src, model_type="bert", num_heads=config.num_attention_heads,
+                                           hidden_size=config.hidden_size)
+            stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+            opt.save_model_to_file(dst)
+    except Exception as e:  # noqa: BLE001
+        return [f"transformer optimizer failed, running the unoptimised graph: {type(e).__name__}: {e}"]
+    fused = ", ".join(f"{k} x{v}" for k, v in sorted(stats.items())) or "nothing"
+    notes = [f"transformer optimizer fused: {fused}"]
+    if not stats.get("Attention") and not stats.get("MultiHeadAttention"):
+        notes.append("no Attention fusion: SqueezeBERT's Conv1d Q/K/V do not match onnxruntime's BERT attention pattern")
+    return notes
+
+
+# ---- onnxruntime ------------------------------------------------------------------------------
+def _prepare_ort(provider, model_dir, precision, *, device, threads, work_dir, **options):
+    import onnxruntime as ort
+
+    setup: dict = {}
+    wd, cleanup = _work_dir(work_dir, provider)
+    with _Timer(setup, "load"):
+        hf = _load_hf(model_dir, torch.float32, torch.device("cpu"))
+    raw = os.path.join(wd, "model.onnx")
+    with _Timer(setup, "export"):
+        _, notes = export_onnx(model_dir, raw, options.get("exporter", "auto"), hf_model=hf)
+    path = raw
+    if options.get("optimize", True):
+        opt_path = os.path.join(wd, "model.opt.onnx")
+        with _Timer(setup, "optimize"):
+            notes += _ort_optimize(raw, opt_path, hf.config)
+        if os.path.exists(opt_path):
+            path = opt_path
+    else:
+        notes.append("transformer optimizer off")
+    with _Timer(setup, "session"):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    notes.append(f"onnxruntime {ort.__version__}, CPUExecutionProvider, intra_op_threads={threads or 'default'}")
+
+    def run(input_ids, attention_mask):
+        out = sess.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),
+                                                "attention_mask": attention_mask.cpu().numpy().astype("int64", copy=False)})
+        return torch.from_numpy(out[0])
+
+    return Prepared(provider, precision, device, run, setup, notes, close=cleanup)
+
+
+# ---- openvino ---------------------------------------------------------------------------------
+def _prepare_openvino(provider, model_dir, precision, *, device, threads, work_dir, **options):
+    import openvino as ov
+
+    setup: dict = {}
+    notes: list[str] = []
+    cleanup = None
+    with _Timer(setup, "load"):
+        hf = _load_hf(model_dir, torch.float32, torch.device("cpu"))
+    source = options.get("ov_source", "torch")
+    ov_model = None
+    if source == "torch":
+        with _Timer(setup, "convert"):
+            try:
+                ids, mask = _example_inputs(hf.config)
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")
+                    ov_model = ov.convert_model(_LastHidden(hf).eval(),
+                                                example_input={"input_ids": ids, "attention_mask": mask})
+                notes.append("ov.convert_model from the torch model")
+            except Exception as e:  # noqa: BLE001 - fall back to the ONNX route
+                notes.append(f"convert from torch failed ({type(e).__name__}: {str(e)[:160]}); using ONNX")
+    if ov_model is None:
+        wd, cleanup = _work_dir(work_dir, provider)
+        path = os.path.join(wd, "model.onnx")
+        with _Timer(setup, "export"):
+            _, n = export_onnx(model_dir, path, options.get("exporter", "auto"), hf_model=hf)
+            notes += n
+        with _Timer(setup, "convert"):
+            ov_model = ov.convert_model(path)
+            notes.append("ov.convert_model from the ONNX file")
+    core = ov.Core()
+    cfg = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    hint = {"fp32": "f32", "bf16": "bf16"}.get(precision)
+    if hint:
+        cfg["INFERENCE_PRECISION_HINT"] = hint
+    with _Timer(setup, "compile"):
+        compiled = core.compile_model(ov_model, "CPU", cfg)
+    actual = compiled.get_property("INFERENCE_PRECISION_HINT")
+    actual = actual.to_string() if hasattr(actual, "to_string") else str(actual)
+    notes.append(f"openvino {ov.get_version().split('-')[0]}, INFERENCE_PRECISION_HINT asked={hint or 'default'} "
+                 f"actual={actual}, threads={threads or 'default'}")
+    request = compiled.create_infer_request()
+    out_port = compiled.outputs[0]
+    names = [p.get_any_name() for p in compiled.inputs]
+
+    def run(input_ids, attention_mask):
+        feed = {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),
+                "attention_mask": attention_mask.cpu().numpy().astype("int64", copy=False)}
+        res = request.infer({n: feed[n] for n in names})
+        return torch.from_numpy(res[out_port].copy())
+
+    return Prepared(provider, precision, device, run, setup, notes, close=cleanup)
+
+
+_PREPARERS = {
+    "transformers": _prepare_transformers,
+    "torch.compile": _prepare_compile,
+    "onnxruntime": _prepare_ort,
+    "openvino": _prepare_openvino,
+}
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything a benchmark result depends on (missing packages are left out)."""
+    out = {"torch": torch.__version__}
+    for name in ("sqbert_fast", "transformers", "onnxruntime", "onnx", "openvino", "numpy"):
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            mod = importlib.import_module(name)
+            out[name] = str(getattr(mod, "__version__", "?"))
+        except Exception as e:  # noqa: BLE001 - a broken optional install is reported, not fatal
+            out[name] = f"broken: {type(e).__name__}"
+    return out
