@@ -140,7 +140,15 @@ class SqueezeBertConfig:
             raise ValueError(f"config has model_type={mt!r}, expected 'squeezebert' "
                              "(convert BERT checkpoints with `sqbert-fast convert --from-bert`)")
         d.update(kwargs)
-        return cls(**d)
+        bad = [k for k in d if not isinstance(k, str) or k.startswith("_") or callable(getattr(cls, k, None))]
+        if bad:
+            raise ValueError(f"invalid config key(s): {bad[:3]}")
+        try:
+            return cls(**d)
+        except ValueError:
+            raise
+        except (TypeError, AttributeError, KeyError, OverflowError) as e:
+            raise ValueError(f"invalid config: {type(e).__name__}: {e}") from None
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "SqueezeBertConfig":
