@@ -1,0 +1,277 @@
+"""Output formats and the commit protocol that makes runs resumable.
+
+Formats: JSONL (one object per row), CSV (fixed header; list/struct values JSON-encoded in their cell),
+Parquet (typed columns: embeddings as ``list<float32>``, token tags as ``list<struct>``). Embeddings can go
+instead to one ``.npy`` file of shape ``[rows, hidden]`` (float32) whose row i belongs to record i.
+
+Commit protocol (never lose or duplicate work): results are written as numbered *parts* into
+``OUTPUT.parts/`` — one part per window of input rows, each written to a temp file, fsynced and renamed —
+and only then is ``state.json`` (rows consumed, parts committed, counters) atomically replaced. A crash
+at any instant leaves a state that names only complete parts; ``--resume`` deletes any part past it and
+re-reads the input from the first unconsumed row. When the input is exhausted the parts are merged into
+OUTPUT (Parquet: one row group per part; .npy: one header, then the shards' data), which is renamed into
+place, and the parts directory is removed. Because parts are cut at the same rows in every run, the
+merged file is byte-identical to that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OUTPUT_FORMATS", "ChunkedOutput", "ResumeError", "detect_output_format", "json_line"]
+
+OUTPUT_FORMATS = ("jsonl", "csv", "parquet")
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
+               ".pq": "parquet"}
+_STATE = "state.json"
+_STATE_VERSION = 1
+
+
+class ResumeError(RuntimeError):
+    """Output from an earlier run is in the way, or it cannot be continued with these options."""
+
+
+def detect_output_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    if fmt:
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format {fmt!r} (known: {', '.join(OUTPUT_FORMATS)})")
+        return fmt
+    ext = os.path.splitext(os.fspath(path).lower())[1]
+    if ext not in _EXTENSIONS:
+        raise ValueError(f"cannot tell the output format of {path} from its extension {ext!r}; "
+                         f"pass --output-format ({', '.join(OUTPUT_FORMATS)})")
+    return _EXTENSIONS[ext]
+
+
+def _plain(value: Any) -> Any:
+    """numpy values -> Python values, recursively (JSON and CSV cells)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def json_line(record: dict) -> bytes:
+    return (json.dumps(_plain(record), ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _csv_bytes(rows: Sequence[Sequence[Any]]) -> bytes:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        writer.writerow([json.dumps(_plain(v), ensure_ascii=False, separators=(",", ":"))
+                         if isinstance(v, (list, dict, np.ndarray)) else _plain(v) for v in row])
+    return buf.getvalue().encode("utf-8")
+
+
+def _fsync_write(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ChunkedOutput:
+    """Writes committed parts for OUTPUT and merges them at the end. See the module docstring.
+
+    ``columns`` are ``(name, pyarrow type)`` of each record, id first; ``fingerprint`` holds everything
+    that decides the bytes of the output (input, model, task options, window, budget): resuming with a
+    different one is refused, since the merged file would mix two runs.
+    """
+
+    def __init__(self, output: str | os.PathLike, fmt: str, columns: list, fingerprint: dict, *,
+                 errors_path: str | None = None, npy_path: str | None = None, npy_column: str = "embedding",
+                 resume: bool = False, overwrite: bool = False):
+        self.output = os.fspath(output)
+        self.fmt = fmt
+        self.columns = columns
+        self.names = [name for name, _ in columns]
+        self.errors_path = errors_path or self.output + ".errors.jsonl"
+        self.npy_path = npy_path
+        self.npy_column = npy_column
+        self.parts = self.output + ".parts"
+        self.fingerprint = fingerprint
+        self.state = {"version": _STATE_VERSION, "fingerprint": fingerprint, "parts": 0, "rows_consumed": 0,
+                      "units": 0, "rows_written": 0, "errors": 0, "tokens": 0, "complete": False}
+        self._open(resume, overwrite)
+
+    # ---- start / resume ------------------------------------------------------------------------
+    def _open(self, resume: bool, overwrite: bool) -> None:
+        state_path = os.path.join(self.parts, _STATE)
+        if os.path.isdir(self.parts) and os.path.isfile(state_path) and resume:
+            with open(state_path, encoding="utf-8") as f:
+                state = json.load(f)
+            if state.get("version") != _STATE_VERSION:
+                raise ResumeError(f"{self.parts} was written by another version of sqbert-fast; remove it")
+            old = state.get("fingerprint", {})
+            diff = [k for k in sorted(set(old) | set(self.fingerprint)) if old.get(k) != self.fingerprint.get(k)]
+            if diff:
+                detail = "; ".join(f"{k}: was {old.get(k)!r}, now {self.fingerprint.get(k)!r}" for k in diff)
+                raise ResumeError(f"cannot resume {self.output}: the run differs from the interrupted one ({detail})")
+            self.state = state
+            keep = {self._part_name(i, ext) for i in range(state["parts"]) for ext in self._exts()}
+            for name in os.listdir(self.parts):  # parts written after the last commit: redo them
+                if name != _STATE and name not in keep:
+                    os.remove(os.path.join(self.parts, name))
+            return
+        if os.path.exists(self.parts):
+            if not (overwrite or resume):
+                raise ResumeError(f"{self.parts} holds an interrupted run: pass --resume to continue it, "
+                                  "or --overwrite to start again")
+            shutil.rmtree(self.parts)
+        if os.path.exists(self.output) and not overwrite:
+            raise ResumeError(f"{self.output} exists; pass --overwrite to replace it")
+        for stale in (self.errors_path, self.npy_path):
+            if stale and os.path.exists(stale):
+                os.remove(stale)
+        os.makedirs(self.parts)
+        self._write_state()
+
+    @property
+    def rows_consumed(self) -> int:
+        return self.state["rows_consumed"]
+
+    @property
+    def complete(self) -> bool:
+        return self.state["complete"]
+
+    def _exts(self) -> tuple[str, ...]:
+        main = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}[self.fmt]
+        return (main, "errors.jsonl") + (("npy",) if self.npy_path else ())
+
+    @staticmethod
+    def _part_name(i: int, ext: str) -> str:
+        return f"part-{i:06d}.{ext}"
+
+    def _part(self, i: int, ext: str) -> str:
+        return os.path.join(self.parts, self._part_name(i, ext))
+
+    def _write_state(self) -> None:
+        _fsync_write(os.path.join(self.parts, _STATE), json.dumps(self.state, indent=1).encode("utf-8"))
+
+    # ---- commit ------------------------------------------------------------------------------------
+    def commit(self, records: list[dict], errors: list[dict], rows: int, units: int, tokens: int) -> None:
+        """Write one window's results as a part, then record it. ``rows`` input rows were consumed."""
+        i = self.state["parts"]
+        if self.npy_path:
+            width = None
+            vectors = [r.pop(self.npy_column) for r in records]
+            if vectors:
+                data = np.stack(vectors).astype(np.float32, copy=False)
+            else:
+                width = self.state.get("npy_width") or 0
+                data = np.zeros((0, width), np.float32)
+            self.state["npy_width"] = int(data.shape[1])
+            with open(self._part(i, "npy") + ".tmp", "wb") as f:
+                np.save(f, data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(self._part(i, "npy") + ".tmp", self._part(i, "npy"))
+        main = self._exts()[0]
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            tmp = self._part(i, main) + ".tmp"
+            pq.write_table(self.to_table(records), tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self._part(i, main))
+        elif self.fmt == "csv":
+            _fsync_write(self._part(i, main), _csv_bytes([[r.get(n) for n in self.names] for r in records]))
+        else:
+            _fsync_write(self._part(i, main), b"".join(json_line(r) for r in records))
+        _fsync_write(self._part(i, "errors.jsonl"), b"".join(json_line(e) for e in errors))
+        st = self.state
+        st["parts"] = i + 1
+        st["rows_consumed"] += rows
+        st["units"] += units
+        st["rows_written"] += len(records)
+        st["errors"] += len(errors)
+        st["tokens"] += tokens
+        self._write_state()
+
+    def to_table(self, records: list[dict]):
+        import pyarrow as pa
+
+        arrays = []
+        for name, typ in self.columns:
+            values = [r.get(name) for r in records]
+            if pa.types.is_list(typ) and pa.types.is_floating(typ.value_type) and values \
+                    and isinstance(values[0], np.ndarray):
+                # Embeddings: one flat buffer + offsets instead of a Python object per float.
+                flat = np.concatenate(values).astype(typ.value_type.to_pandas_dtype(), copy=False)
+                offsets = np.zeros(len(values) + 1, dtype=np.int32)
+                np.cumsum([len(v) for v in values], out=offsets[1:])
+                arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)))
+            else:
+                arrays.append(pa.array(values, type=typ))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(self.columns))
+
+    # ---- finish --------------------------------------------------------------------------------
+    def mark_complete(self) -> None:
+        self.state["complete"] = True
+        self._write_state()
+
+    def finish(self) -> None:
+        """Merge the committed parts into OUTPUT (and the errors file, and the .npy), then clean up."""
+        if not self.state["complete"]:
+            self.mark_complete()
+        n = self.state["parts"]
+        main = self._exts()[0]
+        tmp = self.output + ".tmp"
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            with pq.ParquetWriter(tmp, pa.schema(self.columns)) as writer:
+                for i in range(n):
+                    table = pq.read_table(self._part(i, main))
+                    if table.num_rows:
+                        writer.write_table(table)
+        else:
+            with open(tmp, "wb") as out:
+                if self.fmt == "csv":
+                    out.write(_csv_bytes([self.names]))
+                for i in range(n):
+                    with open(self._part(i, main), "rb") as f:
+                        shutil.copyfileobj(f, out)
+        os.replace(tmp, self.output)
+        if self.npy_path:
+            self._merge_npy(n)
+        with open(self.errors_path + ".tmp", "wb") as out:
+            for i in range(n):
+                with open(self._part(i, "errors.jsonl"), "rb") as f:
+                    shutil.copyfileobj(f, out)
+        if self.state["errors"]:
+            os.replace(self.errors_path + ".tmp", self.errors_path)
+        else:
+            os.remove(self.errors_path + ".tmp")
+        shutil.rmtree(self.parts)
+
+    def _merge_npy(self, n: int) -> None:
+        width = self.state.get("npy_width") or 0
+        rows = self.state["rows_written"]
+        tmp = self.npy_path + ".tmp"
+        with open(tmp, "wb") as out:
+            np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                       "fortran_order": False, "shape": (rows, width)})
+            for i in range(n):
+                shard = np.load(self._part(i, "npy"), mmap_mode="r")
+                out.write(np.ascontiguousarray(shard).tobytes())
+        os.replace(tmp, self.npy_path)
