@@ -15,7 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import ACT_NONE, GroupedWeight, apply_act, autotune, bucket, dot_precision, fuse_ln, layer_norm_, ln_rows
+from .common import (ACT_NONE, GroupedWeight, apply_act, autotune, bucket, cast, dot_precision, fuse_ln, gemm_chunk,
+                     layer_norm_, ln_rows, row_range)
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_T": bt, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -33,23 +34,12 @@ def _linear_kernel(x_ptr, w_ptr, lo_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr,
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     rmask = rows < T
     rows64 = rows.to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
     offs_n = tl.arange(0, BLOCK_N)
-    if FUSE_LN:
-        c_begin = 0
-        c_end = n_chunks
-    else:
-        c_begin = tl.program_id(1)
-        c_end = c_begin + 1
+    c_begin, c_end = row_range(n_chunks, FUSE_LN)
     for c in range(c_begin, c_end):
-        lo = tl.load(lo_ptr + c)
         acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
-        w_base = w_ptr + c * K_PAD * BLOCK_N
-        for k in range(0, K_PAD, BLOCK_K):
-            kk = lo + k + offs_k
-            xk = tl.load(x_ptr + rows64[:, None] * cin + kk[None, :], mask=rmask[:, None] & (kk < cin)[None, :], other=0.0)
-            wk = tl.load(w_base + (k + offs_k)[:, None] * BLOCK_N + offs_n[None, :])
-            acc = tl.dot(xk, wk, acc, input_precision=PREC)
+        acc = gemm_chunk(acc, x_ptr, rows64, rmask, cin, tl.load(lo_ptr + c), w_ptr + c * K_PAD * BLOCK_N, K_PAD,
+                         BLOCK_N, BLOCK_K, PREC)
         cols = c * CW + offs_n
         cmask = (offs_n < CW) & (cols < cout)
         m = rmask[:, None] & cmask[None, :]
@@ -57,7 +47,7 @@ def _linear_kernel(x_ptr, w_ptr, lo_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr,
         acc = apply_act(acc, ACT)
         if HAS_RES:
             acc += tl.load(res_ptr + rows64[:, None] * cout + cols[None, :], mask=m, other=0.0).to(tl.float32)
-        tl.store(out_ptr + rows64[:, None] * cout + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
+        tl.store(out_ptr + rows64[:, None] * cout + cols[None, :], cast(acc, out_ptr.dtype.element_ty), mask=m)
     if FUSE_LN:
         tl.debug_barrier()  # the rows this program wrote are re-read by other threads of it
         ln_rows(out_ptr, gamma_ptr, beta_ptr, rows, rmask, cout, eps, BLOCK_T, BLOCK_C)

@@ -20,6 +20,12 @@ import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 K_ALIGN = 64  # every autotuned BLOCK_K divides it
+# Two bfloat16 faults of triton 3.8's interpreter, worked around under the interpreter only (the
+# compiled GPU code is unchanged): tl.dot on bf16 operands returns garbage, so bf16 tiles are
+# widened to fp32 first (exact: a product of two bf16 values fits in fp32, and the accumulation is
+# fp32 either way); and fp32 -> bf16 casts truncate instead of rounding to nearest even, which
+# doubles bf16 error, so `cast` rounds to nearest even by hand before the (then exact) cast.
+_INTERPRETER_BF16 = tl.constexpr(INTERPRET)
 
 ACTIVATIONS = {"gelu": 0, "gelu_python": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1,
                "relu": 2, "silu": 3, "swish": 3, "tanh": 4}
@@ -90,6 +96,53 @@ def tile_width(n: int, widest: int = 128) -> int:
 
 
 @triton.jit
+def mma(a, b, acc, PREC: tl.constexpr):
+    """tl.dot(a, b, acc) with fp32 accumulation (see _INTERPRETER_BF16)."""
+    if _INTERPRETER_BF16:
+        if a.dtype == tl.bfloat16:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PREC)
+
+
+@triton.jit
+def cast(x, dtype: tl.constexpr):
+    """x.to(dtype), rounding to nearest even (see _INTERPRETER_BF16)."""
+    if _INTERPRETER_BF16:
+        if dtype == tl.bfloat16:
+            bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
+
+
+@triton.jit
+def gemm_chunk(acc, x_ptr, rows64, rmask, cin, lo, w_base, K_PAD,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREC: tl.constexpr):
+    """acc += x[rows, lo:lo + K_PAD] @ one packed chunk [K_PAD, BLOCK_N] (columns >= cin read as 0)."""
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_n = tl.arange(0, BLOCK_N)
+    for k in range(0, K_PAD, BLOCK_K):
+        kk = lo + k + offs_k
+        xk = tl.load(x_ptr + rows64[:, None] * cin + kk[None, :], mask=rmask[:, None] & (kk < cin)[None, :], other=0.0)
+        wk = tl.load(w_base + (k + offs_k)[:, None] * BLOCK_N + offs_n[None, :])
+        acc = mma(xk, wk, acc, PREC)
+    return acc
+
+
+@triton.jit
+def row_range(n, FUSE_LN: tl.constexpr):
+    """The output chunks this program computes: all of them when it owns whole rows, else one."""
+    if FUSE_LN:
+        begin = 0
+        end = n
+    else:
+        begin = tl.program_id(1)
+        end = begin + 1
+    return begin, end
+
+
+@triton.jit
 def tanh(x):
     return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
@@ -135,7 +188,7 @@ def ln_rows(y_ptr, gamma_ptr, beta_ptr, rows, rmask, N, eps, BLOCK_T: tl.constex
         g = tl.load(gamma_ptr + c + offs, mask=cm, other=0.0).to(tl.float32)
         b = tl.load(beta_ptr + c + offs, mask=cm, other=0.0).to(tl.float32)
         out = (z - mean[:, None]) * rstd[:, None] * g[None, :] + b[None, :]
-        tl.store(ptrs, out.to(y_ptr.dtype.element_ty), mask=m)
+        tl.store(ptrs, cast(out, y_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit

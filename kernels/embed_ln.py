@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import INTERPRET, ln_rows
+from .common import INTERPRET, cast, ln_rows
 
 
 @triton.jit
@@ -35,7 +35,7 @@ def _embed_ln_kernel(ids_ptr, emb_ptr, pos_ptr, typ_ptr, word_ptr, pos_tab_ptr, 
             e = tl.load(emb_ptr + rows64[:, None] * H + cols[None, :], mask=m, other=0.0).to(tl.float32)
         e += tl.load(pos_tab_ptr + pos[:, None] * H + cols[None, :], mask=m, other=0.0).to(tl.float32)
         e += tl.load(typ_tab_ptr + typ[:, None] * H + cols[None, :], mask=m, other=0.0).to(tl.float32)
-        tl.store(out_ptr + rows64[:, None] * H + cols[None, :], e.to(out_ptr.dtype.element_ty), mask=m)
+        tl.store(out_ptr + rows64[:, None] * H + cols[None, :], cast(e, out_ptr.dtype.element_ty), mask=m)
     tl.debug_barrier()  # the rows this program wrote are re-read by other threads of it
     ln_rows(out_ptr, gamma_ptr, beta_ptr, rows, rmask, H, eps, BLOCK_T, BLOCK_C)
 

@@ -19,8 +19,8 @@ import triton
 import triton.language as tl
 
 from .attn_out_ln import grouped_linear
-from .common import (GroupedWeight, apply_act, autotune, bucket, dot_precision, fuse_ln, layer_norm_, ln_rows,
-                     pack_grouped, tile_width)
+from .common import (GroupedWeight, apply_act, autotune, bucket, cast, dot_precision, fuse_ln, gemm_chunk, layer_norm_,
+                     ln_rows, mma, pack_grouped, row_range, tile_width)
 
 MAX_FUSED_OG = 256  # widest per-group output accumulator kept in registers
 
@@ -40,38 +40,27 @@ def _ffn_ln_kernel(x_ptr, wi_ptr, loi_ptr, bi_ptr, wo_ptr, bo_ptr, gamma_ptr, be
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     rmask = rows < T
     rows64 = rows.to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
     offs_i = tl.arange(0, BI)
     offs_o = tl.arange(0, BLOCK_O)
-    if FUSE_LN:
-        g_begin = 0
-        g_end = n_groups
-    else:
-        g_begin = tl.program_id(1)
-        g_end = g_begin + 1
+    g_begin, g_end = row_range(n_groups, FUSE_LN)
     for g in range(g_begin, g_end):
         acc = tl.zeros([BLOCK_T, BLOCK_O], dtype=tl.float32)
         wo_base = wo_ptr + g * KO_PAD * BLOCK_O
         for i0 in range(0, I_G, BI):
             ci = (g * I_G + i0) // BI
-            lo = tl.load(loi_ptr + ci)
-            wi_base = wi_ptr + ci * KI_PAD * BI
             h = tl.zeros([BLOCK_T, BI], dtype=tl.float32)
-            for k in range(0, KI_PAD, BLOCK_K):
-                kk = lo + k + offs_k
-                xk = tl.load(x_ptr + rows64[:, None] * H + kk[None, :], mask=rmask[:, None] & (kk < H)[None, :], other=0.0)
-                wk = tl.load(wi_base + (k + offs_k)[:, None] * BI + offs_i[None, :])
-                h = tl.dot(xk, wk, h, input_precision=PREC)
+            h = gemm_chunk(h, x_ptr, rows64, rmask, H, tl.load(loi_ptr + ci), wi_ptr + ci * KI_PAD * BI, KI_PAD,
+                           BI, BLOCK_K, PREC)
             h += tl.load(bi_ptr + g * I_G + i0 + offs_i).to(tl.float32)[None, :]
-            h = apply_act(h, ACT).to(x_ptr.dtype.element_ty)
+            h = cast(apply_act(h, ACT), x_ptr.dtype.element_ty)
             wo = tl.load(wo_base + (i0 + offs_i)[:, None] * BLOCK_O + offs_o[None, :])
-            acc = tl.dot(h, wo, acc, input_precision=PREC)
+            acc = mma(h, wo, acc, PREC)
         cols = g * OG + offs_o
         cmask = offs_o < OG
         m = rmask[:, None] & cmask[None, :]
         acc += tl.load(bo_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
         acc += tl.load(x_ptr + rows64[:, None] * H + cols[None, :], mask=m, other=0.0).to(tl.float32)
-        tl.store(out_ptr + rows64[:, None] * H + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
+        tl.store(out_ptr + rows64[:, None] * H + cols[None, :], cast(acc, out_ptr.dtype.element_ty), mask=m)
     if FUSE_LN:
         tl.debug_barrier()  # the rows this program wrote are re-read by other threads of it
         ln_rows(out_ptr, gamma_ptr, beta_ptr, rows, rmask, H, eps, BLOCK_T, BLOCK_C)

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import GroupedWeight, autotune, bucket, dot_precision
+from .common import GroupedWeight, autotune, bucket, cast, dot_precision, gemm_chunk, mma
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -35,18 +35,12 @@ _INTERP_CONFIG = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}, nu
 def _project(x_ptr, rows64, rmask, H, w_ptr, lo_ptr, b_ptr, head, D, K_PAD,
              BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, PREC: tl.constexpr):
     """x[rows] @ (one head's packed weight) + bias, rounded to the activation dtype: [BLOCK_R, BLOCK_D]."""
-    offs_k = tl.arange(0, BLOCK_K)
     offs_d = tl.arange(0, BLOCK_D)
-    lo = tl.load(lo_ptr + head)
-    w_base = w_ptr + head * K_PAD * BLOCK_D
     acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-    for k in range(0, K_PAD, BLOCK_K):
-        kk = lo + k + offs_k
-        xk = tl.load(x_ptr + rows64[:, None] * H + kk[None, :], mask=rmask[:, None] & (kk < H)[None, :], other=0.0)
-        wk = tl.load(w_base + (k + offs_k)[:, None] * BLOCK_D + offs_d[None, :])
-        acc = tl.dot(xk, wk, acc, input_precision=PREC)
+    acc = gemm_chunk(acc, x_ptr, rows64, rmask, H, tl.load(lo_ptr + head), w_ptr + head * K_PAD * BLOCK_D, K_PAD,
+                     BLOCK_D, BLOCK_K, PREC)
     acc += tl.load(b_ptr + head * D + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)[None, :]
-    return acc.to(x_ptr.dtype.element_ty)
+    return cast(acc, x_ptr.dtype.element_ty)
 
 
 @autotune(_GPU_CONFIGS, _INTERP_CONFIG, key=["LEN_BUCKET", "H", "D", "BLOCK_D", "WANT_SCORES"])
@@ -79,22 +73,22 @@ def _qkv_attention_kernel(x_ptr, wq_ptr, loq_ptr, bq_ptr, wk_ptr, lok_ptr, bk_pt
                          BLOCK_N, BLOCK_D, BLOCK_K, PREC)
             v = _project(x_ptr, start + offs_n, nmask, H, wv_ptr, lov_ptr, bv_ptr, head, D, KV_PAD,
                          BLOCK_N, BLOCK_D, BLOCK_K, PREC)
-            s = tl.dot(q, tl.trans(k), input_precision=PREC) * sm_scale
+            s = mma(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), PREC) * sm_scale
             valid = tl.load(kv_ptr + start + offs_n, mask=nmask, other=0) != 0
             s = tl.where(valid[None, :], s, lowest)
             if WANT_SCORES:
-                tl.store(s_base + offs_m[:, None] * L + offs_n[None, :], s.to(scores_ptr.dtype.element_ty),
+                tl.store(s_base + offs_m[:, None] * L + offs_n[None, :], cast(s, scores_ptr.dtype.element_ty),
                          mask=qmask[:, None] & nmask[None, :])
             s = tl.where(nmask[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp(m_i - m_new)
             p = tl.exp(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+            acc = mma(cast(p, v.dtype), v, acc * alpha[:, None], PREC)
             m_i = m_new
         out = acc / l_i[:, None]
         rows64 = (start + offs_m).to(tl.int64)
-        tl.store(ctx_ptr + rows64[:, None] * H + head * D + offs_d[None, :], out.to(ctx_ptr.dtype.element_ty),
+        tl.store(ctx_ptr + rows64[:, None] * H + head * D + offs_d[None, :], cast(out, ctx_ptr.dtype.element_ty),
                  mask=qmask[:, None] & (offs_d < D)[None, :])
 
 
