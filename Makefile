@@ -1,0 +1,26 @@
+# Two entry points, both of which set everything up first:
+#   make demo   - the main job on the built-in default model
+#   make test   - the test suite (what CI runs)
+PY ?= python3
+PIP ?= $(PY) -m pip
+EXTRAS ?= test,hub,triton,bench,scoring,ray
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo bench test test-fast clean
+
+setup:
+	# CPU torch first, pinned, so no dependency can pull a CUDA build
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+
+demo: setup
+	sqbert-fast demo
+
+bench: setup
+	sqbert-fast bench --quick --out bench-out
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf build *.egg-info sqbert_fast/*.so .pytest_cache
