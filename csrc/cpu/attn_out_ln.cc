@@ -1,22 +1,20 @@
-// Post-attention grouped conv + bias + residual + LayerNorm. The GEMM writes the rows, then
-// each row block is normalised while still hot in cache.
+// Post-attention grouped conv + bias + residual + LayerNorm: the grouped GEMM (bias fused in
+// the micro-kernel epilogue) writes the rows, then each row block is normalised while still
+// hot in cache.
 #include "kernel_common.h"
 
 namespace sqf {
 namespace cpu {
 namespace SQF_ISA_NS {
 
+void layernorm_rows(const float* ln_w, const float* ln_b, float eps, const float* residual,
+                    float* out, int64_t H, int64_t rows, ThreadPool& pool);
+
 void attn_out_ln(const GroupedLinear& w, const float* ln_w, const float* ln_b, float eps,
                  const float* ctx, const float* residual, float* out, int64_t rows,
                  ThreadPool& pool) {
-  const int64_t H = w.out, block = 16;
-  grouped_linear(w, ctx, w.in, out, H, rows, Act::none, pool);
-  auto task = [&](int64_t blk, int) {
-    const int64_t end = imin(rows, (blk + 1) * block);
-    for (int64_t t = blk * block; t < end; ++t)
-      add_layernorm_row(out + t * H, residual + t * H, ln_w, ln_b, eps, out + t * H, H);
-  };
-  parallel_for(pool, ceil_div(rows, block), task);
+  grouped_linear(w, ctx, w.in, out, w.out, rows, Act::none, pool);
+  layernorm_rows(ln_w, ln_b, eps, residual, out, w.out, rows, pool);
 }
 
 }  // namespace SQF_ISA_NS

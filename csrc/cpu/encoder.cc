@@ -17,22 +17,45 @@ Act act_from_name(const std::string& n) {
                                       "(supported: gelu, gelu_new, gelu_pytorch_tanh, relu, silu, tanh)"));
 }
 
-GroupedLinear Encoder::pack(const float* w, const float* b, int64_t in, int64_t out,
-                            int64_t groups) {
-  const int64_t Ni = in / groups, No = out / groups;
-  std::vector<float> wt(static_cast<size_t>(in) * No);
-  // W is [out, Ni] (conv [out, Ni, 1]); group g owns rows [g*No, (g+1)*No).
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t o = 0; o < No; ++o)
-      for (int64_t i = 0; i < Ni; ++i)
-        wt[(g * Ni + i) * No + o] = w[(g * No + o) * Ni + i];
+GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int64_t groups) {
+  // Weights arrive as [out, in/groups] (conv [out, in/groups, 1]); part p's group g owns rows
+  // [g*No_p, (g+1)*No_p). Group g of the packed matrix stacks the parts' groups g side by side
+  // (No = sum No_p) and is stored as panels [ceil(No/nr)][Ni][nr], the last one zero-padded,
+  // which is the micro-kernel's B layout (one contiguous nr-float load per k).
+  const int64_t nr = kernels_->nr, Ni = in / groups;
+  int64_t No = 0;
+  for (const PackPart& p : parts) No += p.out / groups;
+  const int64_t panels = (No + nr - 1) / nr;
+  std::vector<float> wt(static_cast<size_t>(groups * panels * Ni * nr), 0.f);
+  std::vector<float> bias(static_cast<size_t>(groups * No), 0.f);
+  bool any_bias = false;
+  for (int64_t g = 0; g < groups; ++g) {
+    int64_t col = 0;
+    for (const PackPart& p : parts) {
+      const int64_t Np = p.out / groups;
+      for (int64_t o = 0; o < Np; ++o, ++col) {
+        float* dst = wt.data() + (g * panels + col / nr) * Ni * nr + col % nr;
+        const float* src = p.w + (g * Np + o) * Ni;
+        for (int64_t i = 0; i < Ni; ++i) dst[i * nr] = src[i];
+        if (p.b) {
+          bias[g * No + col] = p.b[g * Np + o];
+          any_bias = true;
+        }
+      }
+    }
+  }
   packed_.push_back(std::move(wt));
   GroupedLinear gl;
   gl.in = in;
-  gl.out = out;
+  gl.out = groups * No;
   gl.groups = groups;
   gl.wt = packed_.back().data();
-  gl.bias = b;
+  if (parts.size() == 1) {
+    gl.bias = parts[0].b;  // read in place
+  } else if (any_bias) {
+    packed_.push_back(std::move(bias));
+    gl.bias = packed_.back().data();
+  }
   return gl;
 }
 
@@ -44,22 +67,29 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
   SQF_CHECK(static_cast<int64_t>(w.layers.size()) == cfg.layers, "expected ", cfg.layers,
             " layers of weights, got ", w.layers.size());
   SQF_CHECK(H <= 4096, "hidden size ", H, " exceeds the CPU kernels' limit of 4096");
-  packed_.reserve(6 * cfg.layers + 1);
+  // Fused Q/K/V + attention needs one group count and whole heads inside each group.
+  const int64_t d = H / cfg.heads;
+  const bool fused_qkv = cfg.q_groups == cfg.k_groups && cfg.q_groups == cfg.v_groups &&
+                         (H / cfg.q_groups) % d == 0;
   for (const RawLayer& l : w.layers) {
     LayerWeights lw;
-    lw.q = pack(l.q_w, l.q_b, H, H, cfg.q_groups);
-    lw.k = pack(l.k_w, l.k_b, H, H, cfg.k_groups);
-    lw.v = pack(l.v_w, l.v_b, H, H, cfg.v_groups);
-    lw.post = pack(l.post_w, l.post_b, H, H, cfg.post_attention_groups);
-    lw.inter = pack(l.inter_w, l.inter_b, H, I, cfg.intermediate_groups);
-    lw.out = pack(l.out_w, l.out_b, I, H, cfg.output_groups);
+    if (fused_qkv) {
+      lw.qkv = pack({{l.q_w, l.q_b, H}, {l.k_w, l.k_b, H}, {l.v_w, l.v_b, H}}, H, cfg.q_groups);
+    } else {
+      lw.q = pack({{l.q_w, l.q_b, H}}, H, cfg.q_groups);
+      lw.k = pack({{l.k_w, l.k_b, H}}, H, cfg.k_groups);
+      lw.v = pack({{l.v_w, l.v_b, H}}, H, cfg.v_groups);
+    }
+    lw.post = pack({{l.post_w, l.post_b, H}}, H, cfg.post_attention_groups);
+    lw.inter = pack({{l.inter_w, l.inter_b, I}}, H, cfg.intermediate_groups);
+    lw.out = pack({{l.out_w, l.out_b, H}}, I, cfg.output_groups);
     lw.post_ln_w = l.post_ln_w;
     lw.post_ln_b = l.post_ln_b;
     lw.out_ln_w = l.out_ln_w;
     lw.out_ln_b = l.out_ln_b;
     layers_.push_back(lw);
   }
-  if (w.pooler_w) pooler_ = pack(w.pooler_w, w.pooler_b, H, H, 1);
+  if (w.pooler_w) pooler_ = pack({{w.pooler_w, w.pooler_b, H}}, H, 1);
 }
 
 int64_t Encoder::packed_weight_bytes() const {
@@ -112,12 +142,13 @@ void Encoder::forward(const ForwardArgs& a) {
     ws->tokens = std::max(ws->tokens, T);
     ws->max_len = std::max(ws->max_len, max_len);
     ws->threads = std::max(ws->threads, threads);
-    const int64_t need = ws->tokens * (3 * H + H + H + 2 * H + I) + ws->tokens * H +
-                         ws->threads * ws->max_len * ws->max_len;
+    const int64_t qkv_cols = layers_.empty() || layers_[0].qkv.wt ? 0 : 3 * H;
+    const int64_t need = ws->tokens * (qkv_cols + H + H + 2 * H + I) + ws->tokens * H +
+                         ws->threads * attention_scratch_floats(ws->max_len, H, cfg_.heads);
     ws->buf.assign(static_cast<size_t>(need), 0.f);
   }
   float* p = ws->buf.data();
-  float* qkv = p;           p += ws->tokens * 3 * H;
+  float* qkv = p;           p += layers_.empty() || layers_[0].qkv.wt ? 0 : ws->tokens * 3 * H;
   float* ctx = p;           p += ws->tokens * H;
   float* mid = p;           p += ws->tokens * H;
   float* ping[2] = {p, p + ws->tokens * H};  p += 2 * ws->tokens * H;
@@ -169,7 +200,7 @@ void Encoder::forward(const ForwardArgs& a) {
     at.key_valid = a.key_valid;
     at.qkv = qkv;
     at.scratch = scratch;
-    at.scratch_per_thread = ws->max_len * ws->max_len;
+    at.scratch_per_thread = attention_scratch_floats(ws->max_len, H, cfg_.heads);
     at.ctx = ctx;
     at.scores = a.scores ? a.scores + l * score_per_layer : nullptr;
     at.score_offsets = score_offsets.data();

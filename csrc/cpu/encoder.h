@@ -5,6 +5,7 @@
 // several Python threads.
 #pragma once
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -64,7 +65,12 @@ class Encoder {
     std::vector<float> buf;
     int64_t tokens = 0, max_len = 0, threads = 0;
   };
-  GroupedLinear pack(const float* w, const float* b, int64_t in, int64_t out, int64_t groups);
+  struct PackPart {
+    const float* w;
+    const float* b;
+    int64_t out;
+  };
+  GroupedLinear pack(const std::vector<PackPart>& parts, int64_t in, int64_t groups);
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
 
@@ -73,7 +79,7 @@ class Encoder {
   RawWeights raw_;
   std::vector<LayerWeights> layers_;
   GroupedLinear pooler_;
-  std::vector<std::vector<float>> packed_;
+  std::list<std::vector<float>> packed_;  // a list: pointers into it stay valid
   std::mutex ws_mutex_;
   std::vector<std::unique_ptr<Workspace>> free_ws_;
 };

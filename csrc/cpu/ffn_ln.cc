@@ -1,23 +1,51 @@
 // Grouped FFN: intermediate conv + activation, output conv + bias + residual + LayerNorm.
-// The intermediate [rows, intermediate] lives in a reused workspace.
+//
+// With intermediate_groups == output_groups (SqueezeBERT's default) group g of the
+// intermediate feeds only group g of the output, so one task = (row block, group) computes
+// its MB x I/G slice of the intermediate (bias + GELU fused in the micro-kernel epilogue) and
+// immediately consumes it for the MB x H/G output slice while it is still in L1/L2. A second
+// pass adds the residual and normalises whole rows. Other group layouts run the two grouped
+// GEMMs one after the other.
 #include "kernel_common.h"
 
 namespace sqf {
 namespace cpu {
 namespace SQF_ISA_NS {
 
+void layernorm_rows(const float* ln_w, const float* ln_b, float eps, const float* residual,
+                    float* out, int64_t H, int64_t rows, ThreadPool& pool) {
+  const int64_t blocks = imin(rows, 4 * static_cast<int64_t>(pool.num_threads()));
+  const int64_t per = ceil_div(rows, blocks);
+  auto task = [&](int64_t blk, int) {
+    const int64_t end = imin(rows, (blk + 1) * per);
+    for (int64_t t = blk * per; t < end; ++t)
+      add_layernorm_row(out + t * H, residual + t * H, ln_w, ln_b, eps, out + t * H, H);
+  };
+  parallel_for(pool, ceil_div(rows, per), task);
+}
+
 void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const float* ln_w,
             const float* ln_b, float eps, const float* x, float* inter, float* out, int64_t rows,
             ThreadPool& pool) {
-  const int64_t H = w2.out, block = 16;
-  grouped_linear(w1, x, w1.in, inter, w1.out, rows, act, pool);
-  grouped_linear(w2, inter, w2.in, out, H, rows, Act::none, pool);
-  auto task = [&](int64_t blk, int) {
-    const int64_t end = imin(rows, (blk + 1) * block);
-    for (int64_t t = blk * block; t < end; ++t)
-      add_layernorm_row(out + t * H, x + t * H, ln_w, ln_b, eps, out + t * H, H);
-  };
-  parallel_for(pool, ceil_div(rows, block), task);
+  const int64_t H = w2.out, I = w1.out;
+  if (w1.groups == w2.groups) {
+    const int64_t G = w1.groups, Ni1 = w1.in / G, No1 = I / G, No2 = H / G;
+    const int64_t p1 = ceil_div(No1, kNR), p2 = ceil_div(No2, kNR);
+    const int64_t mb = row_block(rows, G, pool.num_threads()), mblocks = ceil_div(rows, mb);
+    auto task = [&](int64_t t, int) {
+      const int64_t g = t % G, m0 = (t / G) * mb, m = imin(mb, rows - m0);
+      float* mid = inter + m0 * I + g * No1;
+      gemm(x + m0 * H + g * Ni1, H, w1.wt + g * Ni1 * p1 * kNR, kNR, true, Ni1, mid, I, m, No1,
+           w1.bias + g * No1, act);
+      gemm(mid, I, w2.wt + g * No1 * p2 * kNR, kNR, true, No1, out + m0 * H + g * No2, H, m, No2,
+           w2.bias + g * No2, Act::none);
+    };
+    parallel_for(pool, mblocks * G, task);
+  } else {
+    grouped_linear(w1, x, w1.in, inter, I, rows, act, pool);
+    grouped_linear(w2, inter, I, out, H, rows, Act::none, pool);
+  }
+  layernorm_rows(ln_w, ln_b, eps, x, out, H, rows, pool);
 }
 
 }  // namespace SQF_ISA_NS

@@ -1,7 +1,15 @@
-// Grouped 1x1 convolution as a grouped GEMM on token-major rows (see kernels.h for layout).
-// Portable C++ written so the compiler vectorises the NR-wide inner loop for whatever ISA
-// flags this variant is built with: an MR x NR accumulator tile stays in registers while K
-// streams through one packed weight row Wt[k, j0:j0+NR] at a time.
+// fp32 GEMM micro-kernel and the grouped 1x1 convolution built on it.
+//
+// Micro-kernel: an MR x NR accumulator tile (NR = 2 vectors) lives in registers while K
+// streams through one row of B at a time; A is broadcast one element per row. MR is what the
+// register file allows: AVX-512 12 x 32 (24 zmm accumulators + 2 B + 1 broadcast of 32),
+// AVX2 6 x 16 (12 + 2 + 1 of 16), portable 4 x 16.
+//
+// B comes in one of two layouts:
+//   panel:     weights packed at load as [N/NR panels][K][NR], the last panel zero-padded
+//              (Encoder::pack), so every k step is one contiguous NR-float load;
+//   row-major: B[k * ldb + j] (K^T and V inside attention), tails read with masked loads.
+// Epilogue (fused, on the registers): + bias, activation (GELU vectorised), store.
 #include "kernel_common.h"
 
 namespace sqf {
@@ -9,58 +17,129 @@ namespace cpu {
 namespace SQF_ISA_NS {
 namespace {
 
-constexpr int64_t MR = 4;    // rows per register tile
-constexpr int64_t NR = 64;   // columns per register tile
-constexpr int64_t MB = 64;   // rows per task (a task = group x row block x column block)
+constexpr int64_t NR = kNR;
+#if defined(__AVX512F__)
+constexpr int MR = 12;
+#elif defined(__AVX2__)
+constexpr int MR = 6;
+#else
+constexpr int MR = 4;
+#endif
 
-template <int64_t R>
-void tile(const float* x, int64_t ldx, const float* wt, int64_t ldw, const float* bias,
-          float* y, int64_t ldy, int64_t K, int64_t nb, Act act) {
-  float acc[R][NR];
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t j = 0; j < NR; ++j) acc[r][j] = (bias && j < nb) ? bias[j] : 0.f;
-  if (nb == NR) {
-    for (int64_t k = 0; k < K; ++k) {
-      const float* w = wt + k * ldw;
-      for (int64_t r = 0; r < R; ++r) {
-        const float a = x[r * ldx + k];
-        for (int64_t j = 0; j < NR; ++j) acc[r][j] += a * w[j];
-      }
+template <int R, bool FULL>
+void ukernel(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
+             const float* bias, float* C, int64_t ldc, int64_t nb, Act act) {
+  const vmask m0 = tail_mask(nb), m1 = tail_mask(nb - W);
+  vf c0[R], c1[R];
+  {
+    vf b0 = vzero(), b1 = vzero();
+    if (bias) {
+      b0 = FULL ? vload(bias) : vload(bias, m0);
+      b1 = FULL ? vload(bias + W) : vload(bias + W, m1);
     }
-  } else {
-    for (int64_t k = 0; k < K; ++k) {
-      const float* w = wt + k * ldw;
-      for (int64_t r = 0; r < R; ++r) {
-        const float a = x[r * ldx + k];
-        for (int64_t j = 0; j < nb; ++j) acc[r][j] += a * w[j];
-      }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      c0[r] = b0;
+      c1[r] = b1;
     }
   }
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t j = 0; j < nb; ++j) y[r * ldy + j] = activate(acc[r][j], act);
+  for (int64_t k = 0; k < K; ++k) {
+    const vf b0 = FULL ? vload(B) : vload(B, m0);
+    const vf b1 = FULL ? vload(B + W) : vload(B + W, m1);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const vf a = vset1(A[r * lda + k]);
+      c0[r] = vfma(a, b0, c0[r]);
+      c1[r] = vfma(a, b1, c1[r]);
+    }
+    B += ldb;
+  }
+  if (act == Act::gelu) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      c0[r] = vgelu(c0[r]);
+      c1[r] = vgelu(c1[r]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    if (FULL) {
+      vstore(C + r * ldc, c0[r]);
+      vstore(C + r * ldc + W, c1[r]);
+    } else {
+      vstore(C + r * ldc, c0[r], m0);
+      vstore(C + r * ldc + W, c1[r], m1);
+    }
+  }
+  if (act != Act::none && act != Act::gelu)
+    for (int r = 0; r < R; ++r)
+      for (int64_t j = 0; j < nb; ++j) C[r * ldc + j] = activate(C[r * ldc + j], act);
+}
+
+// Runs the micro-kernel on a remainder of r < MR rows (templates instantiated per R).
+template <int R, bool FULL>
+void tail_rows(int r, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
+               const float* bias, float* C, int64_t ldc, int64_t nb, Act act) {
+  if (r == R) return ukernel<R, FULL>(A, lda, B, ldb, K, bias, C, ldc, nb, act);
+  if constexpr (R > 1) tail_rows<R - 1, FULL>(r, A, lda, B, ldb, K, bias, C, ldc, nb, act);
+}
+
+template <bool FULL>
+void column_block(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
+                  const float* bias, float* C, int64_t ldc, int64_t M, int64_t nb, Act act) {
+  int64_t m = 0;
+  for (; m + MR <= M; m += MR)
+    ukernel<MR, FULL>(A + m * lda, lda, B, ldb, K, bias, C + m * ldc, ldc, nb, act);
+  if (m < M)
+    tail_rows<MR - 1, FULL>(static_cast<int>(M - m), A + m * lda, lda, B, ldb, K, bias,
+                            C + m * ldc, ldc, nb, act);
 }
 
 }  // namespace
 
+void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, bool b_panel, int64_t K,
+          float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act) {
+  for (int64_t j0 = 0; j0 < N; j0 += NR) {
+    const int64_t nb = imin(NR, N - j0);
+    const float* Bj = b_panel ? B + (j0 / NR) * K * NR : B + j0;
+    const int64_t ld = b_panel ? NR : ldb;
+    const float* bj = bias ? bias + j0 : nullptr;
+    if (nb == NR)
+      column_block<true>(A, lda, Bj, ld, K, bj, C + j0, ldc, M, nb, act);
+    else
+      column_block<false>(A, lda, Bj, ld, K, bj, C + j0, ldc, M, nb, act);
+  }
+}
+
+int64_t row_block(int64_t rows, int64_t parallel_other, int threads) {
+  // Rows per task: a multiple of MR, at most 8 * MR (A block + C block stay in L1/L2), small
+  // enough that rows x parallel_other tasks keep every thread busy.
+  int64_t mb = 8 * MR;
+  while (mb > MR && ceil_div(rows, mb) * parallel_other < 2 * threads) mb -= MR;
+  return mb;
+}
+
 void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* y, int64_t ldy,
                     int64_t rows, Act act, ThreadPool& pool) {
   const int64_t G = w.groups, Ni = w.in / G, No = w.out / G;
-  const int64_t mblocks = ceil_div(rows, MB), nblocks = ceil_div(No, NR);
+  const int64_t panels = ceil_div(No, NR);
+  const int64_t mb = row_block(rows, G, pool.num_threads());
+  const int64_t mblocks = ceil_div(rows, mb);
+  // Split columns too when groups x row blocks cannot feed every thread (e.g. the pooler).
+  int64_t nsplit = 1;
+  while (nsplit < panels && G * mblocks * nsplit < 2 * pool.num_threads()) ++nsplit;
+  const int64_t ppt = ceil_div(panels, nsplit);
+  nsplit = ceil_div(panels, ppt);
   auto task = [&](int64_t t, int) {
-    const int64_t g = t / (mblocks * nblocks);
-    const int64_t rem = t % (mblocks * nblocks);
-    const int64_t m0 = (rem / nblocks) * MB, j0 = (rem % nblocks) * NR;
-    const int64_t m1 = imin(m0 + MB, rows), nb = imin(NR, No - j0);
-    const float* wt = w.wt + g * Ni * No + j0;
+    const int64_t g = t / (mblocks * nsplit), rem = t % (mblocks * nsplit);
+    const int64_t m0 = (rem / nsplit) * mb, p0 = (rem % nsplit) * ppt;
+    const int64_t j0 = p0 * NR, n = imin(ppt * NR, No - j0);
+    const float* wt = w.wt + g * Ni * panels * NR + p0 * Ni * NR;
     const float* bias = w.bias ? w.bias + g * No + j0 : nullptr;
-    const float* xg = x + g * Ni;
-    float* yg = y + g * No + j0;
-    int64_t m = m0;
-    for (; m + MR <= m1; m += MR)
-      tile<MR>(xg + m * ldx, ldx, wt, No, bias, yg + m * ldy, ldy, Ni, nb, act);
-    for (; m < m1; ++m) tile<1>(xg + m * ldx, ldx, wt, No, bias, yg + m * ldy, ldy, Ni, nb, act);
+    gemm(x + m0 * ldx + g * Ni, ldx, wt, NR, true, Ni, y + m0 * ldy + g * No + j0, ldy,
+         imin(mb, rows - m0), n, bias, act);
   };
-  parallel_for(pool, G * mblocks * nblocks, task);
+  parallel_for(pool, G * mblocks * nsplit, task);
 }
 
 }  // namespace SQF_ISA_NS

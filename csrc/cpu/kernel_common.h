@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels.h"
+#include "simd.h"
 
 #ifndef SQF_ISA_NS
 #error "SQF_ISA_NS must be defined by the build (one namespace per ISA variant)"
@@ -38,24 +39,53 @@ inline float activate(float x, Act act) {
   return x;
 }
 
-// out = LayerNorm(a + r) over n channels (r may be null). Two-pass statistics in fp32.
+// Panel width of packed weights for this ISA (two vectors); Encoder::pack reads it from the
+// kernel table.
+constexpr int64_t kNR = 2 * W;
+
+// out = LayerNorm(a + r) over n channels (r may be null; out may alias a). Two-pass
+// statistics in fp32.
 inline void add_layernorm_row(const float* a, const float* r, const float* w, const float* b,
                               float eps, float* out, int64_t n) {
-  float sum = 0.f;
-  for (int64_t i = 0; i < n; ++i) {
-    float v = r ? a[i] + r[i] : a[i];
-    out[i] = v;
-    sum += v;
+  vf s = vzero();
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    vf v = vload(a + i);
+    if (r) v = vadd(v, vload(r + i));
+    vstore(out + i, v);
+    s = vadd(s, v);
   }
-  const float mean = sum / static_cast<float>(n);
-  float var = 0.f;
-  for (int64_t i = 0; i < n; ++i) {
-    float d = out[i] - mean;
-    var += d * d;
+  const vmask tm = tail_mask(n - i);
+  if (i < n) {
+    vf v = vload(a + i, tm);
+    if (r) v = vadd(v, vload(r + i, tm));
+    vstore(out + i, v, tm);
+    s = vadd(s, v);
   }
+  const float mean = vsum(s) / static_cast<float>(n);
+  const vf vm = vset1(mean);
+  vf q = vzero();
+  for (i = 0; i + W <= n; i += W) {
+    const vf d = vsub(vload(out + i), vm);
+    q = vfma(d, d, q);
+  }
+  float var = vsum(q);
+  for (; i < n; ++i) var += (out[i] - mean) * (out[i] - mean);
   const float rstd = 1.0f / std::sqrt(var / static_cast<float>(n) + eps);
-  for (int64_t i = 0; i < n; ++i) out[i] = (out[i] - mean) * rstd * w[i] + b[i];
+  const vf vr = vset1(rstd);
+  for (i = 0; i + W <= n; i += W)
+    vstore(out + i, vfma(vmul(vsub(vload(out + i), vm), vr), vload(w + i), vload(b + i)));
+  if (i < n)
+    vstore(out + i, vfma(vmul(vsub(vload(out + i, tm), vm), vr), vload(w + i, tm), vload(b + i, tm)),
+           tm);
 }
+
+// C[M, N] = act(A[M, K] @ B[K, N] + bias). B is panel-packed ([N/NR][K][NR], zero-padded;
+// ldb ignored) when b_panel, else row-major with row stride ldb.
+void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, bool b_panel, int64_t K,
+          float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act);
+// Rows per task for a row-blocked op with `parallel_other` independent tasks per row block.
+int64_t row_block(int64_t rows, int64_t parallel_other, int threads);
 
 void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* y, int64_t ldy,
                     int64_t rows, Act act, ThreadPool& pool);

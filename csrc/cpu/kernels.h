@@ -6,7 +6,8 @@
 // sequences packed back to back, sequence b owning rows [cu_seqlens[b], cu_seqlens[b+1]).
 // A grouped 1x1 conv with G groups is a grouped GEMM
 //     y[:, g*No:(g+1)*No] = x[:, g*Ni:(g+1)*Ni] @ Wt_g + bias_g,
-// with Wt_g = W_g^T packed once at load as [G][Ni][No] (Ni = in/G, No = out/G).
+// with Wt_g = W_g^T packed once at load into panels [G][ceil(No/nr)][Ni][nr] (Ni = in/G,
+// No = out/G, nr = KernelTable::nr, the last panel of each group zero-padded).
 #pragma once
 #include <cstdint>
 
@@ -20,12 +21,15 @@ enum class Act : int { none = 0, gelu = 1, gelu_tanh = 2, relu = 3, silu = 4, ta
 
 struct GroupedLinear {
   int64_t in = 0, out = 0, groups = 1;
-  const float* wt = nullptr;    // [groups][in/groups][out/groups]
+  const float* wt = nullptr;    // panels [groups][ceil((out/groups)/nr)][in/groups][nr]
   const float* bias = nullptr;  // [out] or nullptr
 };
 
 struct LayerWeights {
-  GroupedLinear q, k, v, post, inter, out;
+  // When q/k/v share their group count and every group holds whole heads, only `qkv` is
+  // packed: group g's output columns are [q_g | k_g | v_g] (3 * H/G), so one GEMM per
+  // (sequence, group) yields the Q, K, V of that group's heads. Otherwise q, k, v are packed.
+  GroupedLinear qkv, q, k, v, post, inter, out;
   const float *post_ln_w, *post_ln_b, *out_ln_w, *out_ln_b;
 };
 
@@ -47,16 +51,23 @@ struct AttentionArgs {
   const float* x;            // [T, hidden] layer input
   const int64_t* cu_seqlens;  // [batch + 1]
   const uint8_t* key_valid;  // [T]: 0 = query-only token (padding kept for the pooler)
-  float* qkv;                // workspace [T, 3*hidden]
+  float* qkv;                // workspace [T, 3*hidden] (unfused path only)
   float* scratch;            // workspace [num_threads, scratch_per_thread]
-  int64_t scratch_per_thread;  // >= max_len * max_len
+  int64_t scratch_per_thread;  // >= attention_scratch_floats(max_len, hidden, heads)
   float* ctx;                // out [T, hidden]
   float* scores;             // optional out: pre-softmax scores, [b][head][L_b][L_b] blocks
   const int64_t* score_offsets;  // [batch]: start of sequence b's block in `scores`
 };
 
+// Per-thread scratch of qkv_attention: one group's Q|K|V rows, K^T of one head, the L x L
+// score tile and per-row/per-key vectors.
+inline int64_t attention_scratch_floats(int64_t max_len, int64_t hidden, int64_t heads) {
+  return max_len * (3 * hidden + max_len + 4) + (hidden / heads) * max_len + 64;
+}
+
 struct KernelTable {
   const char* isa;
+  int64_t nr;  // panel width of packed weights
   // y = act(grouped_linear(x)) for rows [0, rows); x row stride ldx, y row stride ldy.
   void (*grouped_linear)(const GroupedLinear& w, const float* x, int64_t ldx, float* y,
                          int64_t ldy, int64_t rows, Act act, ThreadPool& pool);

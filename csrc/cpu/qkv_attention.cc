@@ -1,8 +1,15 @@
-// Grouped Q/K/V projection + softmax(QK^T / sqrt(d) + mask) V, one task per
-// (sequence, head). Q/K/V go through a [T, 3*hidden] workspace (q | k | v column blocks);
-// each task keeps its L x L score tile in a per-thread scratch slab. Keys whose key_valid is
-// 0 (padding kept only so the pooler can read column 0) get the same additive mask as
-// transformers (float lowest), i.e. probability exactly 0.
+// Grouped Q/K/V projection + softmax(QK^T / sqrt(d) + mask) V.
+//
+// Fused path (w.qkv packed: q/k/v share G groups and each group holds whole heads, the
+// default SqueezeBERT config): one task per (sequence, group). The task runs one GEMM
+// X[seq, group] @ [Wq_g | Wk_g | Wv_g] into its own L x 3H/G scratch (hot in L2, never the
+// shared [T, 3H] buffer), then for each head of the group: K^T (pre-scaled by 1/sqrt d) ->
+// S = Q K^T (GEMM micro-kernel) -> masked softmax rows (vectorised exp) -> ctx = P V (GEMM),
+// rows scaled by 1/sum at the end (d values per row instead of L).
+// General path (groups not aligned with heads): grouped GEMMs into the [T, 3H] workspace, then
+// one task per (sequence, head) running the same attention core.
+// Keys whose key_valid is 0 (padding kept only for the pooler) get transformers' additive mask
+// (float lowest), i.e. probability exactly 0.
 #include <cfloat>
 
 #include "kernel_common.h"
@@ -10,52 +17,116 @@
 namespace sqf {
 namespace cpu {
 namespace SQF_ISA_NS {
+namespace {
+
+struct KeyMask {
+  const float* add;   // [L]: 0 or -FLT_MAX, or nullptr when every key is valid
+  const float* keep;  // [L]: 1 or 0
+};
+
+// One head of one sequence. q/k/v rows have stride ld; scratch holds kt [d][L], s [L][L],
+// inv [L]. Writes ctx rows (stride ldo) and, when scores != nullptr, the pre-softmax scores.
+void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t L, int64_t d,
+            float scale, KeyMask mask, float* scratch, float* out, int64_t ldo, float* scores) {
+  float* kt = scratch;
+  float* s = kt + d * L;
+  float* inv = s + L * L;
+  for (int64_t j = 0; j < L; ++j)
+    for (int64_t c = 0; c < d; ++c) kt[c * L + j] = k[j * ld + c] * scale;
+  gemm(q, ld, kt, L, false, d, s, L, L, L, nullptr, Act::none);
+  const vmask tm = tail_mask(L % W);
+  const int64_t Lv = L - L % W;
+  for (int64_t i = 0; i < L; ++i) {
+    float* sr = s + i * L;
+    if (mask.add) {
+      for (int64_t j = 0; j < Lv; j += W) vstore(sr + j, vadd(vload(sr + j), vload(mask.add + j)));
+      if (Lv < L) vstore(sr + Lv, vadd(vload(sr + Lv, tm), vload(mask.add + Lv, tm)), tm);
+    }
+    if (scores)
+      for (int64_t j = 0; j < L; ++j) scores[i * L + j] = sr[j];
+    vf mx = vset1(-FLT_MAX);
+    for (int64_t j = 0; j < Lv; j += W) mx = vmax(mx, vload(sr + j));
+    float m = vmaxall(mx);
+    for (int64_t j = Lv; j < L; ++j) m = sr[j] > m ? sr[j] : m;
+    const vf vm = vset1(m);
+    vf sum = vzero();
+    for (int64_t j = 0; j < Lv; j += W) {
+      vf p = vexp(vsub(vload(sr + j), vm));
+      if (mask.keep) p = vmul(p, vload(mask.keep + j));
+      vstore(sr + j, p);
+      sum = vadd(sum, p);
+    }
+    float tail = 0.f;
+    if (Lv < L) {
+      vf p = vexp(vsub(vload(sr + Lv, tm), vm));
+      if (mask.keep) p = vmul(p, vload(mask.keep + Lv, tm));
+      vstore(sr + Lv, p, tm);  // lanes past L are computed but never stored or summed
+      for (int64_t j = Lv; j < L; ++j) tail += sr[j];
+    }
+    inv[i] = 1.0f / (tail + vsum(sum));
+  }
+  gemm(s, L, v, ld, false, L, out, ldo, L, d, nullptr, Act::none);
+  for (int64_t i = 0; i < L; ++i) {
+    const vf r = vset1(inv[i]);
+    float* o = out + i * ldo;
+    int64_t c = 0;
+    for (; c + W <= d; c += W) vstore(o + c, vmul(vload(o + c), r));
+    for (; c < d; ++c) o[c] *= inv[i];
+  }
+}
+
+// Builds the additive/multiplicative key masks of sequence b in `buf` (2 * L floats);
+// returns {nullptr, nullptr} when every key is valid.
+KeyMask key_mask(const uint8_t* valid, int64_t L, float* buf) {
+  bool all = true;
+  for (int64_t j = 0; j < L; ++j) all &= valid[j] != 0;
+  if (all) return {nullptr, nullptr};
+  for (int64_t j = 0; j < L; ++j) {
+    buf[j] = valid[j] ? 0.f : -FLT_MAX;
+    buf[L + j] = valid[j] ? 1.f : 0.f;
+  }
+  return {buf, buf + L};
+}
+
+}  // namespace
 
 void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& pool) {
-  const int64_t H = a.hidden, ld = 3 * H, d = H / a.heads;
+  const int64_t H = a.hidden, d = H / a.heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  if (w.qkv.wt) {
+    const int64_t G = w.qkv.groups, No = H / G, hpg = No / d, ld = 3 * No;
+    const int64_t panels = ceil_div(3 * No, kNR);
+    auto task = [&](int64_t t, int thread) {
+      const int64_t b = t / G, g = t % G;
+      const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;
+      float* qkv = a.scratch + thread * a.scratch_per_thread;
+      float* maskbuf = qkv + L * ld;
+      float* rest = maskbuf + 2 * L;
+      gemm(a.x + base * H + g * No, H, w.qkv.wt + g * No * panels * kNR, kNR, true, No, qkv, ld,
+           L, ld, w.qkv.bias + g * ld, Act::none);
+      const KeyMask mask = key_mask(a.key_valid + base, L, maskbuf);
+      for (int64_t hl = 0; hl < hpg; ++hl) {
+        const int64_t h = g * hpg + hl;
+        float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
+        attend(qkv + hl * d, qkv + No + hl * d, qkv + 2 * No + hl * d, ld, L, d, scale, mask,
+               rest, a.ctx + base * H + h * d, H, sc);
+      }
+    };
+    parallel_for(pool, a.batch * G, task);
+    return;
+  }
+  const int64_t ld = 3 * H;
   grouped_linear(w.q, a.x, H, a.qkv, ld, a.tokens, Act::none, pool);
   grouped_linear(w.k, a.x, H, a.qkv + H, ld, a.tokens, Act::none, pool);
   grouped_linear(w.v, a.x, H, a.qkv + 2 * H, ld, a.tokens, Act::none, pool);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   auto task = [&](int64_t t, int thread) {
     const int64_t b = t / a.heads, h = t % a.heads;
     const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;
-    float* s = a.scratch + thread * a.scratch_per_thread;
+    float* maskbuf = a.scratch + thread * a.scratch_per_thread;
     const float* q0 = a.qkv + base * ld + h * d;
-    const float* k0 = q0 + H;
-    const float* v0 = q0 + 2 * H;
-    const uint8_t* valid = a.key_valid + base;
     float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
-    for (int64_t i = 0; i < L; ++i) {
-      const float* q = q0 + i * ld;
-      float* srow = s + i * L;
-      float mx = -FLT_MAX;
-      for (int64_t j = 0; j < L; ++j) {
-        const float* k = k0 + j * ld;
-        float dot = 0.f;
-        for (int64_t c = 0; c < d; ++c) dot += q[c] * k[c];
-        float v = valid[j] ? dot * scale : -FLT_MAX;
-        srow[j] = v;
-        if (valid[j] && v > mx) mx = v;
-      }
-      if (sc)
-        for (int64_t j = 0; j < L; ++j) sc[i * L + j] = srow[j];
-      float sum = 0.f;
-      for (int64_t j = 0; j < L; ++j) {
-        float p = valid[j] ? std::exp(srow[j] - mx) : 0.f;
-        srow[j] = p;
-        sum += p;
-      }
-      const float inv = 1.0f / sum;
-      float* out = a.ctx + (base + i) * H + h * d;
-      for (int64_t c = 0; c < d; ++c) out[c] = 0.f;
-      for (int64_t j = 0; j < L; ++j) {
-        const float p = srow[j] * inv;
-        if (p == 0.f) continue;
-        const float* v = v0 + j * ld;
-        for (int64_t c = 0; c < d; ++c) out[c] += p * v[c];
-      }
-    }
+    attend(q0, q0 + H, q0 + 2 * H, ld, L, d, scale, key_mask(a.key_valid + base, L, maskbuf),
+           maskbuf + 2 * L, a.ctx + base * H + h * d, H, sc);
   };
   parallel_for(pool, a.batch * a.heads, task);
 }

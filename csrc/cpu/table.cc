@@ -18,7 +18,7 @@ void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const flo
 #define SQF_STR(x) SQF_STR2(x)
 
 const KernelTable& table() {
-  static const KernelTable t{SQF_STR(SQF_ISA_NAME), grouped_linear, embed_ln, qkv_attention,
+  static const KernelTable t{SQF_STR(SQF_ISA_NAME), kNR, grouped_linear, embed_ln, qkv_attention,
                              attn_out_ln, ffn_ln};
   return t;
 }
