@@ -229,8 +229,11 @@ class PyEncoder {
     a.workspace = ptr<void>(workspace);
     a.workspace_bytes = workspace_bytes;
     py::gil_scoped_release release;
-    const cudaError_t e = cudaSetDevice(device_);
-    if (e != cudaSuccess) throw std::runtime_error(std::string("cudaSetDevice: ") + cudaGetErrorString(e));
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess || current != device_) {  // not during graph capture
+      const cudaError_t e = cudaSetDevice(device_);
+      if (e != cudaSuccess) throw std::runtime_error(std::string("cudaSetDevice: ") + cudaGetErrorString(e));
+    }
     sc::encoder_forward(c_, w_, a, dev_, ptr<CUstream_st>(stream));
   }
 
