@@ -329,8 +329,15 @@ def _prepare_ort(provider, model_dir, precision, *, device, threads, work_dir, *
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
+        spinning = options.get("ort_spinning")
+        if spinning is not None:
+            # onnxruntime's pool busy-waits after a run by default; when engines are timed in turns
+            # on the same cores that spinning would be charged to whoever runs next
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    notes.append(f"onnxruntime {ort.__version__}, CPUExecutionProvider, intra_op_threads={threads or 'default'}")
+    notes.append(f"onnxruntime {ort.__version__}, CPUExecutionProvider, intra_op_threads={threads or 'default'}"
+                 + ("" if spinning is None else f", spinning={'on' if spinning else 'off'}"))
 
     def run(input_ids, attention_mask):
         out = sess.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),

@@ -1,0 +1,193 @@
+"""`sqbert-fast bench`: FLOP counter, shapes, statistics, table, JSON/--compare, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+
+from sqbert_fast import bench, peers
+from sqbert_fast.config import SqueezeBertConfig
+
+TINY = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            embedding_size=32, max_position_embeddings=64, q_groups=2, k_groups=2, v_groups=2,
+            post_attention_groups=1, intermediate_groups=4, output_groups=2)
+
+
+def test_encoder_flops_hand_count():
+    c = SqueezeBertConfig(**TINY)
+    # per token per layer, 2 FLOPs per multiply-add, in_per_group * out each:
+    #   q, k, v: (32/2) * 32 * 2 = 1024 each -> 3072;  post: 32 * 32 * 2 = 2048
+    #   intermediate: (32/4) * 64 * 2 = 1024;  output: (64/2) * 32 * 2 = 2048   -> 8192
+    # attention, per token: 4 * L * d * heads = 4 * L * 32
+    per_layer = 10 * 8192 + 4 * 10 * 10 * 32 + 3 * 8192 + 4 * 3 * 3 * 32
+    assert bench.encoder_flops(c, [10, 3]) == 2 * per_layer
+
+
+def test_encoder_flops_default_config_matches_matmul_count():
+    c = SqueezeBertConfig()  # 768 hidden, groups 4/4/4/1/4/4, 3072 intermediate, 12 layers
+    L = 128
+    macs_per_token = 3 * 768 * 192 + 768 * 768 + 3072 * 192 + 768 * 768
+    expect = 12 * L * (2 * macs_per_token + 4 * L * 768)
+    assert bench.encoder_flops(c, [L]) == expect
+
+
+def test_parse_shapes_and_mixed_lengths():
+    shapes = bench.parse_shapes("1x32, 8x128,mixed4x64", max_len=512)
+    assert [(s.batch, s.seq, s.mixed) for s in shapes] == [(1, 32, False), (8, 128, False), (4, 64, True)]
+    mixed = shapes[2]
+    lens = mixed.seqlens()
+    assert len(lens) == 4 and max(lens) == 64 and min(lens) == 8 and len(set(lens)) > 1
+    ids, mask = mixed.inputs(vocab_size=50)
+    assert ids.shape == (4, 64) and mask.sum(1).tolist() == lens
+    assert (ids[mask == 0] == 0).all() and (ids[mask == 1] > 0).all()
+    with pytest.raises(ValueError, match="bad shape"):
+        bench.parse_shapes("8by128")
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        bench.parse_shapes("1x1024", max_len=512)
+
+
+def test_parse_providers():
+    cells = bench.parse_providers("cpu, openvino:default,cpu:fp32", ["fp32", "bf16"])
+    assert cells == [("cpu", "fp32"), ("cpu", "bf16"), ("openvino", "default")]
+
+
+def test_percentile_and_summary():
+    assert bench.percentile([1, 2, 3, 4, 5], 50) == 3
+    assert bench.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90) == pytest.approx(9.1)
+    s = bench.summarize([0.003, 0.001, 0.002])
+    assert s["median_ms"] == pytest.approx(2.0) and s["min_ms"] == pytest.approx(1.0) and s["reps"] == 3
+
+
+def test_format_table_aligns_columns():
+    t = bench.format_table(["name", "x", "ms"], [["a", "b", "1.5"], ["long name", "c", "12.25"]], "llr")
+    lines = t.splitlines()
+    assert len({len(line) for line in lines}) == 1  # every line the same width
+    assert lines[1].startswith("|:") and lines[1].endswith(":|")
+    assert lines[3] == "| long name | c | 12.25 |"
+    assert lines[2].endswith("|   1.5 |")
+
+
+def _doc(medians: dict, diffs: dict | None = None) -> dict:
+    """A minimal bench document: medians[(provider, precision, shape)] = ms."""
+    results = []
+    for (prov, prec, shape), ms in medians.items():
+        results.append({"provider": prov, "precision": prec, "shape": shape, "batch": 1, "seq": 8, "mixed": False,
+                        "tokens": 8, "median_ms": ms, "p90_ms": ms * 1.1, "mean_ms": ms, "min_ms": ms, "reps": 5,
+                        "first_call_s": 0.1, "seq_per_s": 1e3 / ms, "gflop": 1.0, "gflops": 1e3 / ms,
+                        "max_abs_diff": (diffs or {}).get((prov, prec, shape), 1e-6)})
+    return {"schema": bench.SCHEMA, "meta": {"cpu_model": "x", "threads": 2, "device": "cpu",
+                                             "gemm_peak_gflops": {"fp32": 1000.0, "bf16": 4000.0}},
+            "setup": [], "unavailable": [], "results": results}
+
+
+def test_derive_ratios_peak_and_tolerance():
+    doc = bench.derive(_doc({("transformers", "fp32", "s"): 10.0, ("transformers", "bf16", "s"): 8.0,
+                             ("onnxruntime", "fp32", "s"): 4.0, ("cpu", "fp32", "s"): 2.0, ("cpu", "bf16", "s"): 1.0},
+                            diffs={("transformers", "bf16", "s"): 0.01, ("cpu", "bf16", "s"): 0.05,
+                                   ("cpu", "fp32", "s"): 1e-3}))
+    r = {(x["provider"], x["precision"]): x for x in doc["results"]}
+    assert r["cpu", "fp32"]["speedup_vs_eager"] == pytest.approx(5.0)
+    assert r["cpu", "fp32"]["speedup_vs_best_peer"] == pytest.approx(2.0)
+    assert r["cpu", "fp32"]["best_peer"] == "onnxruntime:fp32"
+    assert r["cpu", "fp32"]["pct_peak"] == pytest.approx(100 * 500 / 1000)
+    assert r["cpu", "bf16"]["pct_peak"] == pytest.approx(100 * 1000 / 4000)
+    assert r["cpu", "fp32"]["ok"] is False          # 1e-3 > fp32 tolerance 1e-4: a fast wrong result
+    assert r["cpu", "bf16"]["ok"] is False          # 0.05 > 3 x transformers' own bf16 error (0.01)
+    assert r["onnxruntime", "fp32"]["ok"] is True
+    table = bench.results_table(doc)
+    assert "FAIL" in table and "onnxruntime" in table and "5.00" in table
+
+
+def test_compare_flags_regressions_and_json_roundtrip(tmp_path):
+    old = _doc({("cpu", "fp32", "1x8"): 10.0, ("cpu", "fp32", "8x8"): 20.0, ("reference", "fp32", "1x8"): 50.0})
+    new = _doc({("cpu", "fp32", "1x8"): 12.0, ("cpu", "fp32", "8x8"): 10.0, ("triton", "fp32", "1x8"): 5.0})
+    new["meta"]["threads"] = 4
+    text, rows = bench.compare(old, new, threshold=0.1)
+    verdicts = {(r["provider"], r["shape"]): r["verdict"] for r in rows}
+    assert verdicts == {("cpu", "1x8"): "REGRESSION", ("cpu", "8x8"): "faster", ("triton", "1x8"): "new",
+                        ("reference", "1x8"): "missing"}
+    assert "+20.0%" in text and "-50.0%" in text and "threads differs" in text
+    _, rows = bench.compare(old, copy.deepcopy(old))
+    assert {r["verdict"] for r in rows} == {"same"}
+
+    # the CLI path: --compare OLD --current NEW without running anything
+    po, pn = tmp_path / "old.json", tmp_path / "new.json"
+    po.write_text(json.dumps(old))
+    pn.write_text(json.dumps(new))
+    from sqbert_fast.cli import main
+
+    assert main(["bench", "--compare", str(po), "--current", str(pn), "--quiet"]) == 0
+    assert main(["bench", "--compare", str(po), "--current", str(pn), "--fail-on-regression", "--quiet"]) == 1
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a sqbert-fast bench JSON"):
+        main(["bench", "--compare", str(tmp_path / "bad.json"), "--current", str(pn)])
+
+
+def test_peers_say_why_they_cannot_run():
+    assert peers.reasons("onnxruntime", "bf16")  # CPU EP has no bf16 kernels
+    assert "unknown provider" in peers.reasons("tensorrt")[0]
+    assert peers.reasons("transformers", "fp32") == []
+    with pytest.raises(peers.Unavailable, match="unknown precision"):
+        peers.prepare("cpu", "/nonexistent", "int3")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return bench.random_model_dir(TINY, str(tmp_path_factory.mktemp("tiny-model")))
+
+
+def test_bench_cli_end_to_end(tiny_model_dir, tmp_path, capsys):
+    from sqbert_fast.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["bench", "--model", tiny_model_dir, "--providers", "reference,cpu,transformers", "--precisions", "fp32",
+               "--shapes", "1x8,2x16,mixed3x16", "--min-reps", "2", "--budget", "0", "--no-peak", "--threads", "1",
+               "--out", str(out)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.out
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["schema"] == bench.SCHEMA
+    got = {(r["provider"], r["shape"]) for r in doc["results"]}
+    assert got == {(p, s) for p in ("reference", "cpu", "transformers") for s in ("1x8", "2x16", "mixed3x16")}
+    for r in doc["results"]:
+        assert r["ok"] and r["max_abs_diff"] <= 1e-4 and r["median_ms"] > 0 and r["reps"] >= 2
+    assert doc["meta"]["threads"] == 1 and "torch" in doc["meta"]["versions"]
+    assert "| provider" in printed.out and "x eager" in printed.out
+    assert "[shape 3/3]" in printed.err  # progress goes to stderr
+
+    png = out / "bench.png"
+    assert png.stat().st_size > 5000
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg", force=True)
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(png))
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
+    assert img.std() > 0.01  # not a blank canvas
+
+    # the same run again, compared with the first: every row matched
+    rc = main(["bench", "--model", tiny_model_dir, "--providers", "cpu", "--precisions", "fp32", "--shapes", "1x8",
+               "--min-reps", "1", "--budget", "0", "--no-peak", "--threads", "1", "--out", str(tmp_path / "again"),
+               "--compare", str(out / "bench.json"), "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "compared with" in text and "missing" in text  # the rows this run did not repeat
+
+
+@pytest.mark.skipif(os.environ.get("SQBERT_FAST_TEST_PEERS") != "1",
+                    reason="exports a model (tens of seconds); set SQBERT_FAST_TEST_PEERS=1")
+@pytest.mark.parametrize("provider,precision", [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "default")])
+def test_peer_matches_transformers(tiny_model_dir, provider, precision):
+    if peers.reasons(provider, precision):
+        pytest.skip("; ".join(peers.reasons(provider, precision)))
+    p = peers.prepare(provider, tiny_model_dir, precision, threads=1)
+    ref = peers.prepare("transformers", tiny_model_dir, "fp32")
+    ids, mask = bench.parse_shapes("mixed3x16")[0].inputs(TINY["vocab_size"])
+    try:
+        diff = (p(ids, mask).float() - ref(ids, mask).float())[mask.bool()].abs().max()
+        assert diff <= (1e-4 if precision == "fp32" else 0.05)
+    finally:
+        if p.close:
+            p.close()
