@@ -40,11 +40,13 @@ class Task:
         self.tokenizer = tokenizer
         self.config = model.config
 
+    @classmethod
+    def fields(cls, opts: TaskOptions) -> list[str]:
+        """The input fields the task reads, in tokenizer order."""
+        return [opts.text_field] + ([opts.pair_field] if opts.pair_field else [])
+
     def columns(self) -> list[str]:
-        cols = [self.opts.text_field]
-        if self.opts.pair_field:
-            cols.append(self.opts.pair_field)
-        return cols
+        return self.fields(self.opts)
 
     def tokenizer_input(self, fields: dict) -> tuple[str | tuple[str, str] | None, str | None]:
         """(input for the tokenizer, None) or (None, reason the row is bad)."""
@@ -163,8 +165,9 @@ class QuestionAnswering(Task):
     name, model_class = "qa", "SqueezeBertForQuestionAnswering"
     truncation = "only_second"  # the context is cut, never the question
 
-    def columns(self):
-        return [self.opts.question_field, self.opts.context_field]
+    @classmethod
+    def fields(cls, opts):
+        return [opts.question_field, opts.context_field]
 
     def check(self, encoding):
         if 1 not in encoding.sequence_ids:
