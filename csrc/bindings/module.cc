@@ -61,7 +61,7 @@ T* optional_ptr(const py::object& obj, const char* name, std::vector<int64_t> sh
 
 class PyEncoder {
  public:
-  PyEncoder(py::dict config, py::dict weights, const std::string& isa) {
+  PyEncoder(py::dict config, py::dict weights, const std::string& isa, bool bf16) {
     auto geti = [&](const char* k) {
       if (!config.contains(k)) throw py::key_error(str_cat("config is missing '", k, "'"));
       return config[k].cast<int64_t>();
@@ -82,6 +82,7 @@ class PyEncoder {
     c.output_groups = geti("output_groups");
     c.embedding_ln_eps = config["layer_norm_eps"].cast<float>();
     c.act = sqf::cpu::act_from_name(config["hidden_act"].cast<std::string>());
+    c.bf16 = bf16;
     const int64_t H = c.hidden, I = c.intermediate;
     auto check_groups = [&](int64_t g, int64_t in, int64_t out, const char* name) {
       if (g < 1 || in % g || out % g)
@@ -95,10 +96,11 @@ class PyEncoder {
     check_groups(c.output_groups, I, H, "output_groups");
     if (H % c.heads) throw py::value_error("hidden_size must be a multiple of num_attention_heads");
 
+    // Conv weights are only read while packing; every other array is read in place and kept.
     auto w = [&](const std::string& key, std::vector<int64_t> shape) -> const float* {
       if (!weights.contains(key.c_str())) throw py::key_error(str_cat("missing weight '", key, "'"));
       py::object o = weights[key.c_str()];
-      keep_.push_back(o);
+      if (shape.size() != 3 && key != "pooler_weight") keep_.push_back(o);
       return array_ptr<float>(o, key.c_str(), std::move(shape));
     };
     sqf::cpu::RawWeights raw;
@@ -195,6 +197,7 @@ py::dict cpu_info() {
   feats["amx_tile"] = f.amx_tile;
   feats["amx_bf16"] = f.amx_bf16;
   feats["amx_int8"] = f.amx_int8;
+  feats["amx_permitted"] = f.amx_permitted;
   feats["neon"] = f.neon;
   feats["asimdhp"] = f.asimdhp;
   feats["asimddp"] = f.asimddp;
@@ -207,6 +210,12 @@ py::dict cpu_info() {
   d["built_isas"] = built;
   d["usable_isas"] = usable;
   d["best_isa"] = sqf::isa_name(sqf::best_isa());
+#if defined(SQF_NEON_SIMDE)
+  d["neon_impl"] = "simde";  // NEON kernels emulated on x86 through SIMDe (tests only)
+#elif defined(SQF_HAVE_NEON)
+  d["neon_impl"] = "native";
+#endif
+  d["bf16_isas"] = py::cast(std::vector<std::string>{"avx512_bf16", "amx"});
   return d;
 }
 
@@ -230,8 +239,8 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("get_num_threads", [] { return sqf::ThreadPool::global().num_threads(); });
   py::class_<PyEncoder>(m, "Encoder")
-      .def(py::init<py::dict, py::dict, const std::string&>(), py::arg("config"),
-           py::arg("weights"), py::arg("isa"))
+      .def(py::init<py::dict, py::dict, const std::string&, bool>(), py::arg("config"),
+           py::arg("weights"), py::arg("isa"), py::arg("bf16") = false)
       .def("forward", &PyEncoder::forward, py::arg("input_ids"), py::arg("inputs_embeds"),
            py::arg("token_type_ids"), py::arg("position_ids"), py::arg("cu_seqlens"),
            py::arg("key_valid"), py::arg("last_hidden"), py::arg("hidden_states") = py::none(),

@@ -12,6 +12,10 @@
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #endif
+#if defined(SQF_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace sqf {
 namespace {
@@ -21,6 +25,23 @@ unsigned long long xgetbv0() {
   unsigned eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+#endif
+
+#ifdef SQF_X86
+// AMX tile data is off by default for a Linux process: ask for it once (the grant is
+// process-wide). Without it the first tile instruction would fault.
+bool request_amx_permission() {
+#if defined(__linux__)
+  constexpr long ARCH_GET_XCOMP_PERM = 0x1022, ARCH_REQ_XCOMP_PERM = 0x1023;
+  constexpr int XFEATURE_XTILEDATA = 18;
+  if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return false;
+  unsigned long bitmask = 0;
+  if (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_PERM, &bitmask) != 0) return false;
+  return bitmask & (1ul << XFEATURE_XTILEDATA);
+#else
+  return false;
+#endif
 }
 #endif
 
@@ -55,6 +76,7 @@ CpuFeatures detect() {
     f.amx_int8 = (d & (1u << 25)) && amx_os;
     __cpuid_count(7, 1, a, b, c, d);
     f.avx512_bf16 = (a & (1u << 5)) && zmm_os;
+    f.amx_permitted = f.amx_tile && f.amx_bf16 && request_amx_permission();
   }
   unsigned ext = __get_cpuid_max(0x80000000, nullptr);
   if (ext >= 0x80000004) {
@@ -87,13 +109,23 @@ CpuFeatures detect() {
   return f;
 }
 
+// x86 builds may carry the neon variant compiled through SIMDe (emulation, for tests): it runs
+// on any CPU but is never the automatic choice.
+#ifdef SQF_NEON_SIMDE
+constexpr bool kNeonViaSimde = true;
+#else
+constexpr bool kNeonViaSimde = false;
+#endif
+
 bool cpu_has(Isa isa) {
   const CpuFeatures& f = cpu_features();
   switch (isa) {
     case Isa::scalar: return true;
     case Isa::avx2: return f.avx2 && f.fma;
     case Isa::avx512: return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
-    case Isa::neon: return f.neon;
+    case Isa::avx512_bf16: return cpu_has(Isa::avx512) && f.avx512_bf16;
+    case Isa::amx: return cpu_has(Isa::avx512_bf16) && f.amx_permitted;
+    case Isa::neon: return f.neon || kNeonViaSimde;
   }
   return false;
 }
@@ -110,16 +142,18 @@ const char* isa_name(Isa isa) {
     case Isa::scalar: return "scalar";
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
+    case Isa::avx512_bf16: return "avx512_bf16";
+    case Isa::amx: return "amx";
     case Isa::neon: return "neon";
   }
   return "?";
 }
 
 Isa isa_from_name(const std::string& name) {
-  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon})
+  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::amx, Isa::neon})
     if (name == isa_name(i)) return i;
   throw std::invalid_argument(str_cat("unknown CPU ISA '", name,
-                                      "' (expected one of scalar, avx2, avx512, neon)"));
+                                      "' (expected one of scalar, avx2, avx512, avx512_bf16, amx, neon)"));
 }
 
 std::vector<Isa> built_isas() {
@@ -129,6 +163,12 @@ std::vector<Isa> built_isas() {
 #endif
 #ifdef SQF_HAVE_AVX512
   v.push_back(Isa::avx512);
+#endif
+#ifdef SQF_HAVE_AVX512_BF16
+  v.push_back(Isa::avx512_bf16);
+#endif
+#ifdef SQF_HAVE_AMX
+  v.push_back(Isa::amx);
 #endif
 #ifdef SQF_HAVE_NEON
   v.push_back(Isa::neon);
@@ -145,7 +185,9 @@ bool isa_supported(Isa isa) {
 Isa best_isa() {
   Isa best = Isa::scalar;
   for (Isa b : built_isas())
-    if (cpu_has(b) && static_cast<int>(b) > static_cast<int>(best)) best = b;
+    if (cpu_has(b) && static_cast<int>(b) > static_cast<int>(best) &&
+        !(b == Isa::neon && kNeonViaSimde))
+      best = b;
   return best;
 }
 

@@ -7,12 +7,15 @@
 
 namespace sqf {
 
-enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, neon = 3 };
+// Ordered by preference on x86. avx512_bf16 and amx run the same fp32 kernels as avx512; they
+// differ in the bf16 GEMM (vdpbf16ps register tiles vs AMX tiles).
+enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, amx = 4, neon = 5 };
 
 struct CpuFeatures {
   bool avx2 = false, fma = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512_bf16 = false, amx_tile = false, amx_bf16 = false, amx_int8 = false;
+  bool amx_permitted = false;  // Linux granted XTILEDATA (arch_prctl ARCH_REQ_XCOMP_PERM)
   bool neon = false, asimdhp = false, asimddp = false;
   std::string vendor, brand;
 };

@@ -15,6 +15,12 @@ SQF_DECLARE_TABLE(isa_avx2)
 #ifdef SQF_HAVE_AVX512
 SQF_DECLARE_TABLE(isa_avx512)
 #endif
+#ifdef SQF_HAVE_AVX512_BF16
+SQF_DECLARE_TABLE(isa_avx512_bf16)
+#endif
+#ifdef SQF_HAVE_AMX
+SQF_DECLARE_TABLE(isa_amx)
+#endif
 #ifdef SQF_HAVE_NEON
 SQF_DECLARE_TABLE(isa_neon)
 #endif
@@ -28,6 +34,12 @@ const KernelTable& kernel_table(Isa isa) {
 #endif
 #ifdef SQF_HAVE_AVX512
     case Isa::avx512: return isa_avx512::table();
+#endif
+#ifdef SQF_HAVE_AVX512_BF16
+    case Isa::avx512_bf16: return isa_avx512_bf16::table();
+#endif
+#ifdef SQF_HAVE_AMX
+    case Isa::amx: return isa_amx::table();
 #endif
 #ifdef SQF_HAVE_NEON
     case Isa::neon: return isa_neon::table();

@@ -1,11 +1,20 @@
 #include "encoder.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "../common/errors.h"
 
 namespace sqf {
 namespace cpu {
+
+uint16_t float_to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  return static_cast<uint16_t>(u >> 16);
+}
 
 Act act_from_name(const std::string& n) {
   if (n == "gelu" || n == "gelu_python") return Act::gelu;
@@ -44,12 +53,26 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
       }
     }
   }
-  packed_.push_back(std::move(wt));
   GroupedLinear gl;
   gl.in = in;
   gl.out = groups * No;
   gl.groups = groups;
-  gl.wt = packed_.back().data();
+  if (cfg_.bf16) {
+    // Re-lay the fp32 panels as bf16 VNNI panels of 32 columns, [Kp/2][32][2] (gemm_bf16.cc).
+    const int64_t P = kBf16Panel, p16 = (No + P - 1) / P, Kp = (Ni + 31) / 32 * 32;
+    std::vector<uint16_t> w16(static_cast<size_t>(groups * p16 * Kp * P), 0);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t col = 0; col < No; ++col)
+        for (int64_t i = 0; i < Ni; ++i) {
+          const float v = wt[(g * panels + col / nr) * Ni * nr + i * nr + col % nr];
+          w16[((g * p16 + col / P) * Kp + i - i % 2) * P + (col % P) * 2 + i % 2] = float_to_bf16(v);
+        }
+    packed16_.push_back(std::move(w16));
+    gl.wt16 = packed16_.back().data();
+  } else {
+    packed_.push_back(std::move(wt));
+    gl.wt = packed_.back().data();
+  }
   if (parts.size() == 1) {
     gl.bias = parts[0].b;  // read in place
   } else if (any_bias) {
@@ -95,6 +118,7 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
 int64_t Encoder::packed_weight_bytes() const {
   int64_t n = 0;
   for (const auto& p : packed_) n += static_cast<int64_t>(p.size() * sizeof(float));
+  for (const auto& p : packed16_) n += static_cast<int64_t>(p.size() * sizeof(uint16_t));
   return n;
 }
 
@@ -142,13 +166,13 @@ void Encoder::forward(const ForwardArgs& a) {
     ws->tokens = std::max(ws->tokens, T);
     ws->max_len = std::max(ws->max_len, max_len);
     ws->threads = std::max(ws->threads, threads);
-    const int64_t qkv_cols = layers_.empty() || layers_[0].qkv.wt ? 0 : 3 * H;
+    const int64_t qkv_cols = layers_.empty() || layers_[0].qkv.packed() ? 0 : 3 * H;
     const int64_t need = ws->tokens * (qkv_cols + H + H + 2 * H + I) + ws->tokens * H +
                          ws->threads * attention_scratch_floats(ws->max_len, H, cfg_.heads);
     ws->buf.assign(static_cast<size_t>(need), 0.f);
   }
   float* p = ws->buf.data();
-  float* qkv = p;           p += layers_.empty() || layers_[0].qkv.wt ? 0 : ws->tokens * 3 * H;
+  float* qkv = p;           p += layers_.empty() || layers_[0].qkv.packed() ? 0 : ws->tokens * 3 * H;
   float* ctx = p;           p += ws->tokens * H;
   float* mid = p;           p += ws->tokens * H;
   float* ping[2] = {p, p + ws->tokens * H};  p += 2 * ws->tokens * H;

@@ -24,6 +24,9 @@ struct EncoderConfig {
   float embedding_ln_eps = 1e-12f;
   float encoder_ln_eps = 1e-12f;  // transformers hard-codes 1e-12 for the encoder LayerNorms
   Act act = Act::gelu;
+  // bf16: conv weights packed as bf16 (GEMMs on AMX tiles / AVX512-BF16, fp32 accumulation);
+  // activations, LayerNorm and softmax stay fp32.
+  bool bf16 = false;
 };
 
 // Raw weights in transformers' layout (conv weights [out, in/groups, 1], linear [out, in]).
@@ -80,11 +83,13 @@ class Encoder {
   std::vector<LayerWeights> layers_;
   GroupedLinear pooler_;
   std::list<std::vector<float>> packed_;  // a list: pointers into it stay valid
+  std::list<std::vector<uint16_t>> packed16_;
   std::mutex ws_mutex_;
   std::vector<std::unique_ptr<Workspace>> free_ws_;
 };
 
 Act act_from_name(const std::string& name);
+uint16_t float_to_bf16(float x);
 
 }  // namespace cpu
 }  // namespace sqf

@@ -30,15 +30,12 @@ void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const flo
   const int64_t H = w2.out, I = w1.out;
   if (w1.groups == w2.groups) {
     const int64_t G = w1.groups, Ni1 = w1.in / G, No1 = I / G, No2 = H / G;
-    const int64_t p1 = ceil_div(No1, kNR), p2 = ceil_div(No2, kNR);
     const int64_t mb = row_block(rows, G, pool.num_threads()), mblocks = ceil_div(rows, mb);
     auto task = [&](int64_t t, int) {
       const int64_t g = t % G, m0 = (t / G) * mb, m = imin(mb, rows - m0);
       float* mid = inter + m0 * I + g * No1;
-      gemm(x + m0 * H + g * Ni1, H, w1.wt + g * Ni1 * p1 * kNR, kNR, true, Ni1, mid, I, m, No1,
-           w1.bias + g * No1, act);
-      gemm(mid, I, w2.wt + g * No1 * p2 * kNR, kNR, true, No1, out + m0 * H + g * No2, H, m, No2,
-           w2.bias + g * No2, Act::none);
+      gemm_group(w1, g, 0, No1, x + m0 * H + g * Ni1, H, mid, I, m, act);
+      gemm_group(w2, g, 0, No2, mid, I, out + m0 * H + g * No2, H, m, Act::none);
     };
     parallel_for(pool, mblocks * G, task);
   } else {

@@ -22,6 +22,8 @@ constexpr int64_t NR = kNR;
 constexpr int MR = 12;
 #elif defined(__AVX2__)
 constexpr int MR = 6;
+#elif defined(SQF_NEON_MR)
+constexpr int MR = SQF_NEON_MR;  // simd_neon.h: 8 x 8 on AArch64 (16 of 32 q regs)
 #else
 constexpr int MR = 4;
 #endif
@@ -111,6 +113,20 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, bool b_panel
   }
 }
 
+void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const float* A,
+                int64_t lda, float* C, int64_t ldc, int64_t M, Act act) {
+  const int64_t Ni = w.in / w.groups, No = w.out / w.groups;
+  const float* bias = w.bias ? w.bias + g * No + j0 : nullptr;
+  if (w.wt16) {
+    const int64_t Kp = ceil_div(Ni, 32) * 32, panels = ceil_div(No, kBf16Panel);
+    gemm_bf16(A, lda, w.wt16 + (g * panels + j0 / kBf16Panel) * Kp * kBf16Panel, Ni, C, ldc, M, n,
+              bias, act);
+  } else {
+    const int64_t panels = ceil_div(No, NR);
+    gemm(A, lda, w.wt + (g * panels + j0 / NR) * Ni * NR, NR, true, Ni, C, ldc, M, n, bias, act);
+  }
+}
+
 int64_t row_block(int64_t rows, int64_t parallel_other, int threads) {
   // Rows per task: a multiple of MR, at most 8 * MR (A block + C block stay in L1/L2), small
   // enough that rows x parallel_other tasks keep every thread busy.
@@ -122,7 +138,7 @@ int64_t row_block(int64_t rows, int64_t parallel_other, int threads) {
 void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* y, int64_t ldy,
                     int64_t rows, Act act, ThreadPool& pool) {
   const int64_t G = w.groups, Ni = w.in / G, No = w.out / G;
-  const int64_t panels = ceil_div(No, NR);
+  const int64_t pw = panel_width(w), panels = ceil_div(No, pw);
   const int64_t mb = row_block(rows, G, pool.num_threads());
   const int64_t mblocks = ceil_div(rows, mb);
   // Split columns too when groups x row blocks cannot feed every thread (e.g. the pooler).
@@ -133,11 +149,9 @@ void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* 
   auto task = [&](int64_t t, int) {
     const int64_t g = t / (mblocks * nsplit), rem = t % (mblocks * nsplit);
     const int64_t m0 = (rem / nsplit) * mb, p0 = (rem % nsplit) * ppt;
-    const int64_t j0 = p0 * NR, n = imin(ppt * NR, No - j0);
-    const float* wt = w.wt + g * Ni * panels * NR + p0 * Ni * NR;
-    const float* bias = w.bias ? w.bias + g * No + j0 : nullptr;
-    gemm(x + m0 * ldx + g * Ni, ldx, wt, NR, true, Ni, y + m0 * ldy + g * No + j0, ldy,
-         imin(mb, rows - m0), n, bias, act);
+    const int64_t j0 = p0 * pw, n = imin(ppt * pw, No - j0);
+    gemm_group(w, g, j0, n, x + m0 * ldx + g * Ni, ldx, y + m0 * ldy + g * No + j0, ldy,
+               imin(mb, rows - m0), act);
   };
   parallel_for(pool, G * mblocks * nsplit, task);
 }

@@ -84,6 +84,14 @@ inline void add_layernorm_row(const float* a, const float* r, const float* w, co
 // ldb ignored) when b_panel, else row-major with row stride ldb.
 void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, bool b_panel, int64_t K,
           float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act);
+// C[M, N] = act(A[M, K] @ B + bias) with B bf16 VNNI panels (see kernels.h), fp32 accumulation.
+void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
+               int64_t M, int64_t N, const float* bias, Act act);
+// C = act(A @ W_g[:, j0:j0+n] + b_g[j0:j0+n]) for group g of a packed grouped linear (fp32 or
+// bf16 packing); j0 must be a multiple of panel_width(w).
+void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const float* A,
+                int64_t lda, float* C, int64_t ldc, int64_t M, Act act);
+inline int64_t panel_width(const GroupedLinear& w) { return w.wt16 ? kBf16Panel : kNR; }
 // Rows per task for a row-blocked op with `parallel_other` independent tasks per row block.
 int64_t row_block(int64_t rows, int64_t parallel_other, int threads);
 

@@ -93,17 +93,15 @@ KeyMask key_mask(const uint8_t* valid, int64_t L, float* buf) {
 void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& pool) {
   const int64_t H = a.hidden, d = H / a.heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  if (w.qkv.wt) {
+  if (w.qkv.packed()) {
     const int64_t G = w.qkv.groups, No = H / G, hpg = No / d, ld = 3 * No;
-    const int64_t panels = ceil_div(3 * No, kNR);
     auto task = [&](int64_t t, int thread) {
       const int64_t b = t / G, g = t % G;
       const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;
       float* qkv = a.scratch + thread * a.scratch_per_thread;
       float* maskbuf = qkv + L * ld;
       float* rest = maskbuf + 2 * L;
-      gemm(a.x + base * H + g * No, H, w.qkv.wt + g * No * panels * kNR, kNR, true, No, qkv, ld,
-           L, ld, w.qkv.bias + g * ld, Act::none);
+      gemm_group(w.qkv, g, 0, ld, a.x + base * H + g * No, H, qkv, ld, L, Act::none);
       const KeyMask mask = key_mask(a.key_valid + base, L, maskbuf);
       for (int64_t hl = 0; hl < hpg; ++hl) {
         const int64_t h = g * hpg + hl;

@@ -4,6 +4,11 @@ The C++ Encoder packs the conv weights into its micro-kernel layout at construct
 embeddings, biases and LayerNorm parameters in place (NumPy views of the parameters, kept alive
 by the Encoder). Outputs are torch tensors the kernels write into directly; the GIL is released
 while they run.
+
+bfloat16 models: the conv weights are packed as bf16 (GEMMs on AMX tiles, or AVX512-BF16 dot
+products, accumulating in fp32); embeddings, biases and LayerNorm parameters are handed over as
+fp32 copies, activations/LayerNorm/softmax run in fp32, and the outputs are cast to bfloat16 at
+the edge (the model's dtype, so the task heads run as in transformers).
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ _CFG_KEYS = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_lay
              "post_attention_groups", "intermediate_groups", "output_groups", "layer_norm_eps", "hidden_act")
 
 
+def bf16_supported() -> bool:
+    """True when this CPU (and this build) has a bf16 GEMM: AMX-BF16 or AVX512-BF16."""
+    if _C is None:
+        return False
+    info = _C.cpu_info()
+    return any(isa in info["usable_isas"] for isa in info["bf16_isas"])
+
+
 def default_isa() -> str:
     """The ISA the cpu backend will use (SQBERT_FAST_FORCE_CPU_ISA if set, validated)."""
     if _C is None:
@@ -40,8 +53,15 @@ class CpuRunner(Runner):
         cfg = base_model.config
         self.cfg = cfg
         self.isa = isa or default_isa()
-        weights = {k: v.contiguous().numpy() for k, v in encoder_weights(base_model).items()}
-        self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa)
+        raw = encoder_weights(base_model)
+        self.dtype = next(iter(raw.values())).dtype
+        if self.dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"the cpu backend runs float32 or bfloat16 models, not {self.dtype}")
+        bf16 = self.dtype == torch.bfloat16
+        self.out_dtype = self.dtype  # the engine computes fp32; outputs are cast to this at the edge
+        # fp32: zero-copy views. bf16: fp32 copies, the conv ones freed once C++ has packed them.
+        weights = {k: (v.float() if bf16 else v).contiguous().numpy() for k, v in raw.items()}
+        self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16)
 
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
         cfg, T, H = self.cfg, p.tokens, self.cfg.hidden_size
@@ -60,6 +80,10 @@ class CpuRunner(Runner):
             np_(p.input_ids), np_(p.inputs_embeds.float() if p.inputs_embeds is not None else None),
             np_(p.token_type_ids), np_(p.position_ids), np_(p.cu_seqlens), np_(p.key_valid), last.numpy(),
             np_(hidden), np_(scores), np_(p.pool_rows) if want_pooled else None, np_(pooled))
+        if self.out_dtype != torch.float32:
+            def cast(t):
+                return None if t is None else t.to(self.out_dtype)
+            last, hidden, scores, pooled = cast(last), cast(hidden), cast(scores), cast(pooled)
         return Encoded(last_hidden=last, hidden_states=hidden, scores=scores, pooled=pooled)
 
 
@@ -72,8 +96,11 @@ class CpuBackend(Backend):
             r.append(f"C++ extension sqbert_fast._C failed to import: {_IMPORT_ERROR}")
         if device.type != "cpu":
             r.append(f"runs on CPU tensors, the model is on {device}")
-        if dtype != torch.float32:
-            r.append(f"supports float32 only so far, the model is {dtype}")
+        if dtype == torch.bfloat16:
+            if _C is not None and not bf16_supported():
+                r.append("bfloat16 needs AMX-BF16 or AVX512-BF16, which this CPU (or build) lacks")
+        elif dtype != torch.float32:
+            r.append(f"runs float32 and bfloat16 (where the CPU has bf16 dot products), the model is {dtype}")
         if _C is not None and os.environ.get("SQBERT_FAST_FORCE_CPU_ISA"):
             try:
                 _C.default_isa()

@@ -1,0 +1,221 @@
+"""The C++ cpu backend, every ISA variant the machine can run.
+
+Each variant (scalar / avx2 / avx512 / ...: ``_C.cpu_info()["usable_isas"]``) runs the whole encoder
+against the portable scalar kernels and against transformers fp32, at lengths around vector widths and
+tile sizes, on a config whose groups hold whole heads (the fused Q/K/V + attention path) and on configs
+whose groups do not (the general path, and an FFN whose two convs have different group counts).
+Then: packed vs padded, 1 vs 2 threads, concurrent Python threads, bf16.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+import sqbert_fast as sqf  # noqa: E402
+from sqbert_fast.packing import pack  # noqa: E402
+
+_C = pytest.importorskip("sqbert_fast._C")
+from sqbert_fast.backends.cpu import CpuRunner, bf16_supported  # noqa: E402
+
+ISAS = list(_C.cpu_info()["usable_isas"])
+LENGTHS = (1, 7, 15, 16, 17, 63, 64, 65, 127, 128, 129, 512)
+CONFIGS = {
+    # groups of 12 channels = 3 heads of 4: fused Q/K/V + attention, FFN group by group
+    "aligned": dict(hidden_size=48, num_attention_heads=12, intermediate_size=96, q_groups=4, k_groups=4,
+                    v_groups=4, post_attention_groups=4, intermediate_groups=4, output_groups=4),
+    # groups of 8 channels, heads of 12: general path; FFN 3 groups -> 1 group
+    "unaligned": dict(hidden_size=24, num_attention_heads=2, intermediate_size=72, q_groups=3, k_groups=3,
+                      v_groups=1, post_attention_groups=2, intermediate_groups=3, output_groups=1),
+}
+
+
+def _hf_and_sqf(name: str, dtype=torch.float32, layers: int = 2, seed: int = 0, act="gelu"):
+    kw = dict(CONFIGS[name], vocab_size=97, num_hidden_layers=layers, max_position_embeddings=520,
+              hidden_act=act)
+    kw["embedding_size"] = kw["hidden_size"]
+    torch.manual_seed(seed)
+    hf = transformers.SqueezeBertModel(transformers.SqueezeBertConfig(**kw)).eval()
+    with torch.no_grad():  # LayerNorm weights away from 1/0 so they are really tested
+        for n, p in hf.named_parameters():
+            if "LayerNorm" in n or "layernorm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    model = sqf.SqueezeBertModel(sqf.SqueezeBertConfig(**kw), backend="cpu")
+    model.load_state_dict(hf.state_dict())
+    model.eval()
+    if dtype != torch.float32:
+        model.to(dtype)
+    return hf, model
+
+
+def _inputs(L: int, batch: int = 2, seed: int = 1):
+    g = torch.Generator().manual_seed(seed + L)
+    ids = torch.randint(0, 97, (batch, L), generator=g)
+    mask = torch.ones(batch, L, dtype=torch.long)
+    if batch > 1 and L > 1:
+        mask[-1, L // 2 + 1:] = 0  # a right-padded sequence: packing drops its padding
+    return ids, mask
+
+
+def _encode(runner, model, ids, mask):
+    p = pack(model.config, ids, mask)
+    return p.unpack(runner.encode(p, False, False, False).last_hidden)
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def setup(request):
+    hf, model = _hf_and_sqf(request.param)
+    runners = {isa: CpuRunner(model, isa=isa) for isa in ISAS}
+    return request.param, hf, model, runners
+
+
+@pytest.mark.parametrize("L", LENGTHS)
+def test_every_isa_vs_scalar_and_transformers(setup, L):
+    name, hf, model, runners = setup
+    ids, mask = _inputs(L)
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask[..., None].bool()
+    scalar = _encode(runners["scalar"], model, ids, mask)
+    for isa, runner in runners.items():
+        got = _encode(runner, model, ids, mask)
+        assert runner.encoder.isa == isa
+        err_hf = ((got - want).abs() * real).max().item()
+        err_scalar = ((got - scalar).abs() * real).max().item()
+        assert err_hf <= 1e-4, f"{name} {isa} L={L}: {err_hf:.2e} vs transformers"
+        assert err_scalar <= 1e-5, f"{name} {isa} L={L}: {err_scalar:.2e} vs the scalar kernels"
+
+
+@pytest.mark.parametrize("act", ["gelu_new", "relu"])
+def test_other_activations(act):
+    hf, model = _hf_and_sqf("aligned", layers=1, act=act)
+    ids, mask = _inputs(33)
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        for isa in ISAS:
+            got = _encode(CpuRunner(model, isa=isa), model, ids, mask)
+            assert ((got - want).abs() * mask[..., None]).max().item() <= 1e-4, isa
+
+
+def test_pooler_attentions_hidden_states_match_transformers():
+    hf, model = _hf_and_sqf("aligned")
+    ids, mask = _inputs(20, batch=3)
+    mask[0, 0] = 0  # column 0 padded: the pooler still reads it, as in transformers
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+        got = model(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    assert (got.pooler_output - want.pooler_output).abs().max().item() <= 1e-4
+    real = mask[..., None].bool()
+    for a, b in zip(got.hidden_states, want.hidden_states):
+        assert ((a - b).abs() * real).max().item() <= 1e-4
+    pair = (mask[:, None, :, None] * mask[:, None, None, :]).bool()
+    for a, b in zip(got.attentions, want.attentions):
+        assert ((a - b).abs() * pair).max().item() <= 1e-4
+
+
+def test_packed_equals_padded_on_real_tokens():
+    _, model = _hf_and_sqf("aligned")
+    lens = [5, 17, 64, 1]
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 97, (len(lens), max(lens)), generator=g)
+    mask = (torch.arange(max(lens))[None] < torch.tensor(lens)[:, None]).long()
+    with torch.no_grad():
+        batched = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        for b, L in enumerate(lens):
+            alone = model(input_ids=ids[b:b + 1, :L]).last_hidden_state[0]
+            assert torch.equal(batched[b, :L], alone), f"sequence {b}"
+
+
+def test_one_and_two_threads_identical():
+    _, model = _hf_and_sqf("aligned")
+    ids, mask = _inputs(100, batch=3)
+    before = sqf.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2):
+            sqf.set_num_threads(n)
+            assert _C.get_num_threads() == n
+            with torch.no_grad():
+                outs.append(model(input_ids=ids, attention_mask=mask).last_hidden_state)
+    finally:
+        sqf.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_concurrent_calls_from_python_threads():
+    _, model = _hf_and_sqf("aligned")
+    inputs = [_inputs(L, batch=2, seed=L) for L in (9, 40, 77, 130)]
+    with torch.no_grad():
+        serial = [model(input_ids=i, attention_mask=m).last_hidden_state for i, m in inputs]
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            with torch.no_grad():
+                for _ in range(3):
+                    i, m = inputs[k]
+                    results[k] = model(input_ids=i, attention_mask=m).last_hidden_state
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k, want in enumerate(serial):
+        assert torch.equal(results[k], want)
+
+
+def test_forcing_an_unknown_isa_fails_loudly():
+    _, model = _hf_and_sqf("aligned", layers=1)
+    with pytest.raises(ValueError, match="unknown CPU ISA"):
+        CpuRunner(model, isa="sse9")
+
+
+BF16_ISAS = [i for i in ISAS if i in _C.cpu_info()["bf16_isas"]]
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="this CPU has neither AMX-BF16 nor AVX512-BF16")
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("L", (1, 17, 64, 129))
+def test_bf16_close_to_transformers_fp32(name, L):
+    """Engine error (fp32 outputs, before the cast to the model's bf16) vs transformers fp32 is at most
+    1e-2, or transformers' own bf16 error where that is larger (these tiny random models, whose
+    weights are themselves rounded to bf16 by model.to(bf16), sit around 2e-2 vs ~4e-2 for
+    transformers bf16). Every bf16 ISA matches the portable bf16 GEMM (scalar), which rounds the
+    same way. The model's bf16 output adds at most half a bf16 ulp of the value on top."""
+    hf, model = _hf_and_sqf(name, dtype=torch.bfloat16)
+    assert model.backend == "cpu"
+    ids, mask = _inputs(L)
+    real = mask[..., None].bool()
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        hf_bf16 = hf.to(torch.bfloat16)(input_ids=ids, attention_mask=mask).last_hidden_state
+        tol = max(1e-2, ((hf_bf16.float() - want).abs() * real).max().item())
+        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert got.dtype == torch.bfloat16
+        half_ulp = want.abs().max().item() * 2.0 ** -8
+        assert ((got.float() - want).abs() * real).max().item() <= tol + half_ulp
+        outs = {}
+        for isa in BF16_ISAS + ["scalar"]:
+            runner = CpuRunner(model, isa=isa)
+            runner.out_dtype = torch.float32
+            outs[isa] = _encode(runner, model, ids, mask)
+            err = ((outs[isa] - want).abs() * real).max().item()
+            assert err <= tol, f"bf16 {name} {isa} L={L}: {err:.2e} (tolerance {tol:.2e})"
+        for isa in BF16_ISAS:
+            assert ((outs[isa] - outs["scalar"]).abs() * real).max().item() <= 2e-3, isa
+
+
+def test_bf16_rejected_where_unsupported(monkeypatch):
+    from sqbert_fast.backends import cpu as cpu_backend
+
+    monkeypatch.setattr(cpu_backend, "bf16_supported", lambda: False)
+    why = cpu_backend.CpuBackend().reasons(torch.device("cpu"), torch.bfloat16)
+    assert any("bf16" in r or "bfloat16" in r for r in why)
+    assert cpu_backend.CpuBackend().reasons(torch.device("cpu"), torch.float16)
