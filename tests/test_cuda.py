@@ -182,19 +182,19 @@ def test_workspace_layout(dtype, unfused):
 
 
 def test_graph_buckets():
-    assert cb.graph_bucket(1, 128, 128, 512, 4096) == (1, 128, 128)
-    assert cb.graph_bucket(1, 5, 5, 512, 4096) == (1, 64, 64)
-    assert cb.graph_bucket(3, 300, 120, 512, 4096) == (4, 512, 128)
-    assert cb.graph_bucket(2, 100, 70, 100, 4096) == (2, 128, 100)  # never past max_position_embeddings
-    assert cb.graph_bucket(256, 32768, 128, 512, 4096) is None      # big batches run eagerly
-    assert cb.graph_bucket(33, 4096, 128, 512, 4096) == (64, 4096, 128)
-    assert cb.graph_bucket(33, 4097, 128, 512, 4096) is None
-    # every shape of a bucket fits it
-    for b, t, l in [(1, 1, 1), (5, 17, 9), (8, 1000, 128), (64, 64, 1)]:
-        bc, tc, lc = cb.graph_bucket(b, t, l, 512, 1 << 20)
-        assert bc >= b and tc >= t and lc >= l and bc <= tc
+    assert cb.graph_bucket(1, 128, 128, 4096) == (1, 128, 128)
+    assert cb.graph_bucket(1, 5, 5, 4096) == (1, 64, 64)
+    assert cb.graph_bucket(3, 300, 120, 4096) == (4, 512, 128)
+    assert cb.graph_bucket(1, 100, 100, 4096) == (1, 128, 128)
+    assert cb.graph_bucket(256, 32768, 128, 4096) is None      # big batches run eagerly
+    assert cb.graph_bucket(33, 4096, 128, 4096) == (64, 4096, 128)
+    assert cb.graph_bucket(33, 4097, 128, 4096) is None
+    # every shape of a bucket fits it, and the kernels' own limits (max_len <= tokens) hold
+    for b, t, l in [(1, 1, 1), (5, 17, 9), (8, 1000, 128), (64, 64, 1), (1, 40, 40), (2, 600, 512)]:
+        bc, tc, lc = cb.graph_bucket(b, t, l, 1 << 20)
+        assert bc >= b and tc >= t and lc >= l and bc <= tc and lc <= tc
     with pytest.raises(ValueError):
-        cb.graph_bucket(2, 300, 100, 512, 4096)  # more tokens than batch x max_len
+        cb.graph_bucket(2, 300, 100, 4096)  # more tokens than batch x max_len
 
 
 def test_score_offsets():

@@ -201,9 +201,8 @@ class PyEncoder {
                int64_t hidden_states, int64_t scores, int64_t score_offsets, int64_t score_per_layer, int64_t pool_rows,
                int64_t pooled, int64_t workspace, int64_t workspace_bytes, int64_t stream) {
     if (batch < 1 || tokens < 1) throw py::value_error("empty batch");
-    if (max_len < 1 || max_len > c_.max_positions)
-      throw py::value_error("max_len " + std::to_string(max_len) + " outside [1, max_position_embeddings=" +
-                            std::to_string(c_.max_positions) + "]");
+    if (max_len < 1 || max_len > tokens)
+      throw py::value_error("max_len " + std::to_string(max_len) + " outside [1, tokens=" + std::to_string(tokens) + "]");
     if (!cu_seqlens || !token_type_ids || !position_ids || !key_valid || !last_hidden || !workspace)
       throw py::value_error("cu_seqlens, token_type_ids, position_ids, key_valid, last_hidden and workspace are required");
     if (!input_ids == !inputs_embeds) throw py::value_error("give exactly one of input_ids and inputs_embeds");

@@ -47,18 +47,17 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def graph_bucket(batch: int, tokens: int, max_len: int, max_positions: int,
-                 max_tokens: Optional[int] = None) -> Optional[tuple]:
+def graph_bucket(batch: int, tokens: int, max_len: int, max_tokens: Optional[int] = None) -> Optional[tuple]:
     """(batch_cap, tokens_cap, max_len_cap) of the CUDA graph that serves this shape, or None
     when the shape runs eagerly (more than ``max_tokens`` tokens after rounding)."""
     max_tokens = GRAPH_MAX_TOKENS if max_tokens is None else max_tokens
-    if batch < 1 or tokens < 1 or max_len < 1 or max_len > max_positions or tokens > batch * max_len:
+    if batch < 1 or max_len < 1 or tokens < max_len or tokens > batch * max_len:
         raise ValueError(f"inconsistent shape: batch={batch}, tokens={tokens}, max_len={max_len}")
     tokens_cap = max(64, _next_pow2(tokens))
     if tokens_cap > max_tokens:
         return None
     batch_cap = min(_next_pow2(batch), tokens_cap)
-    len_cap = min(-(-max_len // _GRAPH_LEN_STEP) * _GRAPH_LEN_STEP, max_positions)
+    len_cap = min(-(-max_len // _GRAPH_LEN_STEP) * _GRAPH_LEN_STEP, tokens_cap)
     return batch_cap, tokens_cap, len_cap
 
 
@@ -162,7 +161,7 @@ class CudaRunner(Runner):
         p = _on_device(p, self.device, self.dtype)
         with self._lock, torch.cuda.device(self.device):
             if not (want_hidden or want_scores):
-                bucket = graph_bucket(p.batch, p.tokens, max(p.seqlens), self.cfg.max_position_embeddings)
+                bucket = graph_bucket(p.batch, p.tokens, max(p.seqlens))
                 if bucket is not None:
                     out = self._graphed(p, bucket, want_pooled)
                     if out is not None:
