@@ -13,6 +13,8 @@
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
+#elif defined(SQF_NEON)
+#include "simd_neon.h"  // W = 4 (native AArch64, or SIMDe on x86); defines SQF_SIMD_NEON
 #endif
 
 #ifndef SQF_ISA_NS
@@ -100,6 +102,8 @@ inline vf vpow2n(vf p, vf n) {  // n in [-126, 127] (callers clamp)
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 #define SQF_SIMD_POLY 1
+
+#elif defined(SQF_SIMD_NEON)  // neon: defined in simd_neon.h
 
 #else  // portable
 

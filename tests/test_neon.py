@@ -1,0 +1,114 @@
+"""The NEON kernels (csrc/cpu/simd_neon.h), run in the normal suite.
+
+On x86 the neon variant is the same source compiled through SIMDe (``pip install simde-py``, part of
+the ``test`` extra); on aarch64 it is native. Either way it must be built: a build without it fails
+here with the fix, never skips. The whole encoder runs against the portable scalar kernels and
+transformers fp32 (<= 1e-4) at lengths around the 4-lane vector width and the 8-row GEMM tile, on
+configs whose groups hold whole heads (fused Q/K/V + attention), whose channel counts leave vector
+tails everywhere, and whose groups do not align with heads (general path).
+"""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+import sqbert_fast as sqf  # noqa: E402
+from sqbert_fast.packing import pack  # noqa: E402
+
+from hf_utils import hf_config, make_hf, max_diff_real, padded_batch  # noqa: E402
+
+_C = pytest.importorskip("sqbert_fast._C")
+from sqbert_fast.backends.cpu import CpuRunner  # noqa: E402
+
+INFO = _C.cpu_info()
+NEON_BUILT = "neon" in INFO["built_isas"]
+NOT_BUILT = ("the neon ISA variant is not built into sqbert_fast._C. On x86 it needs SIMDe 0.8.x: "
+             "`pip install simde-py` (in the `test` extra), then rebuild with "
+             "`pip install --no-build-isolation -e .`; on aarch64 it is always built.")
+LENGTHS = (1, 3, 4, 5, 7, 8, 9, 17, 64, 65)
+CONFIGS = {
+    # groups of 12 channels = 3 heads of 4: fused Q/K/V + attention, FFN group by group
+    "aligned": dict(hidden_size=48, num_attention_heads=12, intermediate_size=96, q_groups=4, k_groups=4,
+                    v_groups=4, post_attention_groups=4, intermediate_groups=4, output_groups=4),
+    # hidden 18, heads of 6, groups of 6: every row, head and group ends in a partial vector
+    "tails": dict(hidden_size=18, num_attention_heads=3, intermediate_size=54, q_groups=3, k_groups=3,
+                  v_groups=3, post_attention_groups=3, intermediate_groups=3, output_groups=3),
+    # groups of 10 channels, heads of 6: general path; FFN 2 groups -> 1 group
+    "unaligned": dict(hidden_size=30, num_attention_heads=5, intermediate_size=70, q_groups=3, k_groups=3,
+                      v_groups=1, post_attention_groups=2, intermediate_groups=2, output_groups=1),
+}
+
+
+def _need_neon():
+    if not NEON_BUILT:
+        pytest.fail(NOT_BUILT)
+
+
+def _models(name: str, layers: int = 2, seed: int = 0):
+    cfg = hf_config(**CONFIGS[name], num_hidden_layers=layers, max_position_embeddings=80)
+    hf = make_hf("SqueezeBertModel", cfg, seed)
+    model = sqf.SqueezeBertModel(sqf.SqueezeBertConfig(**cfg.to_dict()), backend="cpu")
+    model.load_state_dict(hf.state_dict())
+    return hf, model.eval()
+
+
+def _encode(runner, model, ids, mask):
+    p = pack(model.config, ids, mask)
+    return p.unpack(runner.encode(p, False, False, False).last_hidden)
+
+
+def test_neon_variant_is_built_and_usable():
+    _need_neon()
+    assert "neon" in INFO["usable_isas"], "neon is built but cpu_features reports it unusable"
+    assert INFO.get("neon_impl") in ("simde", "native")
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert INFO["neon_impl"] == "simde"
+
+
+def test_simde_neon_is_never_the_automatic_choice(monkeypatch):
+    _need_neon()
+    monkeypatch.delenv("SQBERT_FAST_FORCE_CPU_ISA", raising=False)
+    if INFO["neon_impl"] == "simde":
+        assert INFO["best_isa"] != "neon" and _C.default_isa() != "neon"
+    monkeypatch.setenv("SQBERT_FAST_FORCE_CPU_ISA", "neon")
+    assert _C.default_isa() == "neon"
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def models(request):
+    _need_neon()
+    hf, model = _models(request.param)
+    return request.param, hf, model, CpuRunner(model, isa="scalar"), CpuRunner(model, isa="neon")
+
+
+@pytest.mark.parametrize("L", LENGTHS)
+def test_neon_vs_scalar_and_transformers(models, L):
+    name, hf, model, scalar, neon = models
+    assert neon.encoder.isa == "neon"
+    ids, mask = padded_batch(2, L, 211, "right", seed=L)  # padding is dropped by packing, not compared
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        ref = _encode(scalar, model, ids, mask)
+        got = _encode(neon, model, ids, mask)
+    err_hf = max_diff_real(got, want, mask)
+    err_scalar = max_diff_real(got, ref, mask)
+    assert err_scalar <= 1e-5, f"{name} L={L}: neon vs the scalar kernels {err_scalar:.2e}"
+    assert err_hf <= 1e-4, f"{name} L={L}: neon vs transformers {err_hf:.2e}"
+
+
+def test_neon_pooler_scores_and_hidden_states():
+    _need_neon()
+    hf, model = _models("tails")
+    ids, mask = padded_batch(3, 13, 211, "right", seed=5)
+    runner = CpuRunner(model, isa="neon")
+    p = pack(model.config, ids, mask)
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    enc = runner.encode(p, True, True, True)
+    assert (enc.pooled - want.pooler_output).abs().max().item() <= 1e-4
+    for layer, hs in enumerate(want.hidden_states):
+        assert max_diff_real(p.unpack(enc.hidden_states[layer]), hs, mask) <= 1e-4, f"hidden state {layer}"
