@@ -647,7 +647,14 @@ def run(args) -> int:
 
     config = SqueezeBertConfig.from_pretrained(model_dir)
     shapes = parse_shapes(args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES), config.max_position_embeddings)
-    providers = args.providers or ",".join(QUICK_PROVIDERS if args.quick else FULL_PROVIDERS)
+    if args.providers:
+        providers = args.providers
+    elif args.quick:
+        providers = ",".join(QUICK_PROVIDERS)
+    else:  # every ISA variant of the cpu backend too, except scalar (minutes per call at full size)
+        from .peers import cpu_isas
+
+        providers = ",".join(FULL_PROVIDERS + tuple(f"cpu-{i}" for i in cpu_isas() if i != "scalar"))
     cells = parse_providers(providers, [p.strip() for p in args.precisions.split(",") if p.strip()])
     if args.threads < 1:
         raise SystemExit("--threads must be >= 1")

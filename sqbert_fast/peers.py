@@ -9,7 +9,7 @@ One interface for all of them::
     p.notes       # what was actually run (exporter, fusions applied, precision the engine picked)
 
 Providers (``PROVIDERS``): the sqbert_fast backends by their registry name (``reference``, ``cpu``,
-``cuda``, ``triton``) and the peers
+``cuda``, ``triton``; ``cpu-<isa>`` forces one ISA variant of the cpu backend, e.g. ``cpu-avx2``) and the peers
 
 - ``transformers``: transformers' SqueezeBertModel, eager, fp32 or bf16 weights.
 - ``torch.compile``: the same model through ``torch.compile`` (inductor). Compilation happens on the
@@ -97,12 +97,18 @@ def reasons(provider: str, precision: str = "fp32", device="cpu") -> list[str]:
     device = torch.device(device)
     if precision not in PRECISIONS:
         return [f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})"]
-    if provider in SQBERT_BACKENDS:
+    backend, isa = split_isa(provider)
+    if backend in SQBERT_BACKENDS:
         if precision == "default":
             return ["sqbert_fast backends take an explicit precision (fp32, bf16, fp16)"]
+        if isa is not None:
+            usable = cpu_isas()
+            if backend != "cpu" or isa not in usable:
+                return [f"{provider}: ISA variants are cpu-<isa> with <isa> in {usable}"]
         from .backends import reasons as backend_reasons
 
-        return list(backend_reasons(device, _DTYPES[precision]).get(provider, [f"backend {provider!r} is not built"]))
+        with _forced_isa(isa):
+            return list(backend_reasons(device, _DTYPES[precision]).get(backend, [f"backend {backend!r} is not built"]))
     if provider not in PEERS:
         return [f"unknown provider {provider!r} (known: {', '.join(PROVIDERS)})"]
     out = [f"{p} is not installed (pip install {p})" for p in _missing(_PEER_PACKAGES[provider])]
@@ -195,23 +201,58 @@ def _work_dir(work_dir, provider):
 
 
 # ---- sqbert_fast backends ---------------------------------------------------------------------
+def split_isa(provider: str) -> tuple[str, Optional[str]]:
+    """"cpu-avx2" -> ("cpu", "avx2"); "cpu" -> ("cpu", None)."""
+    if provider.startswith("cpu-"):
+        return "cpu", provider[4:]
+    return provider, None
+
+
+def cpu_isas() -> list[str]:
+    """ISA variants of the cpu backend this machine can run (built and supported by the CPU)."""
+    try:
+        from . import _C
+    except ImportError:
+        return []
+    return list(_C.cpu_info().get("usable_isas", []))
+
+
+class _forced_isa:
+    """SQBERT_FAST_FORCE_CPU_ISA=isa while the cpu runner is built (it reads the ISA once, at construction)."""
+
+    def __init__(self, isa: Optional[str]):
+        self.isa = isa
+
+    def __enter__(self):
+        self.old = os.environ.get("SQBERT_FAST_FORCE_CPU_ISA")
+        if self.isa is not None:
+            os.environ["SQBERT_FAST_FORCE_CPU_ISA"] = self.isa
+
+    def __exit__(self, *exc):
+        if self.isa is not None:
+            if self.old is None:
+                os.environ.pop("SQBERT_FAST_FORCE_CPU_ISA", None)
+            else:
+                os.environ["SQBERT_FAST_FORCE_CPU_ISA"] = self.old
+        return False
+
+
 def _prepare_sqbert(provider, model_dir, precision, *, device, threads, work_dir, **options):
     from .modeling import SqueezeBertModel
 
+    backend, isa = split_isa(provider)
     setup: dict = {}
-    with _Timer(setup, "load"):
-        model = SqueezeBertModel.from_pretrained(model_dir, backend=provider, dtype=_DTYPES[precision])
+    with _Timer(setup, "load"), _forced_isa(isa):
+        model = SqueezeBertModel.from_pretrained(model_dir, backend=backend, dtype=_DTYPES[precision])
         model.to(device)
-        model._get_runner()  # pack weights now, not in the first timed call
+        runner = model._get_runner()  # pack weights now, not in the first timed call
 
     def run(input_ids, attention_mask):
         return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     notes = []
-    if provider == "cpu":
-        from .backends.cpu import default_isa
-
-        notes.append(f"isa={default_isa()}")
+    if getattr(runner, "isa", None):
+        notes.append(f"isa={runner.isa}")
     return Prepared(provider, precision, device, run, setup, notes)
 
 
