@@ -68,10 +68,17 @@ def detect_format(path: str | os.PathLike, fmt: str | None = None) -> str:
 def input_size(path: str | os.PathLike, fmt: str) -> int:
     """Total progress units of the file: bytes for text formats, rows for Parquet."""
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(os.fspath(path)).metadata.num_rows
+        return _open_parquet(os.fspath(path)).metadata.num_rows
     return os.path.getsize(path)
+
+
+def _open_parquet(path: str):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid/OSError for corrupt files
+        raise InputFormatError(f"{path}: not a readable Parquet file ({err})") from None
 
 
 def read_rows(path: str | os.PathLike, fmt: str | None = None, *, columns: Sequence[str] = (),
@@ -178,8 +185,8 @@ def _read_csv(path: str, columns: Sequence[str], skip: int, delimiter: str) -> I
                 values = next(reader)
             except StopIteration:
                 return
-            except csv.Error as err:
-                raise InputFormatError(f"{path}, line {reader.line_num}: malformed {kind} ({err})") from None
+            except csv.Error as err:  # e.g. an unterminated quote: name the line where the row starts
+                raise InputFormatError(f"{path}, line {prev_line + 1}: malformed {kind} ({err})") from None
             first_line, prev_line = prev_line + 1, reader.line_num
             # Bytes are read ahead in small blocks, so a row's share is lumpy, but the shares sum to the file
             # size: good enough for the ETA, which is all they are for.
@@ -204,12 +211,7 @@ def _read_csv(path: str, columns: Sequence[str], skip: int, delimiter: str) -> I
 
 
 def _read_parquet(path: str, columns: Sequence[str], skip: int, batch_rows: int) -> Iterator[Row]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises ArrowInvalid/OSError for corrupt files
-        raise InputFormatError(f"{path}: not a readable Parquet file ({err})") from None
+    pf = _open_parquet(path)
     names = pf.schema_arrow.names
     for name in columns:
         if name not in names:

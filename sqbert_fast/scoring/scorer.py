@@ -299,9 +299,12 @@ class Scorer:
         """Score a file into a file in input order, committing each window; see ``writers.ChunkedOutput``."""
         t0 = time.perf_counter()
         in_fmt = detect_format(input_path, input_format)
+        if not os.path.isfile(input_path):
+            raise FileNotFoundError(f"input file {input_path} does not exist")
+        total = input_size(input_path, in_fmt)  # fails on an unreadable file before any output is made
         out = self.open_output(input_path, output_path, in_fmt, output_format, id_field, errors_path,
                                embeddings_npy, resume, overwrite)
-        meter = Progress(input_size(input_path, in_fmt), out.state["units"], enabled=progress)
+        meter = Progress(total, out.state["units"], enabled=progress)
         if not out.complete:
             rows = read_rows(input_path, in_fmt, columns=self.columns(id_field), skip=out.rows_consumed)
             try:
