@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import max_abs_diff, record, tolerance
+from sqf_bench_support import max_abs_diff, record, tolerance
 
 from sqbert_fast.config import SqueezeBertConfig
 
