@@ -59,7 +59,7 @@ def grouped_linear(x: torch.Tensor, gw: GroupedWeight, act: int = ACT_NONE, resi
     T = x.shape[0]
     if out is None:
         out = torch.empty(T, gw.cout, dtype=x.dtype, device=x.device)
-    fused = ln is not None and (fuse_ln(T) if fuse is None else fuse)
+    fused = ln is not None and (fuse_ln(T, x.device) if fuse is None else fuse)
     gamma, beta, eps = ln if ln is not None else (gw.bias, gw.bias, 0.0)
     grid = lambda meta: (triton.cdiv(T, meta["BLOCK_T"]), 1 if fused else gw.chunks)  # noqa: E731
     _linear_kernel[grid](

@@ -11,6 +11,7 @@
 # config (4 groups of 192 channels, 3 heads of 64 per group) nothing is padded.
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -206,7 +207,7 @@ def layer_norm_(y: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: f
     return y
 
 
-def fuse_ln(tokens: int, block_t: int = 64) -> bool:
+def fuse_ln(tokens: int, device: torch.device | None = None, block_t: int = 64) -> bool:
     """Whether one program should own whole rows (GEMM + LayerNorm in one kernel).
 
     Owning rows serialises a row block's output tiles in one program; that only pays when
@@ -215,5 +216,9 @@ def fuse_ln(tokens: int, block_t: int = 64) -> bool:
     """
     if INTERPRET:
         return True  # tests pick each path explicitly
-    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-    return triton.cdiv(tokens, block_t) >= 2 * sms
+    return triton.cdiv(tokens, block_t) >= 2 * _sm_count(torch.cuda.current_device() if device is None else device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count

@@ -87,7 +87,7 @@ def ffn_ln(x: torch.Tensor, inter: GroupedWeight, outw: GroupedWeight, act: int,
         h = grouped_linear(x, inter, act=act, out=workspace)
         return grouped_linear(h, outw, residual=x, ln=(gamma, beta, eps), out=out, fuse=fuse)
     groups = outw.chunks
-    fln = fuse_ln(T) if fuse is None else fuse
+    fln = fuse_ln(T, x.device) if fuse is None else fuse
     grid = lambda meta: (triton.cdiv(T, meta["BLOCK_T"]), 1 if fln else groups)  # noqa: E731
     _ffn_ln_kernel[grid](
         x, inter.w, inter.lo, inter.bias, outw.w, outw.bias, gamma, beta, out,

@@ -272,9 +272,10 @@ needs_gpu = pytest.mark.skipif(_gpu_skip() is not None, reason=_gpu_skip() or ""
 
 
 def _default_size_pair(tmp_path, layers=2):
+    """SqueezeBERT's default config (2 layers), transformers' own random init, as the benchmark uses."""
     import transformers
-    cfg = transformers.SqueezeBertConfig(num_hidden_layers=layers)
-    hf = randomize_(transformers.SqueezeBertModel(cfg), 0).eval()
+    torch.manual_seed(0)
+    hf = transformers.SqueezeBertModel(transformers.SqueezeBertConfig(num_hidden_layers=layers)).eval()
     hf.save_pretrained(tmp_path)
     return hf.cuda()
 
@@ -296,7 +297,7 @@ def test_gpu_default_config_parity(tmp_path, dtype):
     with torch.no_grad():
         want = hf(ids, attention_mask=mask).last_hidden_state
         hf_low = hf.to(dtype)(ids, attention_mask=mask).last_hidden_state.float()
-    ours = sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="triton", dtype=dtype).cuda()
+    ours = sqf.SqueezeBertModel.from_pretrained(tmp_path, dtype=dtype).cuda().set_backend("triton")
     got = ours(ids, attention_mask=mask).last_hidden_state.float()
     err = max_diff_real(got, want, mask.cpu())
     if dtype == torch.float32:
@@ -310,7 +311,7 @@ def test_gpu_default_config_parity(tmp_path, dtype):
 @needs_gpu
 def test_gpu_cuda_graph_replays_match_eager(tmp_path):
     _default_size_pair(tmp_path)
-    ours = sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="triton", dtype=torch.float16).cuda()
+    ours = sqf.SqueezeBertModel.from_pretrained(tmp_path, dtype=torch.float16).cuda().set_backend("triton")
     ids, mask = _mixed_batch(batch=2, seq=64)
     outs = [ours(ids, attention_mask=mask).last_hidden_state for _ in range(3)]  # eager, capture, replay
     assert len(ours._get_runner()._graphs) == 1

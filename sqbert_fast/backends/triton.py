@@ -143,6 +143,8 @@ class TritonRunner(Runner):
         entry = self._graphs.get(key)
         if entry is None:
             if key not in self._graph_seen:  # first sight: run eagerly (and autotune); capture on a repeat
+                if len(self._graph_seen) > 64 * GRAPH_CACHE:  # many one-off length patterns: forget them
+                    self._graph_seen.clear()
                 self._graph_seen.add(key)
                 return self._run(p, soff, want_hidden, want_scores, want_pooled)
             entry = self._capture(p, soff, want_hidden, want_scores, want_pooled)
@@ -152,7 +154,7 @@ class TritonRunner(Runner):
         self._graphs.move_to_end(key)
         static, graph, out = entry
         for name in self._INPUTS:
-            if static.get(name) is not None:
+            if static[name] is not None:
                 static[name].copy_(getattr(p, name), non_blocking=True)
         graph.replay()
 
@@ -163,7 +165,8 @@ class TritonRunner(Runner):
 
     def _capture(self, p: Packed, soff, want_hidden, want_scores, want_pooled):
         static = {name: (None if getattr(p, name) is None else getattr(p, name).clone()) for name in self._INPUTS}
-        sp = Packed(**{**p.__dict__, **{k: v for k, v in static.items()}})
+        sp = Packed(**{**p.__dict__, **static})
+        static["_score_offsets"] = soff[0]  # read by the graph, never copied into: keep it alive
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
