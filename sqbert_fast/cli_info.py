@@ -19,11 +19,17 @@ def collect() -> dict:
     except ImportError as e:
         info["cpu_extension"] = f"not built: {e}"
     else:
-        info["cpu_extension"] = {**_C.cpu_info(), "with_cuda": bool(_C.with_cuda)}
+        info["cpu_extension"] = dict(_C.cpu_info())
         try:
             info["cpu_extension"]["isa_in_use"] = _C.default_isa()
         except ValueError as e:
             info["cpu_extension"]["isa_in_use"] = f"error: {e}"
+    try:
+        from .backends.cuda import cuda_info
+    except ImportError as e:
+        info["cuda_extension"] = {"built": False, "error": str(e)}
+    else:
+        info["cuda_extension"] = cuda_info()
     info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     info["backends"] = {}
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
@@ -53,7 +59,12 @@ def run(args) -> int:
         print(f"CPU features: {feats}")
         print(f"ISA variants built: {', '.join(ext['built_isas'])}; usable here: {', '.join(ext['usable_isas'])}; "
               f"in use: {ext['isa_in_use']}")
-        print(f"CUDA extension built: {'yes' if ext['with_cuda'] else 'no'}")
+    cu = info["cuda_extension"]
+    if cu.get("built"):
+        print(f"CUDA extension: built for {cu.get('archs')}, cudart {cu.get('cudart')}" +
+              (f"; {cu['error']}" if cu.get("error") else ""))
+    else:
+        print(f"CUDA extension: not built ({cu.get('error') or 'no nvcc at build time'})")
     print(f"CUDA device: {info['cuda_device'] or 'none'}")
     print(f"threads: {info['threads']}")
     print("backends:")

@@ -191,6 +191,14 @@ class SqueezeBertPreTrainedModel(nn.Module):
             self._runner_key = key
         return self._runner
 
+    def _prepare_backend(self, defer_gpu: bool) -> None:
+        try:
+            self._get_runner()
+        except RuntimeError:
+            gpu_backend = self._backend_name in ("cuda", "triton")
+            if not (defer_gpu and gpu_backend and self._device_dtype()[0].type == "cpu" and torch.cuda.is_available()):
+                raise
+
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half() ... drop packed weights
         self._runner = None
         return super()._apply(fn, *args, **kwargs)
@@ -204,8 +212,14 @@ class SqueezeBertPreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, backend: str = "auto",
                         dtype: Optional[torch.dtype | str] = None, torch_dtype=None, config: Optional[SqueezeBertConfig] = None,
-                        output_loading_info: bool = False, revision: Optional[str] = None, **config_kwargs: Any):
-        """Load from a local directory (config.json + model.safetensors / pytorch_model.bin) or a hub id."""
+                        output_loading_info: bool = False, revision: Optional[str] = None,
+                        device: Optional[torch.device | str] = None, **config_kwargs: Any):
+        """Load from a local directory (config.json + model.safetensors / pytorch_model.bin) or a hub id.
+
+        The backend is chosen and the weights handed to it here, once. A GPU backend named for a model
+        loaded on the CPU (``from_pretrained(p, backend="cuda").to("cuda")``) is checked when the model
+        reaches the GPU; pass ``device="cuda"`` to load straight there.
+        """
         from .hub import resolve_model_dir
         from .weights import load_checkpoint_into
 
@@ -216,10 +230,10 @@ class SqueezeBertPreTrainedModel(nn.Module):
         with torch.device("meta"):
             model = cls(config, backend=backend)
         info = load_checkpoint_into(model, path)
-        if dtype is not None:
-            model.to(dtype)
+        if dtype is not None or device is not None:
+            model.to(device=device, dtype=dtype)
         model.eval()
-        model._get_runner()  # select the backend and hand the weights over once, at load time
+        model._prepare_backend(defer_gpu=device is None)
         if output_loading_info:
             return model, info
         return model
@@ -499,5 +513,5 @@ def from_transformers(hf_model, backend: str = "auto"):
     load_state_dict_into(model, state, source=f"transformers {name}")
     model.to(hf_model.device)
     model.eval()
-    model._get_runner()
+    model._prepare_backend(defer_gpu=True)
     return model

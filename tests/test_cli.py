@@ -12,7 +12,7 @@ import pytest
 CLI = [shutil.which("sqbert-fast") or "sqbert-fast"]
 
 
-def run(*args, timeout=300):
+def run(*args, timeout=900):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
 
 
