@@ -475,9 +475,17 @@ def header_text(doc: dict) -> str:
                                                          if isinstance(val, float)) or "not measured"),
              "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
              f"model: {m.get('model_dir')} {m.get('model_note') or ''}".rstrip(),
-             f"load average start {m.get('loadavg_start')} end {m.get('loadavg_end')}: the machine may be shared; "
+             f"load average start {_fmt_load(m.get('loadavg_start'))} end {_fmt_load(m.get('loadavg_end'))}: "
              "numbers are medians of round-robin runs, ratios are within this run"]
+    load = max((m.get("loadavg_start") or [0])[0], (m.get("loadavg_end") or [0])[0])
+    if m.get("cpu_count") and load > m["cpu_count"]:
+        lines.append(f"WARNING: the machine was busy (load {load:.1f} on {m['cpu_count']} cpus): absolute latencies are "
+                     "inflated, torch eager's the most (its threads wait on each other); compare ratios, rerun when quiet")
     return "\n".join(lines)
+
+
+def _fmt_load(v) -> str:
+    return "?" if not v else "/".join(f"{x:.1f}" for x in v)
 
 
 def report_text(doc: dict) -> str:
@@ -541,7 +549,7 @@ def plot(doc: dict, path: str) -> str:
 
     rows = [r for r in doc["results"] if "error" not in r and not r.get("mixed")]
     seqs = sorted({r["seq"] for r in rows}) or [0]
-    fig, axes = plt.subplots(1, len(seqs), figsize=(5.5 * len(seqs), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(seqs), figsize=(max(7.5, 5.5 * len(seqs)), 5.0), squeeze=False)
     labels = sorted({(r["provider"], r["precision"]) for r in rows})
     providers = sorted({p for p, _ in labels})
     colors = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(providers)}
@@ -561,8 +569,8 @@ def plot(doc: dict, path: str) -> str:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
     m = doc.get("meta", {})
-    fig.suptitle(f"SqueezeBERT encoder latency: {m.get('cpu_model', '?')}, {m.get('threads')} threads "
-                 "(circles: sqbert_fast, squares: peers; solid fp32, dashed bf16)", fontsize=9)
+    fig.suptitle(f"SqueezeBERT encoder latency: {m.get('cpu_model', '?')}, {m.get('threads')} threads\n"
+                 "circles: sqbert_fast, squares: peers; solid fp32, dashed bf16, dash-dot engine default", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
