@@ -140,7 +140,9 @@ class SqueezeBertConfig:
             raise ValueError(f"config has model_type={mt!r}, expected 'squeezebert' "
                              "(convert BERT checkpoints with `sqbert-fast convert --from-bert`)")
         d.update(kwargs)
-        bad = [k for k in d if not isinstance(k, str) or k.startswith("_") or callable(getattr(cls, k, None))]
+        # transformers' private metadata ("_name_or_path", "_commit_hash", ...) is not configuration
+        d = {k: v for k, v in d.items() if not (isinstance(k, str) and k.startswith("_") and not k.startswith("__"))}
+        bad = [k for k in d if not isinstance(k, str) or k.startswith("__") or callable(getattr(cls, k, None))]
         if bad:
             raise ValueError(f"invalid config key(s): {bad[:3]}")
         try:
