@@ -52,6 +52,8 @@ class Summary:
     errors: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    model_seconds: float = 0.0      # inside the model and task heads
+    wait_seconds: float = 0.0       # waiting for the prepare thread (reading, tokenizing)
 
     @property
     def rows_per_s(self) -> float:
@@ -63,7 +65,9 @@ class Summary:
 
     def __str__(self) -> str:
         return (f"{self.rows:,} rows ({self.written:,} written, {self.errors:,} errors), {self.tokens:,} tokens "
-                f"in {_duration(self.seconds)}: {self.rows_per_s:,.1f} rows/s, {self.tokens_per_s:,.0f} tokens/s")
+                f"in {_duration(self.seconds)}: {self.rows_per_s:,.1f} rows/s, {self.tokens_per_s:,.0f} tokens/s; "
+                f"model busy {self.model_seconds / self.seconds if self.seconds else 0:.0%} of the time, "
+                f"{self.wait_seconds:.1f} s waiting for input")
 
 
 def _duration(seconds: float) -> str:
@@ -87,6 +91,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self.last = 0.0
         self.rows = self.tokens = self.errors = 0
+        self.model_seconds = self.wait_seconds = 0.0
         self.units_closed = 0          # units of finished windows (this session)
         self.window_units = self.window_tokens = self.window_done = 0
 
@@ -316,7 +321,8 @@ class Scorer:
                 meter.close()
         out.finish()
         return Summary(rows=meter.rows, written=out.state["rows_written"], errors=out.state["errors"],
-                       tokens=meter.tokens, seconds=time.perf_counter() - t0)
+                       tokens=meter.tokens, seconds=time.perf_counter() - t0, model_seconds=meter.model_seconds,
+                       wait_seconds=meter.wait_seconds)
 
     def output_columns(self, output_format: str, id_field: str | None, embeddings_npy: str | None) -> list:
         import pyarrow as pa
@@ -354,11 +360,22 @@ class Scorer:
                     first_row: int = 0) -> Iterator[tuple[Window, list]]:
         """(window, per-row results) in input order; a result is a dict, or a str (the row's error)."""
         meter = meter or Progress(None, enabled=False)
-        for win in _Prefetch(self._prepared_windows(rows, first_row)):
-            meter.start_window(win)
-            results = self.compute(win, meter)
-            meter.end_window()
-            yield win, results
+        prepared = iter(_Prefetch(self._prepared_windows(rows, first_row)))
+        try:
+            while True:
+                t0 = time.perf_counter()
+                win = next(prepared, None)
+                t1 = time.perf_counter()
+                meter.wait_seconds += t1 - t0
+                if win is None:
+                    return
+                meter.start_window(win)
+                results = self.compute(win, meter)
+                meter.model_seconds += time.perf_counter() - t1
+                meter.end_window()
+                yield win, results
+        finally:
+            prepared.close()  # stops the prepare thread when the consumer stops early
 
     def _prepared_windows(self, rows: Iterable[Row], first_row: int) -> Iterator[Window]:
         number = first_row // self.window
