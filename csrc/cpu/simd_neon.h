@@ -5,8 +5,10 @@
 //   neon   (x86, SQF_NEON_SIMDE):        the same code through SIMDe 0.8.x with native aliases,
 //                                        so the NEON kernels run (slowly) in the x86 test suite.
 //
-// AArch64 has no masked loads/stores: tails go through a 4-float stack buffer, so a tail never
-// reads or writes past the caller's n elements (the kernels rely on that at row ends).
+// AArch64 has no masked loads/stores: tails are assembled from 64-bit and single-lane loads and
+// stores (a switch on n, loop-invariant inside the GEMM micro-kernel), so a tail never reads or
+// writes past the caller's n elements (the kernels rely on that at row ends) and never goes
+// through memory the way a stack-buffer copy would (which spilled the accumulator tile).
 // exp/GELU use the shared polynomial code in simd.h (SQF_SIMD_POLY): vround = FRINTN, 2^n built
 // in the exponent bits, vdiv = FDIV (AArch64 only, which is the only NEON target here).
 //
@@ -41,16 +43,25 @@ using vf = float32x4_t;
 struct vmask { int n; };  // number of valid leading lanes, 0..W
 inline vmask tail_mask(int64_t n) { return vmask{static_cast<int>(n > W ? W : n < 0 ? 0 : n)}; }
 inline vf vload(const float* p) { return vld1q_f32(p); }
-inline vf vload(const float* p, vmask m) {
-  float t[W] = {0.f, 0.f, 0.f, 0.f};
-  for (int i = 0; i < m.n; ++i) t[i] = p[i];
-  return vld1q_f32(t);
+inline vf vload(const float* p, vmask m) {  // lanes >= n are 0; nothing past p[n-1] is read
+  const float32x2_t z = vdup_n_f32(0.f);
+  switch (m.n) {
+    case 0: return vdupq_n_f32(0.f);
+    case 1: return vcombine_f32(vset_lane_f32(p[0], z, 0), z);
+    case 2: return vcombine_f32(vld1_f32(p), z);
+    case 3: return vcombine_f32(vld1_f32(p), vset_lane_f32(p[2], z, 0));
+    default: return vld1q_f32(p);
+  }
 }
 inline void vstore(float* p, vf v) { vst1q_f32(p, v); }
-inline void vstore(float* p, vf v, vmask m) {
-  float t[W];
-  vst1q_f32(t, v);
-  for (int i = 0; i < m.n; ++i) p[i] = t[i];
+inline void vstore(float* p, vf v, vmask m) {  // writes p[0..n) only
+  switch (m.n) {
+    case 0: return;
+    case 1: vst1q_lane_f32(p, v, 0); return;
+    case 2: vst1_f32(p, vget_low_f32(v)); return;
+    case 3: vst1_f32(p, vget_low_f32(v)); vst1q_lane_f32(p + 2, v, 2); return;
+    default: vst1q_f32(p, v);
+  }
 }
 inline vf vset1(float x) { return vdupq_n_f32(x); }
 inline vf vzero() { return vdupq_n_f32(0.f); }

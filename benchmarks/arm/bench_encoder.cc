@@ -1,0 +1,147 @@
+// Standalone latency benchmark of the C++ cpu encoder, for phones and boards (no Python needed):
+// the default SqueezeBERT config (squeezebert-uncased: hidden 768, 12 layers, 12 heads, groups
+// q/k/v/intermediate/output = 4, post-attention = 1) with random weights, batch x seq tokens,
+// prints ms per sequence and GFLOP/s (total and per thread = per core when threads <= cores).
+//
+//   bench_encoder [--seq 128] [--batch 1] [--threads 1] [--iters 20] [--warmup 3] [--isa NAME]
+//
+// --isa defaults to the best variant this CPU supports (SQBERT_FAST_FORCE_CPU_ISA also works);
+// `bench_encoder --list` prints the variants built and usable. FLOPs count the GEMMs (2 per
+// multiply-add: grouped convs, QK^T, PV, pooler excluded); LayerNorm/softmax/GELU are extra work.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../../csrc/common/cpu_features.h"
+#include "../../csrc/common/thread_pool.h"
+#include "../../csrc/cpu/encoder.h"
+
+namespace {
+
+struct Rng {  // xorshift: reproducible weights without <random>'s per-platform differences
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  float uniform(float scale) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    return scale * (static_cast<float>(s >> 40) / static_cast<float>(1ull << 24) * 2.f - 1.f);
+  }
+};
+
+std::vector<float> random_vec(Rng& r, int64_t n, float scale, float offset = 0.f) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = offset + r.uniform(scale);
+  return v;
+}
+
+int64_t arg(int argc, char** argv, const char* name, int64_t def) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (!std::strcmp(argv[i], name)) return std::atoll(argv[i + 1]);
+  return def;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace sqf;
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--list")) {
+      for (Isa isa : built_isas())
+        std::printf("%s%s\n", isa_name(isa), isa_supported(isa) ? "" : " (built, not usable on this CPU)");
+      return 0;
+    }
+  const int64_t L = arg(argc, argv, "--seq", 128), B = arg(argc, argv, "--batch", 1);
+  const int threads = static_cast<int>(arg(argc, argv, "--threads", 1));
+  const int iters = static_cast<int>(arg(argc, argv, "--iters", 20));
+  const int warmup = static_cast<int>(arg(argc, argv, "--warmup", 3));
+  Isa isa;
+  try {
+    isa = default_isa();
+    for (int i = 1; i + 1 < argc; ++i)
+      if (!std::strcmp(argv[i], "--isa")) isa = isa_from_name(argv[i + 1]);
+    if (!isa_supported(isa)) throw std::runtime_error(std::string(isa_name(isa)) + " is not usable on this CPU");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_encoder: %s\n", e.what());
+    return 2;
+  }
+
+  cpu::EncoderConfig c;
+  c.vocab = 30528, c.hidden = 768, c.heads = 12, c.layers = 12, c.intermediate = 3072;
+  c.max_positions = 512, c.type_vocab = 2;
+  c.q_groups = c.k_groups = c.v_groups = c.intermediate_groups = c.output_groups = 4;
+  c.post_attention_groups = 1;
+  if (L < 1 || L > c.max_positions || B < 1 || threads < 1 || iters < 1) {
+    std::fprintf(stderr, "bench_encoder: need 1 <= --seq <= 512, --batch/--threads/--iters >= 1\n");
+    return 2;
+  }
+  const int64_t H = c.hidden, I = c.intermediate;
+  Rng rng;
+  std::vector<std::vector<float>> keep;  // owns every weight array
+  auto vec = [&](int64_t n, float scale, float offset = 0.f) {
+    keep.push_back(random_vec(rng, n, scale, offset));
+    return keep.back().data();
+  };
+  cpu::RawWeights w;
+  w.word = vec(c.vocab * H, 0.05f);
+  w.position = vec(c.max_positions * H, 0.05f);
+  w.token_type = vec(c.type_vocab * H, 0.05f);
+  w.emb_ln_w = vec(H, 0.1f, 1.f);
+  w.emb_ln_b = vec(H, 0.1f);
+  auto conv = [&](int64_t out, int64_t in_per_group) { return vec(out * in_per_group, 1.f / std::sqrt(float(in_per_group))); };
+  for (int64_t l = 0; l < c.layers; ++l) {
+    cpu::RawLayer r;
+    r.q_w = conv(H, H / c.q_groups), r.q_b = vec(H, 0.02f);
+    r.k_w = conv(H, H / c.k_groups), r.k_b = vec(H, 0.02f);
+    r.v_w = conv(H, H / c.v_groups), r.v_b = vec(H, 0.02f);
+    r.post_w = conv(H, H / c.post_attention_groups), r.post_b = vec(H, 0.02f);
+    r.post_ln_w = vec(H, 0.1f, 1.f), r.post_ln_b = vec(H, 0.1f);
+    r.inter_w = conv(I, H / c.intermediate_groups), r.inter_b = vec(I, 0.02f);
+    r.out_w = conv(H, I / c.output_groups), r.out_b = vec(H, 0.02f);
+    r.out_ln_w = vec(H, 0.1f, 1.f), r.out_ln_b = vec(H, 0.1f);
+    w.layers.push_back(r);
+  }
+  ThreadPool::global().set_num_threads(threads);
+  cpu::Encoder enc(c, w, isa);
+
+  const int64_t T = B * L;
+  std::vector<int64_t> ids(T), types(T, 0), pos(T), cu(B + 1);
+  std::vector<uint8_t> valid(T, 1);
+  for (int64_t t = 0; t < T; ++t) ids[t] = 1000 + (t * 7919) % 20000, pos[t] = t % L;
+  for (int64_t b = 0; b <= B; ++b) cu[b] = b * L;
+  std::vector<float> out(T * H);
+  cpu::ForwardArgs a;
+  a.tokens = T, a.batch = B, a.input_ids = ids.data(), a.token_type_ids = types.data();
+  a.position_ids = pos.data(), a.cu_seqlens = cu.data(), a.key_valid = valid.data();
+  a.last_hidden = out.data();
+
+  for (int i = 0; i < warmup; ++i) enc.forward(a);
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    enc.forward(a);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2], best = ms.front();
+  for (float x : out)
+    if (!std::isfinite(x)) {
+      std::fprintf(stderr, "bench_encoder: non-finite output\n");
+      return 1;
+    }
+  // GEMM FLOPs per sequence: Q,K,V + post + intermediate + output convs, QK^T and PV.
+  const double Ld = double(L), Hd = double(H), Id = double(I);
+  const double conv_flops = 2 * Ld * (3 * Hd * Hd / c.q_groups + Hd * Hd / c.post_attention_groups +
+                                      Hd * Id / c.intermediate_groups + Id * Hd / c.output_groups);
+  const double attn_flops = 2 * 2 * Ld * Ld * Hd;
+  const double gflop = B * c.layers * (conv_flops + attn_flops) * 1e-9;
+  std::printf("isa %s, threads %d, batch %lld x seq %lld, %d iters (median of %d)\n", enc.isa(), threads,
+              static_cast<long long>(B), static_cast<long long>(L), iters, iters);
+  std::printf("ms per sequence: %.2f (median), %.2f (best)\n", med / B, best / B);
+  std::printf("GFLOP per batch: %.3f; GFLOP/s: %.2f total, %.2f per core\n", gflop, gflop / (med * 1e-3),
+              gflop / (med * 1e-3) / threads);
+  return 0;
+}
