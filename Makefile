@@ -21,6 +21,8 @@ bench: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+	# benchmark suite in smoke mode: one tiny shape per provider, every result checked against transformers
+	SQBERT_FAST_BENCH_SMOKE=1 $(PY) -m pytest -q -rs benchmarks
 
 clean:
 	rm -rf build *.egg-info sqbert_fast/*.so .pytest_cache
