@@ -15,6 +15,7 @@ slowly, so the test suite can check it without a GPU.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -87,6 +88,7 @@ class TritonRunner(Runner):
         self._workspace: dict[str, torch.Tensor] = {}
         self._graphs: OrderedDict = OrderedDict()
         self._graph_seen: set = set()
+        self._lock = threading.Lock()
 
     # -- buffers -----------------------------------------------------------------------------
     def _buffer(self, name: str, rows: int, cols: int, grow_only: bool) -> torch.Tensor:
@@ -131,9 +133,12 @@ class TritonRunner(Runner):
         if p.inputs_embeds is not None:
             p.inputs_embeds = p.inputs_embeds.contiguous()
         soff = score_offsets(p.seqlens, self.cfg.num_attention_heads, self.device) if want_scores else (None, 0)
-        if self.device.type == "cuda" and not interpreting() and p.tokens <= GRAPH_MAX_TOKENS:
-            return self._graphed(p, soff, want_hidden, want_scores, want_pooled)
-        return self._run(p, soff, want_hidden, want_scores, want_pooled)
+        # Calls from several threads share the workspace and the graphs' static inputs: enqueue one
+        # call's kernels at a time (they then run in order on the stream; outputs are never shared).
+        with self._lock:
+            if self.device.type == "cuda" and not interpreting() and p.tokens <= GRAPH_MAX_TOKENS:
+                return self._graphed(p, soff, want_hidden, want_scores, want_pooled)
+            return self._run(p, soff, want_hidden, want_scores, want_pooled)
 
     # -- CUDA graphs for small batches ------------------------------------------------------------
     _INPUTS = ("input_ids", "inputs_embeds", "position_ids", "token_type_ids", "cu_seqlens", "key_valid", "pool_rows")
