@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -32,13 +31,23 @@ def test_info_reports_build_cpu_and_backends():
     assert info["cpu_extension"]["isa_in_use"] in info["cpu_extension"]["usable_isas"]
 
 
+def _unusable_isa():
+    """A known ISA this machine cannot run (x86 builds may run neon through SIMDe), else an unknown name."""
+    from sqbert_fast import _C
+
+    usable = _C.cpu_info()["usable_isas"]
+    return next((i for i in ("neon", "avx512", "amx", "avx512_bf16", "avx2") if i not in usable), "sse9")
+
+
 def test_info_names_forced_isa_errors(monkeypatch):
-    monkeypatch.setenv("SQBERT_FAST_FORCE_CPU_ISA", "neon" if sys.platform != "darwin" else "avx512")
+    isa = _unusable_isa()
+    monkeypatch.setenv("SQBERT_FAST_FORCE_CPU_ISA", isa)
     r = run("info", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert "SQBERT_FAST_FORCE_CPU_ISA=neon is not available" in info["cpu_extension"]["isa_in_use"]
-    assert any("SQBERT_FAST_FORCE_CPU_ISA" in reason for reason in info["backends"]["cpu/float32"]["cpu"])
+    why = "unknown CPU ISA 'sse9'" if isa == "sse9" else f"SQBERT_FAST_FORCE_CPU_ISA={isa} is not available"
+    assert why in info["cpu_extension"]["isa_in_use"]
+    assert any(why in reason for reason in info["backends"]["cpu/float32"]["cpu"])
 
 
 def test_demo_main_job(tmp_path):
