@@ -280,6 +280,11 @@ def _resolve_dtype(dtype):
     return dtype
 
 
+def _like(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Heads run in their weights' dtype (a backend may return fp32 activations for a bf16 model)."""
+    return x if x.dtype == weight.dtype else x.to(weight.dtype)
+
+
 def _return(return_dict, config, output_cls, fields: dict):
     return_dict = return_dict if return_dict is not None else getattr(config, "return_dict", True)
     out = output_cls(**fields)
@@ -346,7 +351,7 @@ class SqueezeBertForMaskedLM(_WithTransformer):
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_attentions, output_hidden_states, want_pooled=False)
         t, pred = self.cls.predictions.transform, self.cls.predictions
-        h = activation(self.config.hidden_act)(F.linear(enc.last_hidden, t.dense.weight, t.dense.bias))
+        h = activation(self.config.hidden_act)(F.linear(_like(enc.last_hidden, t.dense.weight), t.dense.weight, t.dense.bias))
         h = F.layer_norm(h, (h.shape[-1],), t.LayerNorm.weight, t.LayerNorm.bias, self.config.layer_norm_eps)
         logits = packed.unpack(F.linear(h, pred.decoder.weight, pred.decoder.bias))
         loss = None
@@ -388,7 +393,7 @@ class SqueezeBertForSequenceClassification(_WithTransformer):
         packed, enc, hidden, attentions = self._encode(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_attentions, output_hidden_states, want_pooled=True)
-        logits = self.classifier(enc.pooled)
+        logits = self.classifier(_like(enc.pooled, self.classifier.weight))
         loss = _classification_loss(self.config, self.num_labels, logits, labels) if labels is not None else None
         return _return(return_dict, self.config, SequenceClassifierOutput,
                        dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
@@ -420,7 +425,7 @@ class SqueezeBertForMultipleChoice(_WithTransformer):
         packed, enc, hidden, attentions = self._encode(
             flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids), flat(inputs_embeds, 2),
             output_attentions, output_hidden_states, want_pooled=True)
-        logits = self.classifier(enc.pooled).view(-1, num_choices)
+        logits = self.classifier(_like(enc.pooled, self.classifier.weight)).view(-1, num_choices)
         loss = CrossEntropyLoss()(logits, labels.to(logits.device)) if labels is not None else None
         return _return(return_dict, self.config, MultipleChoiceModelOutput,
                        dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
@@ -442,7 +447,7 @@ class SqueezeBertForTokenClassification(_WithTransformer):
         packed, enc, hidden, attentions = self._encode(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_attentions, output_hidden_states, want_pooled=False)
-        logits = packed.unpack(self.classifier(enc.last_hidden))
+        logits = packed.unpack(self.classifier(_like(enc.last_hidden, self.classifier.weight)))
         loss = None
         if labels is not None:
             loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
@@ -466,7 +471,7 @@ class SqueezeBertForQuestionAnswering(_WithTransformer):
         packed, enc, hidden, attentions = self._encode(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_attentions, output_hidden_states, want_pooled=False)
-        logits = packed.unpack(self.qa_outputs(enc.last_hidden))
+        logits = packed.unpack(self.qa_outputs(_like(enc.last_hidden, self.qa_outputs.weight)))
         start_logits, end_logits = logits.split(1, dim=-1)
         start_logits = start_logits.squeeze(-1).contiguous()
         end_logits = end_logits.squeeze(-1).contiguous()

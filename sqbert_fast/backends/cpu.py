@@ -7,8 +7,9 @@ while they run.
 
 bfloat16 models: the conv weights are packed as bf16 (GEMMs on AMX tiles, or AVX512-BF16 dot
 products, accumulating in fp32); embeddings, biases and LayerNorm parameters are handed over as
-fp32 copies, activations/LayerNorm/softmax run in fp32, and the outputs are cast to bfloat16 at
-the edge (the model's dtype, so the task heads run as in transformers).
+fp32 copies, activations/LayerNorm/softmax run in fp32, and the outputs stay fp32: rounding hidden
+states of magnitude ~4 to bf16 alone would cost 1.6e-2, more than the whole engine's error. The
+task heads in modeling.py cast to their own weight dtype.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class CpuRunner(Runner):
         if self.dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"the cpu backend runs float32 or bfloat16 models, not {self.dtype}")
         bf16 = self.dtype == torch.bfloat16
-        self.out_dtype = self.dtype  # the engine computes fp32; outputs are cast to this at the edge
+        self.out_dtype = torch.float32  # the engine computes fp32 activations; see the module docstring
         # fp32: zero-copy views. bf16: fp32 copies, the conv ones freed once C++ has packed them.
         weights = {k: (v.float() if bf16 else v).contiguous().numpy() for k, v in raw.items()}
         self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16)
