@@ -27,11 +27,15 @@ from .threads import get_num_threads, set_num_threads
 
 
 def __getattr__(name: str):
-    # The tokenizer pulls in `tokenizers`; import it on first use only.
+    # The tokenizer pulls in `tokenizers` and scoring pulls in readers/writers: import on first use.
     if name in ("SqueezeBertTokenizer", "SqueezeBertTokenizerFast"):
         from . import tokenization
 
         return getattr(tokenization, name)
+    if name in ("score", "Scorer"):
+        from . import scoring
+
+        return getattr(scoring, name)
     raise AttributeError(f"module 'sqbert_fast' has no attribute {name!r}")
 
 
@@ -39,5 +43,5 @@ __all__ = [
     "SqueezeBertConfig", "SqueezeBertModel", "SqueezeBertForMaskedLM", "SqueezeBertForSequenceClassification",
     "SqueezeBertForMultipleChoice", "SqueezeBertForTokenClassification", "SqueezeBertForQuestionAnswering",
     "SqueezeBertPreTrainedModel", "SqueezeBertTokenizer", "SqueezeBertTokenizerFast", "from_transformers",
-    "available_backends", "set_num_threads", "get_num_threads",
+    "available_backends", "set_num_threads", "get_num_threads", "score", "Scorer",
 ]
