@@ -7,7 +7,9 @@
 # everything lives under $SQF_ARM_CACHE (default ~/.cache/sqbert_fast/arm) and is reused, so a
 # second run only rebuilds what changed. Installs the cross tools with apt when run as root.
 #
-# usage: scripts/arm/check.sh        env: SQF_ARM_CACHE, PYTHON (host python3.11 with pybind11)
+# usage: scripts/arm/check.sh [--bench]   env: SQF_ARM_CACHE, PYTHON (host python3.11 with pybind11)
+#   --bench: also cross-build benchmarks/arm/bench_encoder and run a tiny case under qemu (a smoke
+#            test of the benchmark, ~1-2 more minutes on a cold cache; qemu timings mean nothing)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -17,6 +19,13 @@ SYSROOT="$CACHE/sysroot"
 BUILD="$CACHE/build"
 PKG="$CACHE/pkg"
 START=$SECONDS
+BENCH=0
+for a in "$@"; do
+  case $a in
+    --bench) BENCH=1 ;;
+    *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
+  esac
+done
 
 say() { echo "== arm [$((SECONDS - START))s]: $*"; }
 die() { echo "scripts/arm/check.sh: FAILED: $*" >&2; exit 1; }
@@ -70,4 +79,14 @@ run_tests() {  # $1: qemu CPU model ("max" is qemu-aarch64's default)
 }
 run_tests max
 run_tests cortex-a53
+
+if ((BENCH)); then
+  say "benchmarks/arm/bench_encoder (cross-built, smoke run under qemu)"
+  cmake -S "$ROOT/benchmarks/arm" -B "$CACHE/build-bench" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_TOOLCHAIN_FILE="$ROOT/scripts/arm/aarch64-toolchain.cmake" >"$CACHE/bench-configure.log" 2>&1 &&
+    cmake --build "$CACHE/build-bench" --parallel "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" >"$CACHE/bench-build.log" 2>&1 ||
+    die "benchmarks/arm build failed (logs: $CACHE/bench-configure.log, $CACHE/bench-build.log)"
+  qemu-aarch64 -L "$SYSROOT" "$CACHE/build-bench/bench_encoder" --seq 8 --iters 1 --warmup 0 ||
+    die "bench_encoder failed under qemu-aarch64"
+fi
 say "ok"
