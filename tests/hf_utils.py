@@ -83,6 +83,15 @@ def padded_batch(batch: int, seq: int, vocab: int, pattern: str, seed: int = 0):
     return ids, mask
 
 
+def mixed_batch(batch: int = 8, seq: int = 128, vocab: int = 30522, seed: int = 0):
+    """(input_ids, attention_mask) with right padding and lengths spread over 8..seq."""
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(min(8, seq), seq + 1, (batch,), generator=g)
+    mask = (torch.arange(seq)[None, :] < lens[:, None]).long()
+    ids = torch.randint(1, vocab, (batch, seq), generator=g).masked_fill(mask == 0, 0)
+    return ids, mask
+
+
 def max_diff_real(a: torch.Tensor, b: torch.Tensor, real: torch.Tensor) -> float:
     """Max abs difference over real (unmasked) positions; `real` is [B, S] and a/b are [B, S, ...]."""
     assert a.shape == b.shape, (a.shape, b.shape)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import sqbert_fast as sqf
-from hf_utils import SMALL_CONFIGS, hf_config, make_hf, max_diff_real, max_diff_scores, padded_batch
+from hf_utils import SMALL_CONFIGS, hf_config, make_hf, max_diff_real, max_diff_scores, mixed_batch, padded_batch
 from sqbert_fast import backends
 from sqbert_fast.backends import cuda as cb
 
@@ -279,10 +279,7 @@ def _default_pair(tmp_path, layers=2):
 
 
 def _mixed_batch(batch=8, seq=128, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lens = torch.randint(8, seq + 1, (batch,), generator=g)
-    mask = (torch.arange(seq)[None, :] < lens[:, None]).long()
-    ids = torch.randint(1, 30522, (batch, seq), generator=g).masked_fill(mask == 0, 0)
+    ids, mask = mixed_batch(batch, seq, seed=seed)
     return ids.cuda(), mask.cuda()
 
 

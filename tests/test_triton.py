@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402,F401  (must import: CI pins triton==3.8.0)
 
 import sqbert_fast as sqf  # noqa: E402
-from hf_utils import SMALL_CONFIGS, hf_config, max_diff_real, max_diff_scores, randomize_, save_hf  # noqa: E402
+from hf_utils import SMALL_CONFIGS, hf_config, max_diff_real, max_diff_scores, mixed_batch, randomize_, save_hf  # noqa: E402
 from sqbert_fast.backends import reference as ref  # noqa: E402
 from sqbert_fast.backends import triton as tb  # noqa: E402
 from sqbert_fast.backends.base import encoder_weights  # noqa: E402
@@ -330,10 +330,7 @@ def _default_size_pair(tmp_path, layers=2):
 
 
 def _mixed_batch(batch=8, seq=128, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lens = torch.randint(8, seq + 1, (batch,), generator=g)
-    mask = (torch.arange(seq)[None, :] < lens[:, None]).long()
-    ids = torch.randint(1, 30522, (batch, seq), generator=g).masked_fill(mask == 0, 0)
+    ids, mask = mixed_batch(batch, seq, seed=seed)
     return ids.cuda(), mask.cuda()
 
 
