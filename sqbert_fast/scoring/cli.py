@@ -7,6 +7,7 @@ used (message on stderr), 130 interrupted (committed work is kept: rerun with --
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .readers import FORMATS
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from .writers import ResumeError
 
     try:
+        if not os.path.isfile(args.input) and not args.ray:
+            raise FileNotFoundError(f"input file {args.input} does not exist")
         model = _model_dir(args.model)
         if args.ray:
             if args.resume:
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ninterrupted: committed work is kept; rerun with --resume to continue {args.output}",
               file=sys.stderr)
         return 130
-    except (InputFormatError, ResumeError, FileNotFoundError, ValueError) as err:
+    except (InputFormatError, ResumeError, OSError, ValueError) as err:
         print(f"sqbert-fast score: error: {err}", file=sys.stderr)
         return 1
     print(f"done: {summary}", file=sys.stderr)

@@ -136,7 +136,7 @@ class ChunkedOutput:
                                   "or --overwrite to start again")
             shutil.rmtree(self.parts)
         if os.path.exists(self.output) and not overwrite:
-            raise ResumeError(f"{self.output} exists; pass --overwrite to replace it")
+            raise ResumeError(f"{self.output} exists (from a finished run?); pass --overwrite to replace it")
         for stale in (self.errors_path, self.npy_path):
             if stale and os.path.exists(stale):
                 os.remove(stale)
