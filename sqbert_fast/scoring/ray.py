@@ -156,7 +156,7 @@ def score_file_ray(model: str, input_path: str, output_path: str, *, address: st
     DataContext.get_current().execution_options.preserve_order = True
     in_fmt = detect_format(input_path, input_format)
     # The driver's own Scorer decides the output schema and the fingerprint, like the local path.
-    local = Scorer(model, **scorer_kwargs)
+    local = Scorer(model, **{**scorer_kwargs, "device": None})  # on CPU: the driver needs no GPU
     out = local.open_output(input_path, output_path, in_fmt, output_format, id_field, errors_path,
                             embeddings_npy, False, overwrite)
     columns = local.columns(id_field)
