@@ -2,8 +2,9 @@
 # Builds (once) an aarch64 sysroot under $SQF_ARM_CACHE that runs Python 3.11 + numpy + pytest
 # under qemu-aarch64: Debian bookworm arm64 packages unpacked with `dpkg -x` (no arm64 package
 # is installed on the host), the manylinux aarch64 numpy wheel and pure-Python pytest unpacked
-# into $SQF_ARM_CACHE/site. Idempotent: a stamp file records a finished sysroot; delete the
-# cache directory to rebuild it.
+# into $SQF_ARM_CACHE/site. Idempotent: a stamp file (plus a check that the key files are still
+# there) records a finished sysroot; downloaded .debs and wheels are kept and reused. Delete the
+# cache directory to start from scratch.
 #
 # usage: scripts/arm/sysroot.sh            (sourced by check.sh; prints the sysroot path)
 # needs: root for `dpkg --add-architecture arm64` + `apt-get update` the first time.
@@ -23,10 +24,12 @@ DEBS=(libc6 libgcc-s1 libstdc++6 python3.11-minimal libpython3.11-minimal libpyt
 
 die() { echo "scripts/arm/sysroot.sh: $*" >&2; exit 1; }
 
-if [[ -f "$STAMP" ]]; then
+if [[ -f "$STAMP" && -x "$SYSROOT/usr/bin/python3.11" && -f "$SYSROOT/usr/include/python3.11/Python.h" &&
+      -d "$SITE/numpy" && -d "$SITE/pytest" ]]; then
   echo "$SYSROOT"
   exit 0
 fi
+rm -f "$STAMP"
 
 mkdir -p "$CACHE/debs" "$CACHE/wheels"
 rm -rf "$SYSROOT" "$SITE"
@@ -57,9 +60,12 @@ fi
 [[ -x "$SYSROOT/usr/bin/python3.11" ]] || die "python3.11 missing from the unpacked sysroot"
 
 # numpy (manylinux aarch64 wheel) and pytest with its pure-Python dependencies.
-"$PY" -m pip download -q --dest "$CACHE/wheels" --only-binary=:all: --python-version 3.11 \
-  --implementation cp --abi cp311 --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
-  numpy pytest || die "pip download of the aarch64 numpy/pytest wheels failed"
+# numpy >= 2.3 ships manylinux_2_28 aarch64 wheels only (bookworm's glibc 2.36 runs them).
+if ! compgen -G "$CACHE/wheels/numpy-*aarch64*.whl" >/dev/null || ! compgen -G "$CACHE/wheels/pytest-*.whl" >/dev/null; then
+  "$PY" -m pip download -q --dest "$CACHE/wheels" --only-binary=:all: --python-version 3.11 \
+    --implementation cp --abi cp311 --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+    numpy pytest || die "pip download of the aarch64 numpy/pytest wheels failed"
+fi
 "$PY" - "$CACHE/wheels" "$SITE" <<'EOF' || die "unpacking the wheels failed"
 import pathlib, sys, zipfile
 wheels, site = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -69,6 +75,5 @@ for w in sorted(wheels.glob("*.whl")):
     zipfile.ZipFile(w).extractall(site)
     print("  unpacked", w.name, file=sys.stderr)
 EOF
-# Wheels do not keep the executable bit zipfile drops; shared objects need none under qemu.
 touch "$STAMP"
 echo "$SYSROOT"
