@@ -9,9 +9,10 @@ TORCH ?= torch==2.13.0
 .PHONY: setup demo bench test test-fast clean
 
 setup:
-	# CPU torch first, pinned, so no dependency can pull a CUDA build
-	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[$(EXTRAS)]"
+	# CPU torch first, pinned, so no dependency can pull a CUDA build; then the build tools, and
+	# SIMDe so the NEON kernels are also compiled for x86 and run in the test suite
+	$(PIP) install -q "$(TORCH)" "setuptools>=64" "pybind11>=2.12" ninja "simde-py>=0.8"
+	$(PIP) install -q --no-build-isolation -e ".[$(EXTRAS)]"
 
 demo: setup
 	sqbert-fast demo

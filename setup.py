@@ -20,7 +20,11 @@ class CMakeExtension(Extension):
 
 
 class CMakeBuild(build_ext):
+    """One CMake run builds every module; _C_cuda is kept only when CMake produced it (nvcc found)."""
+
     def build_extension(self, ext: CMakeExtension) -> None:
+        if ext.name != "sqbert_fast._C":
+            return  # produced by the CMake run of sqbert_fast._C
         extdir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
         build_temp = Path(self.build_temp) / ext.name
         build_temp.mkdir(parents=True, exist_ok=True)
@@ -40,6 +44,10 @@ class CMakeBuild(build_ext):
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
         subprocess.run(["cmake", str(Path(__file__).parent.resolve()), *args], cwd=build_temp, check=True)
         subprocess.run(["cmake", "--build", ".", "--parallel", jobs], cwd=build_temp, check=True)
+        cuda = [e for e in self.extensions if e.name == "sqbert_fast._C_cuda"]
+        if cuda and not Path(self.get_ext_fullpath(cuda[0].name)).exists():
+            self.extensions.remove(cuda[0])  # CUDA not built here: nothing to install for it
 
 
-setup(ext_modules=[CMakeExtension("sqbert_fast._C")], cmdclass={"build_ext": CMakeBuild})
+setup(ext_modules=[CMakeExtension("sqbert_fast._C"), CMakeExtension("sqbert_fast._C_cuda")],
+      cmdclass={"build_ext": CMakeBuild})
