@@ -60,7 +60,8 @@ def run(args) -> int:
         print(f"ISA variants built: {', '.join(ext['built_isas'])}; usable here: {', '.join(ext['usable_isas'])}; "
               f"in use: {ext['isa_in_use']}")
         if ext.get("neon_impl") == "simde":
-            print("  (neon here = the NEON kernels through SIMDe emulation: for tests, never picked automatically)")
+            print("  (neon, neon_fp16 here = the NEON kernels through SIMDe emulation: for tests, never picked "
+                  "automatically)")
     cu = info["cuda_extension"]
     if cu.get("built"):
         print(f"CUDA extension: built for {cu.get('archs')}, cudart {cu.get('cudart')}" +

@@ -5,11 +5,14 @@ the ``test`` extra); on aarch64 it is native. Either way it must be built: a bui
 here with the fix, never skips. The whole encoder runs against the portable scalar kernels and
 transformers fp32 (<= 1e-4) at lengths around the 4-lane vector width and the 8-row GEMM tile, on
 configs whose groups hold whole heads (fused Q/K/V + attention), whose channel counts leave vector
-tails everywhere, and whose groups do not align with heads (general path).
+tails everywhere, and whose groups do not align with heads (general path). The neon_fp16 variant
+(fp16 weights and FMAs, fp32 flushes, LayerNorm/softmax in fp32) must stay within 3x of the error of
+transformers itself run in float16.
 """
 
 from __future__ import annotations
 
+import copy
 import platform
 
 import pytest
@@ -25,7 +28,6 @@ _C = pytest.importorskip("sqbert_fast._C")
 from sqbert_fast.backends.cpu import CpuRunner  # noqa: E402
 
 INFO = _C.cpu_info()
-NEON_BUILT = "neon" in INFO["built_isas"]
 NOT_BUILT = ("the neon ISA variant is not built into sqbert_fast._C. On x86 it needs SIMDe 0.8.x: "
              "`pip install simde-py` (in the `test` extra), then rebuild with "
              "`pip install --no-build-isolation -e .`; on aarch64 it is always built.")
@@ -43,9 +45,9 @@ CONFIGS = {
 }
 
 
-def _need_neon():
-    if not NEON_BUILT:
-        pytest.fail(NOT_BUILT)
+def _need_neon(isa: str = "neon"):
+    if isa not in INFO["built_isas"]:
+        pytest.fail(NOT_BUILT.replace("the neon ISA", f"the {isa} ISA"))
 
 
 def _models(name: str, layers: int = 2, seed: int = 0):
@@ -112,3 +114,32 @@ def test_neon_pooler_scores_and_hidden_states():
     assert (enc.pooled - want.pooler_output).abs().max().item() <= 1e-4
     for layer, hs in enumerate(want.hidden_states):
         assert max_diff_real(p.unpack(enc.hidden_states[layer]), hs, mask) <= 1e-4, f"hidden state {layer}"
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("L", (1, 5, 9, 17, 65))
+def test_neon_fp16_within_3x_of_pytorch_fp16(name, L):
+    _need_neon("neon_fp16")
+    hf, model = _models(name)
+    ids, mask = padded_batch(2, L, 211, "right", seed=L)
+    half = copy.deepcopy(model).half()  # the fp16 weights the engine packs (it reads them as fp32 copies)
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch16 = copy.deepcopy(hf).half()(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        got = _encode(CpuRunner(half, isa="neon_fp16"), half, ids, mask)
+        # the portable fp16-weight path (fp32 FMAs on the same weights): what the fp16 FMAs add on top
+        portable = _encode(CpuRunner(half, isa="scalar"), half, ids, mask)
+    torch_err = max_diff_real(torch16, want, mask)
+    err = max_diff_real(got, want, mask)
+    assert err <= 3 * torch_err, f"{name} L={L}: neon_fp16 {err:.2e} vs transformers fp16 {torch_err:.2e}"
+    assert max_diff_real(got, portable, mask) <= 3 * torch_err
+
+
+def test_fp16_is_offered_only_where_neon_fp16_runs_natively():
+    from sqbert_fast.backends import cpu as cpu_backend
+
+    reasons = cpu_backend.CpuBackend().reasons(torch.device("cpu"), torch.float16)
+    native = INFO.get("neon_impl") == "native" and "neon_fp16" in INFO["usable_isas"]
+    assert (not reasons) == native, reasons
+    if not native:
+        assert "neon_fp16" in reasons[0]

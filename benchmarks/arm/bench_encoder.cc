@@ -3,8 +3,10 @@
 // q/k/v/intermediate/output = 4, post-attention = 1) with random weights, batch x seq tokens,
 // prints ms per sequence and GFLOP/s (total and per thread = per core when threads <= cores).
 //
-//   bench_encoder [--seq 128] [--batch 1] [--threads 1] [--iters 20] [--warmup 3] [--isa NAME]
+//   bench_encoder [--seq 128] [--batch 1] [--threads 1] [--iters 20] [--warmup 3] [--isa NAME] [--fp16]
 //
+// --fp16 packs the conv weights as IEEE half: fp16 FMAs on neon_fp16 (ARMv8.2-A FP16 cores), the
+// portable fp16-weight path elsewhere.
 // --isa defaults to the best variant this CPU supports (SQBERT_FAST_FORCE_CPU_ISA also works);
 // `bench_encoder --list` prints the variants built and usable. FLOPs count the GEMMs (2 per
 // multiply-add: grouped convs, QK^T, PV, pooler excluded); LayerNorm/softmax/GELU are extra work.
@@ -74,6 +76,8 @@ int main(int argc, char** argv) {
   c.max_positions = 512, c.type_vocab = 2;
   c.q_groups = c.k_groups = c.v_groups = c.intermediate_groups = c.output_groups = 4;
   c.post_attention_groups = 1;
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--fp16")) c.fp16 = true;
   if (L < 1 || L > c.max_positions || B < 1 || threads < 1 || iters < 1) {
     std::fprintf(stderr, "bench_encoder: need 1 <= --seq <= 512, --batch/--threads/--iters >= 1\n");
     return 2;
@@ -138,8 +142,8 @@ int main(int argc, char** argv) {
                                       Hd * Id / c.intermediate_groups + Id * Hd / c.output_groups);
   const double attn_flops = 2 * 2 * Ld * Ld * Hd;
   const double gflop = B * c.layers * (conv_flops + attn_flops) * 1e-9;
-  std::printf("isa %s, threads %d, batch %lld x seq %lld, %d iters (median of %d)\n", enc.isa(), threads,
-              static_cast<long long>(B), static_cast<long long>(L), iters, iters);
+  std::printf("isa %s, %s weights, threads %d, batch %lld x seq %lld, median of %d iters\n", enc.isa(),
+              c.fp16 ? "fp16" : "fp32", threads, static_cast<long long>(B), static_cast<long long>(L), iters);
   std::printf("ms per sequence: %.2f (median), %.2f (best)\n", med / B, best / B);
   std::printf("GFLOP per batch: %.3f; GFLOP/s: %.2f total, %.2f per core\n", gflop, gflop / (med * 1e-3),
               gflop / (med * 1e-3) / threads);

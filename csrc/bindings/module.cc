@@ -61,7 +61,7 @@ T* optional_ptr(const py::object& obj, const char* name, std::vector<int64_t> sh
 
 class PyEncoder {
  public:
-  PyEncoder(py::dict config, py::dict weights, const std::string& isa, bool bf16) {
+  PyEncoder(py::dict config, py::dict weights, const std::string& isa, bool bf16, bool fp16) {
     auto geti = [&](const char* k) {
       if (!config.contains(k)) throw py::key_error(str_cat("config is missing '", k, "'"));
       return config[k].cast<int64_t>();
@@ -83,6 +83,8 @@ class PyEncoder {
     c.embedding_ln_eps = config["layer_norm_eps"].cast<float>();
     c.act = sqf::cpu::act_from_name(config["hidden_act"].cast<std::string>());
     c.bf16 = bf16;
+    c.fp16 = fp16;
+    if (bf16 && fp16) throw py::value_error("give at most one of bf16 and fp16");
     const int64_t H = c.hidden, I = c.intermediate;
     auto check_groups = [&](int64_t g, int64_t in, int64_t out, const char* name) {
       if (g < 1 || in % g || out % g)
@@ -216,6 +218,7 @@ py::dict cpu_info() {
   d["neon_impl"] = "native";
 #endif
   d["bf16_isas"] = py::cast(std::vector<std::string>{"avx512_bf16", "amx"});
+  d["fp16_isas"] = py::cast(std::vector<std::string>{"neon_fp16"});
   return d;
 }
 
@@ -239,8 +242,9 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("get_num_threads", [] { return sqf::ThreadPool::global().num_threads(); });
   py::class_<PyEncoder>(m, "Encoder")
-      .def(py::init<py::dict, py::dict, const std::string&, bool>(), py::arg("config"),
-           py::arg("weights"), py::arg("isa"), py::arg("bf16") = false)
+      .def(py::init<py::dict, py::dict, const std::string&, bool, bool>(), py::arg("config"),
+           py::arg("weights"), py::arg("isa"), py::arg("bf16") = false,
+           py::arg("fp16") = false)
       .def("forward", &PyEncoder::forward, py::arg("input_ids"), py::arg("inputs_embeds"),
            py::arg("token_type_ids"), py::arg("position_ids"), py::arg("cu_seqlens"),
            py::arg("key_valid"), py::arg("last_hidden"), py::arg("hidden_states") = py::none(),

@@ -126,6 +126,7 @@ bool cpu_has(Isa isa) {
     case Isa::avx512_bf16: return cpu_has(Isa::avx512) && f.avx512_bf16;
     case Isa::amx: return cpu_has(Isa::avx512_bf16) && f.amx_permitted;
     case Isa::neon: return f.neon || kNeonViaSimde;
+    case Isa::neon_fp16: return (f.neon && f.asimdhp) || kNeonViaSimde;  // HWCAP_ASIMDHP
   }
   return false;
 }
@@ -145,15 +146,16 @@ const char* isa_name(Isa isa) {
     case Isa::avx512_bf16: return "avx512_bf16";
     case Isa::amx: return "amx";
     case Isa::neon: return "neon";
+    case Isa::neon_fp16: return "neon_fp16";
   }
   return "?";
 }
 
 Isa isa_from_name(const std::string& name) {
-  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::amx, Isa::neon})
+  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::amx, Isa::neon, Isa::neon_fp16})
     if (name == isa_name(i)) return i;
   throw std::invalid_argument(str_cat("unknown CPU ISA '", name,
-                                      "' (expected one of scalar, avx2, avx512, avx512_bf16, amx, neon)"));
+                                      "' (expected one of scalar, avx2, avx512, avx512_bf16, amx, neon, neon_fp16)"));
 }
 
 std::vector<Isa> built_isas() {
@@ -173,6 +175,9 @@ std::vector<Isa> built_isas() {
 #ifdef SQF_HAVE_NEON
   v.push_back(Isa::neon);
 #endif
+#ifdef SQF_HAVE_NEON_FP16
+  v.push_back(Isa::neon_fp16);
+#endif
   return v;
 }
 
@@ -186,7 +191,7 @@ Isa best_isa() {
   Isa best = Isa::scalar;
   for (Isa b : built_isas())
     if (cpu_has(b) && static_cast<int>(b) > static_cast<int>(best) &&
-        !(b == Isa::neon && kNeonViaSimde))
+        !(kNeonViaSimde && (b == Isa::neon || b == Isa::neon_fp16)))
       best = b;
   return best;
 }

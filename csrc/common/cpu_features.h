@@ -9,7 +9,7 @@ namespace sqf {
 
 // Ordered by preference on x86. avx512_bf16 and amx run the same fp32 kernels as avx512; they
 // differ in the bf16 GEMM (vdpbf16ps register tiles vs AMX tiles).
-enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, amx = 4, neon = 5 };
+enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, amx = 4, neon = 5, neon_fp16 = 6 };
 
 struct CpuFeatures {
   bool avx2 = false, fma = false;

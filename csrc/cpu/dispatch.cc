@@ -24,6 +24,9 @@ SQF_DECLARE_TABLE(isa_amx)
 #ifdef SQF_HAVE_NEON
 SQF_DECLARE_TABLE(isa_neon)
 #endif
+#ifdef SQF_HAVE_NEON_FP16
+SQF_DECLARE_TABLE(isa_neon_fp16)
+#endif
 
 const KernelTable& kernel_table(Isa isa) {
   SQF_CHECK(isa_supported(isa), "CPU ISA '", isa_name(isa),
@@ -43,6 +46,9 @@ const KernelTable& kernel_table(Isa isa) {
 #endif
 #ifdef SQF_HAVE_NEON
     case Isa::neon: return isa_neon::table();
+#endif
+#ifdef SQF_HAVE_NEON_FP16
+    case Isa::neon_fp16: return isa_neon_fp16::table();
 #endif
     default: return isa_scalar::table();
   }

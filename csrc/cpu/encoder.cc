@@ -16,6 +16,25 @@ uint16_t float_to_bf16(float x) {
   return static_cast<uint16_t>(u >> 16);
 }
 
+uint16_t float_to_half(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00u;                 // NaN
+  if (a >= 0x477ff000u) return sign | 0x7c00u;                // rounds to >= 65520: inf
+  if (a < 0x38800000u) {                                      // below 2^-14: subnormal or 0
+    const uint32_t m = (a & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(a >> 23);         // 14..: value = m * 2^(e-150)
+    if (shift > 24) return sign;
+    const uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    return sign | static_cast<uint16_t>(h + (rem > half || (rem == half && (h & 1u))));
+  }
+  const uint32_t r = a - 0x38000000u;                          // rebias 127 -> 15
+  const uint32_t h = r >> 13, rem = r & 0x1fffu;
+  return sign | static_cast<uint16_t>(h + (rem > 0x1000u || (rem == 0x1000u && (h & 1u))));
+}
+
 Act act_from_name(const std::string& n) {
   if (n == "gelu" || n == "gelu_python") return Act::gelu;
   if (n == "gelu_new" || n == "gelu_pytorch_tanh" || n == "gelu_fast") return Act::gelu_tanh;
@@ -69,6 +88,17 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
         }
     packed16_.push_back(std::move(w16));
     gl.wt16 = packed16_.back().data();
+  } else if (cfg_.fp16) {
+    // Re-lay as fp16 panels of 16 columns, [K][16] each (gemm_f16.cc).
+    const int64_t P = kF16Panel, p16 = (No + P - 1) / P;
+    std::vector<uint16_t> w16(static_cast<size_t>(groups * p16 * Ni * P), 0);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t col = 0; col < No; ++col)
+        for (int64_t i = 0; i < Ni; ++i)
+          w16[((g * p16 + col / P) * Ni + i) * P + col % P] =
+              float_to_half(wt[(g * panels + col / nr) * Ni * nr + i * nr + col % nr]);
+    packed16_.push_back(std::move(w16));
+    gl.wt_f16 = packed16_.back().data();
   } else {
     packed_.push_back(std::move(wt));
     gl.wt = packed_.back().data();

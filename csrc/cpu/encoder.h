@@ -27,6 +27,9 @@ struct EncoderConfig {
   // bf16: conv weights packed as bf16 (GEMMs on AMX tiles / AVX512-BF16, fp32 accumulation);
   // activations, LayerNorm and softmax stay fp32.
   bool bf16 = false;
+  // fp16: conv weights packed as IEEE half (fp16 FMAs on neon_fp16, flushed to fp32 every 32 k);
+  // activations, LayerNorm and softmax stay fp32.
+  bool fp16 = false;
 };
 
 // Raw weights in transformers' layout (conv weights [out, in/groups, 1], linear [out, in]).
@@ -90,6 +93,7 @@ class Encoder {
 
 Act act_from_name(const std::string& name);
 uint16_t float_to_bf16(float x);
+uint16_t float_to_half(float x);  // IEEE binary16, round to nearest even
 
 }  // namespace cpu
 }  // namespace sqf

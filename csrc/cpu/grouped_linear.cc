@@ -121,6 +121,10 @@ void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const 
     const int64_t Kp = ceil_div(Ni, 32) * 32, panels = ceil_div(No, kBf16Panel);
     gemm_bf16(A, lda, w.wt16 + (g * panels + j0 / kBf16Panel) * Kp * kBf16Panel, Ni, C, ldc, M, n,
               bias, act);
+  } else if (w.wt_f16) {
+    const int64_t panels = ceil_div(No, kF16Panel);
+    gemm_f16(A, lda, w.wt_f16 + (g * panels + j0 / kF16Panel) * Ni * kF16Panel, Ni, C, ldc, M, n, bias,
+             act);
   } else {
     const int64_t panels = ceil_div(No, NR);
     gemm(A, lda, w.wt + (g * panels + j0 / NR) * Ni * NR, NR, true, Ni, C, ldc, M, n, bias, act);

@@ -91,7 +91,12 @@ void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float*
 // bf16 packing); j0 must be a multiple of panel_width(w).
 void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const float* A,
                 int64_t lda, float* C, int64_t ldc, int64_t M, Act act);
-inline int64_t panel_width(const GroupedLinear& w) { return w.wt16 ? kBf16Panel : kNR; }
+// C[M, N] = act(A[M, K] @ B + bias) with B fp16 panels (see kernels.h).
+void gemm_f16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
+              int64_t M, int64_t N, const float* bias, Act act);
+inline int64_t panel_width(const GroupedLinear& w) {
+  return w.wt16 ? kBf16Panel : w.wt_f16 ? kF16Panel : kNR;
+}
 // Rows per task for a row-blocked op with `parallel_other` independent tasks per row block.
 int64_t row_block(int64_t rows, int64_t parallel_other, int threads);
 

@@ -22,13 +22,17 @@ enum class Act : int { none = 0, gelu = 1, gelu_tanh = 2, relu = 3, silu = 4, ta
 // bf16 weights use one layout on every ISA (gemm_bf16.cc): VNNI panels of 32 columns,
 // [groups][ceil((out/groups)/32)][Kp/2][32][2] with Kp = in/groups rounded up to 32.
 constexpr int64_t kBf16Panel = 32;
+// fp16 weights (gemm_f16.cc; fp16 arithmetic on neon_fp16): panels of 16 columns,
+// [groups][ceil((out/groups)/16)][in/groups][16] IEEE half.
+constexpr int64_t kF16Panel = 16;
 
 struct GroupedLinear {
   int64_t in = 0, out = 0, groups = 1;
   const float* wt = nullptr;      // fp32 panels [groups][ceil((out/groups)/nr)][in/groups][nr]
   const uint16_t* wt16 = nullptr;  // or bf16 VNNI panels (then wt == nullptr)
+  const uint16_t* wt_f16 = nullptr;  // or fp16 panels
   const float* bias = nullptr;    // [out] or nullptr
-  bool packed() const { return wt || wt16; }
+  bool packed() const { return wt || wt16 || wt_f16; }
 };
 
 struct LayerWeights {

@@ -2,7 +2,9 @@
 // sources do not change). One variant per build flag set, all compiled from this file:
 //
 //   neon   (aarch64, -march=armv8-a):   W = 4 lanes of fp32 (float32x4_t), vfmaq_f32.
-//   neon   (x86, SQF_NEON_SIMDE):        the same code through SIMDe 0.8.x with native aliases,
+//   neon_fp16 (-march=armv8.2-a+fp16, SQF_NEON_FP16): the same fp32 code plus the fp16-weight
+//                                        GEMM of gemm_f16.cc (FMLA .8h), chosen when HWCAP_ASIMDHP.
+//   both on x86 (SQF_NEON_SIMDE):        the same code through SIMDe 0.8.x with native aliases,
 //                                        so the NEON kernels run (slowly) in the x86 test suite.
 //
 // AArch64 has no masked loads/stores: tails are assembled from 64-bit and single-lane loads and

@@ -10,6 +10,10 @@ products, accumulating in fp32); embeddings, biases and LayerNorm parameters are
 fp32 copies, activations/LayerNorm/softmax run in fp32, and the outputs stay fp32: rounding hidden
 states of magnitude ~4 to bf16 alone would cost 1.6e-2, more than the whole engine's error. The
 task heads in modeling.py cast to their own weight dtype.
+
+float16 models (ARMv8.2-A cores with fp16 arithmetic, variant neon_fp16): the conv weights are packed as
+IEEE half and the GEMMs run fp16 FMAs whose partial sums are flushed into fp32 every 32 products;
+everything else is as for bfloat16.
 """
 
 from __future__ import annotations
@@ -42,6 +46,14 @@ def bf16_supported() -> bool:
     return any(isa in info["usable_isas"] for isa in info["bf16_isas"])
 
 
+def fp16_supported() -> bool:
+    """True when this CPU runs the fp16 GEMM natively (neon_fp16: ARMv8.2-A FP16; not SIMDe emulation)."""
+    if _C is None:
+        return False
+    info = _C.cpu_info()
+    return info.get("neon_impl") == "native" and any(isa in info["usable_isas"] for isa in info["fp16_isas"])
+
+
 def default_isa() -> str:
     """The ISA the cpu backend will use (SQBERT_FAST_FORCE_CPU_ISA if set, validated)."""
     if _C is None:
@@ -56,13 +68,13 @@ class CpuRunner(Runner):
         self.isa = isa or default_isa()
         raw = encoder_weights(base_model)
         self.dtype = next(iter(raw.values())).dtype
-        if self.dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"the cpu backend runs float32 or bfloat16 models, not {self.dtype}")
-        bf16 = self.dtype == torch.bfloat16
+        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"the cpu backend runs float32, bfloat16 or float16 models, not {self.dtype}")
+        bf16, fp16 = self.dtype == torch.bfloat16, self.dtype == torch.float16
         self.out_dtype = torch.float32  # the engine computes fp32 activations; see the module docstring
         # fp32: zero-copy views. bf16: fp32 copies, the conv ones freed once C++ has packed them.
-        weights = {k: (v.float() if bf16 else v).contiguous().numpy() for k, v in raw.items()}
-        self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16)
+        weights = {k: (v.float() if bf16 or fp16 else v).contiguous().numpy() for k, v in raw.items()}
+        self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16, fp16=fp16)
 
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
         cfg, T, H = self.cfg, p.tokens, self.cfg.hidden_size
@@ -100,8 +112,13 @@ class CpuBackend(Backend):
         if dtype == torch.bfloat16:
             if _C is not None and not bf16_supported():
                 r.append("bfloat16 needs AMX-BF16 or AVX512-BF16, which this CPU (or build) lacks")
+        elif dtype == torch.float16:
+            if _C is not None and not fp16_supported():
+                r.append("float16 needs an ARMv8.2-A core with fp16 arithmetic (ISA neon_fp16), which this CPU "
+                         "(or build) lacks")
         elif dtype != torch.float32:
-            r.append(f"runs float32 and bfloat16 (where the CPU has bf16 dot products), the model is {dtype}")
+            r.append(f"runs float32, bfloat16 (where the CPU has bf16 dot products) and float16 (ARM fp16), "
+                     f"the model is {dtype}")
         if _C is not None and os.environ.get("SQBERT_FAST_FORCE_CPU_ISA"):
             try:
                 _C.default_isa()

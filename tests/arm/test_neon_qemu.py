@@ -46,7 +46,7 @@ def load_case(name: str):
 
 def test_native_aarch64_build():
     assert platform.machine() == "aarch64", f"expected to run under qemu-aarch64, got {platform.machine()}"
-    assert {"scalar", "neon"} <= set(INFO["built_isas"]), INFO["built_isas"]
+    assert {"scalar", "neon", "neon_fp16"} <= set(INFO["built_isas"]), INFO["built_isas"]
     assert not {"avx2", "avx512"} & set(INFO["built_isas"]), "x86 variants in an aarch64 build"
     assert INFO.get("neon_impl") == "native"
     assert INFO["features"]["neon"]
@@ -61,7 +61,7 @@ def test_hwcaps_and_dispatch_follow_the_cpu(monkeypatch):
     usable = INFO["usable_isas"]
     assert "neon" in usable
     monkeypatch.delenv("SQBERT_FAST_FORCE_CPU_ISA", raising=False)
-    assert _C.default_isa() == INFO["best_isa"]
+    assert _C.default_isa() == INFO["best_isa"] == ("neon_fp16" if fp16 else "neon")
     # the best variant this CPU can run; variants needing fp16/dotprod only where the HWCAPs say so
     for isa in usable:
         if "fp16" in isa:
@@ -95,3 +95,27 @@ def test_encoder_matches_reference(case, isa):
     assert err <= 1e-4, f"{case}/{isa}: last hidden state off by {err:.2e} vs the reference backend"
     err = float(np.abs(pooled - want["pooled"]).max())
     assert err <= 1e-4, f"{case}/{isa}: pooled output off by {err:.2e} vs the reference backend"
+
+
+def _run_fp16(case, isa):
+    cfg, weights, x, want = load_case(case)
+    enc = _C.Encoder(cfg, weights, isa, fp16=True)
+    T, H = x["input_ids"].shape[0], cfg["hidden_size"]
+    last = np.full((T, H), np.nan, dtype=np.float32)
+    enc.forward(x["input_ids"], None, x["token_type_ids"], x["position_ids"], x["cu_seqlens"], x["key_valid"],
+                last)
+    return float(np.abs(last - want["last_hidden"]).max())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fp16_weights(case):
+    """The test weights are multiples of 2^-6 below 2, exact in fp16: the portable fp16-weight path
+    (fp32 FMAs) matches the fp32 reference to fp32 accuracy; neon_fp16 (fp16 FMAs, where the CPU has
+    them) within fp16 activation rounding."""
+    assert _run_fp16(case, "neon") <= 1e-4
+    if "neon_fp16" in INFO["usable_isas"]:
+        err = _run_fp16(case, "neon_fp16")
+        assert 0 < err <= 2e-2, f"{case}: neon_fp16 off by {err:.2e}"
+    else:
+        with pytest.raises(ValueError, match="neon_fp16"):
+            _C.Encoder(*load_case(case)[:2], "neon_fp16", fp16=True)
