@@ -64,10 +64,12 @@ class Summary:
         return self.tokens / self.seconds if self.seconds else 0.0
 
     def __str__(self) -> str:
-        return (f"{self.rows:,} rows ({self.written:,} written, {self.errors:,} errors), {self.tokens:,} tokens "
-                f"in {_duration(self.seconds)}: {self.rows_per_s:,.1f} rows/s, {self.tokens_per_s:,.0f} tokens/s; "
-                f"model busy {self.model_seconds / self.seconds if self.seconds else 0:.0%} of the time, "
-                f"{self.wait_seconds:.1f} s waiting for input")
+        text = (f"{self.rows:,} rows ({self.written:,} written, {self.errors:,} errors), {self.tokens:,} tokens "
+                f"in {_duration(self.seconds)}: {self.rows_per_s:,.1f} rows/s, {self.tokens_per_s:,.0f} tokens/s")
+        if self.model_seconds and self.seconds:  # measured by the local pipeline only
+            text += (f"; model busy {self.model_seconds / self.seconds:.0%} of the time, "
+                     f"{self.wait_seconds:.1f} s waiting for input")
+        return text
 
 
 def _duration(seconds: float) -> str:
