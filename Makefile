@@ -6,7 +6,7 @@ PIP ?= $(PY) -m pip
 EXTRAS ?= test,hub,triton,bench,scoring,ray
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo bench test test-fast clean
+.PHONY: setup demo bench test clean
 
 setup:
 	# CPU torch first, pinned, so no dependency can pull a CUDA build; then the build tools, and
@@ -24,6 +24,8 @@ test: setup
 	$(PY) -m pytest -q tests
 	# benchmark suite in smoke mode: one tiny shape per provider, every result checked against transformers
 	SQBERT_FAST_BENCH_SMOKE=1 $(PY) -m pytest -q -rs benchmarks
+	# aarch64: cross-build _C and run the NEON tests under qemu (default CPU and cortex-a53)
+	PYTHON=$(PY) bash scripts/arm/check.sh
 
 clean:
 	rm -rf build *.egg-info sqbert_fast/*.so .pytest_cache
