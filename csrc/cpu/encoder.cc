@@ -196,13 +196,13 @@ void Encoder::forward(const ForwardArgs& a) {
     ws->tokens = std::max(ws->tokens, T);
     ws->max_len = std::max(ws->max_len, max_len);
     ws->threads = std::max(ws->threads, threads);
-    const int64_t qkv_cols = layers_.empty() || layers_[0].qkv.packed() ? 0 : 3 * H;
+    const int64_t qkv_cols = 3 * H;  // also used by the fused weights when tasks are few
     const int64_t need = ws->tokens * (qkv_cols + H + H + 2 * H + I) + ws->tokens * H +
                          ws->threads * attention_scratch_floats(ws->max_len, H, cfg_.heads);
     ws->buf.assign(static_cast<size_t>(need), 0.f);
   }
   float* p = ws->buf.data();
-  float* qkv = p;           p += layers_.empty() || layers_[0].qkv.packed() ? 0 : ws->tokens * 3 * H;
+  float* qkv = p;           p += ws->tokens * 3 * H;
   float* ctx = p;           p += ws->tokens * H;
   float* mid = p;           p += ws->tokens * H;
   float* ping[2] = {p, p + ws->tokens * H};  p += 2 * ws->tokens * H;

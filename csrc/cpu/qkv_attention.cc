@@ -6,8 +6,9 @@
 // shared [T, 3H] buffer), then for each head of the group: K^T (pre-scaled by 1/sqrt d) ->
 // S = Q K^T (GEMM micro-kernel) -> masked softmax rows (vectorised exp) -> ctx = P V (GEMM),
 // rows scaled by 1/sum at the end (d values per row instead of L).
-// General path (groups not aligned with heads): grouped GEMMs into the [T, 3H] workspace, then
-// one task per (sequence, head) running the same attention core.
+// General path (groups not aligned with heads), and the fused weights when (sequence, group)
+// tasks are too few for the threads: grouped GEMMs into the [T, 3H] workspace, then one task per
+// (sequence, head) running the same attention core.
 // Keys whose key_valid is 0 (padding kept only for the pooler) get transformers' additive mask
 // (float lowest), i.e. probability exactly 0.
 #include <cfloat>
@@ -93,6 +94,25 @@ KeyMask key_mask(const uint8_t* valid, int64_t L, float* buf) {
 void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& pool) {
   const int64_t H = a.hidden, d = H / a.heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  if (w.qkv.packed() && a.batch * w.qkv.groups < 2 * pool.num_threads()) {
+    // Too few (sequence, group) tasks to keep every thread busy (batch 1 with one group, as in
+    // BERT-shaped models): project Q/K/V for all tokens with the parallel grouped GEMM into the
+    // [T, 3H] workspace (group g's columns are [q_g | k_g | v_g]), then one task per
+    // (sequence, head).
+    const int64_t G = w.qkv.groups, No = H / G, hpg = No / d, ldq = 3 * H;
+    grouped_linear(w.qkv, a.x, H, a.qkv, ldq, a.tokens, Act::none, pool);
+    auto task = [&](int64_t t, int thread) {
+      const int64_t b = t / a.heads, h = t % a.heads;
+      const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;
+      float* maskbuf = a.scratch + thread * a.scratch_per_thread;
+      const float* q0 = a.qkv + base * ldq + (h / hpg) * 3 * No + (h % hpg) * d;
+      float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
+      attend(q0, q0 + No, q0 + 2 * No, ldq, L, d, scale, key_mask(a.key_valid + base, L, maskbuf),
+             maskbuf + 2 * L, a.ctx + base * H + h * d, H, sc);
+    };
+    parallel_for(pool, a.batch * a.heads, task);
+    return;
+  }
   if (w.qkv.packed()) {
     const int64_t G = w.qkv.groups, No = H / G, hpg = No / d, ld = 3 * No;
     auto task = [&](int64_t t, int thread) {
