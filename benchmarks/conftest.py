@@ -118,6 +118,11 @@ def provider_cells(config, smoke: bool):
 
 def pytest_generate_tests(metafunc):
     smoke = metafunc.config.getoption("--smoke")
+    if "op_provider" in metafunc.fixturenames:  # the per-op files (bench_<op>.py)
+        from sqf_op_bench import op_providers
+
+        ops = op_providers(smoke)
+        metafunc.parametrize("op_provider", ops, ids=ops)
     if "cell" in metafunc.fixturenames:
         cells = provider_cells(metafunc.config, smoke)
         metafunc.parametrize("cell", cells, ids=[f"{p}-{q}" for p, q in cells])

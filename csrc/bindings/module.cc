@@ -139,28 +139,86 @@ class PyEncoder {
     enc_ = std::make_unique<sqf::cpu::Encoder>(c, raw, sqf::isa_from_name(isa));
   }
 
-  void forward(py::object input_ids, py::object inputs_embeds, py::object token_type_ids,
-               py::object position_ids, py::object cu_seqlens, py::object key_valid,
-               py::object last_hidden, py::object hidden_states, py::object scores,
-               py::object pool_rows, py::object pooled) {
-    const auto& c = enc_->config();
+  // cu_seqlens + key_valid of a packed batch, checked.
+  static sqf::cpu::ForwardArgs packed_batch(py::object cu_seqlens, py::object key_valid) {
     sqf::cpu::ForwardArgs a;
     const int64_t* cu = array_ptr<int64_t>(cu_seqlens, "cu_seqlens", {-1});
     a.batch = py::reinterpret_borrow<py::array>(cu_seqlens).shape(0) - 1;
     if (a.batch < 1) throw py::value_error("empty batch: cu_seqlens needs at least 2 entries");
     a.tokens = cu[a.batch];
-    const int64_t T = a.tokens, B = a.batch, H = c.hidden;
-    if (T < 1) throw py::value_error("empty batch: no tokens");
-    for (int64_t b = 0; b < B; ++b)
+    if (a.tokens < 1) throw py::value_error("empty batch: no tokens");
+    for (int64_t b = 0; b < a.batch; ++b)
       if (cu[b + 1] < cu[b]) throw py::value_error("cu_seqlens must be non-decreasing");
     a.cu_seqlens = cu;
+    if (!key_valid.is_none()) a.key_valid = array_ptr<uint8_t>(key_valid, "key_valid", {a.tokens});
+    return a;
+  }
+
+  void embed_inputs(sqf::cpu::ForwardArgs& a, py::object input_ids, py::object inputs_embeds,
+                    py::object token_type_ids, py::object position_ids) {
+    const int64_t T = a.tokens;
     a.input_ids = optional_ptr<int64_t>(input_ids, "input_ids", {T});
-    a.inputs_embeds = optional_ptr<float>(inputs_embeds, "inputs_embeds", {T, H});
+    a.inputs_embeds = optional_ptr<float>(inputs_embeds, "inputs_embeds", {T, enc_->config().hidden});
     if (!a.input_ids == !a.inputs_embeds)
       throw py::value_error("give exactly one of input_ids and inputs_embeds");
     a.token_type_ids = array_ptr<int64_t>(token_type_ids, "token_type_ids", {T});
     a.position_ids = array_ptr<int64_t>(position_ids, "position_ids", {T});
-    a.key_valid = array_ptr<uint8_t>(key_valid, "key_valid", {T});
+  }
+
+  // ---- single fused ops (per-op tests and benchmarks) ----
+  void embed_ln(py::object input_ids, py::object inputs_embeds, py::object token_type_ids,
+                py::object position_ids, py::object out) {
+    const py::object ids = input_ids.is_none() ? inputs_embeds : input_ids;
+    if (!py::isinstance<py::array>(ids)) throw py::type_error("input_ids or inputs_embeds must be a numpy array");
+    sqf::cpu::ForwardArgs a;
+    a.tokens = py::reinterpret_borrow<py::array>(ids).shape(0);
+    if (a.tokens < 1) throw py::value_error("empty batch: no tokens");
+    embed_inputs(a, input_ids, inputs_embeds, token_type_ids, position_ids);
+    float* o = array_ptr<float>(out, "out", {a.tokens, enc_->config().hidden}, true);
+    py::gil_scoped_release release;
+    enc_->embed_ln(a, o);
+  }
+
+  void qkv_attention(int64_t layer, py::object x, py::object cu_seqlens, py::object key_valid,
+                     py::object out) {
+    sqf::cpu::ForwardArgs a = packed_batch(cu_seqlens, key_valid);
+    if (!a.key_valid) throw py::value_error("key_valid is required");
+    const int64_t H = enc_->config().hidden;
+    const float* xp = array_ptr<float>(x, "x", {a.tokens, H});
+    float* o = array_ptr<float>(out, "out", {a.tokens, H}, true);
+    py::gil_scoped_release release;
+    enc_->qkv_attention(layer, a, xp, o);
+  }
+
+  void attn_out_ln(int64_t layer, py::object ctx, py::object residual, py::object out) {
+    const int64_t H = enc_->config().hidden;
+    const float* c = array_ptr<float>(ctx, "ctx", {-1, H});
+    const int64_t T = py::reinterpret_borrow<py::array>(ctx).shape(0);
+    const float* r = array_ptr<float>(residual, "residual", {T, H});
+    float* o = array_ptr<float>(out, "out", {T, H}, true);
+    py::gil_scoped_release release;
+    enc_->attn_out_ln(layer, T, c, r, o);
+  }
+
+  void ffn_ln(int64_t layer, py::object x, py::object out) {
+    const int64_t H = enc_->config().hidden;
+    const float* xp = array_ptr<float>(x, "x", {-1, H});
+    const int64_t T = py::reinterpret_borrow<py::array>(x).shape(0);
+    float* o = array_ptr<float>(out, "out", {T, H}, true);
+    py::gil_scoped_release release;
+    enc_->ffn_ln(layer, T, xp, o);
+  }
+
+  void forward(py::object input_ids, py::object inputs_embeds, py::object token_type_ids,
+               py::object position_ids, py::object cu_seqlens, py::object key_valid,
+               py::object last_hidden, py::object hidden_states, py::object scores,
+               py::object pool_rows, py::object pooled) {
+    const auto& c = enc_->config();
+    sqf::cpu::ForwardArgs a = packed_batch(cu_seqlens, key_valid);
+    if (!a.key_valid) throw py::value_error("key_valid is required");
+    const int64_t* cu = a.cu_seqlens;
+    const int64_t T = a.tokens, B = a.batch, H = c.hidden;
+    embed_inputs(a, input_ids, inputs_embeds, token_type_ids, position_ids);
     a.last_hidden = array_ptr<float>(last_hidden, "last_hidden", {T, H}, true);
     a.hidden_states =
         optional_ptr<float>(hidden_states, "hidden_states", {c.layers + 1, T, H}, true);
@@ -250,11 +308,16 @@ PYBIND11_MODULE(_C, m) {
            py::arg("key_valid"), py::arg("last_hidden"), py::arg("hidden_states") = py::none(),
            py::arg("scores") = py::none(), py::arg("pool_rows") = py::none(),
            py::arg("pooled") = py::none())
+      .def("embed_ln", &PyEncoder::embed_ln, py::arg("input_ids"), py::arg("inputs_embeds"),
+           py::arg("token_type_ids"), py::arg("position_ids"), py::arg("out"),
+           "embeddings gather + sum + LayerNorm on packed rows")
+      .def("qkv_attention", &PyEncoder::qkv_attention, py::arg("layer"), py::arg("x"),
+           py::arg("cu_seqlens"), py::arg("key_valid"), py::arg("out"),
+           "one layer's grouped Q/K/V projection + attention on packed rows")
+      .def("attn_out_ln", &PyEncoder::attn_out_ln, py::arg("layer"), py::arg("ctx"),
+           py::arg("residual"), py::arg("out"), "post-attention conv + residual + LayerNorm")
+      .def("ffn_ln", &PyEncoder::ffn_ln, py::arg("layer"), py::arg("x"), py::arg("out"),
+           "grouped FFN + activation + output conv + residual + LayerNorm")
       .def_property_readonly("isa", &PyEncoder::isa)
       .def_property_readonly("packed_weight_bytes", &PyEncoder::packed_weight_bytes);
-#ifdef SQF_WITH_CUDA
-  m.attr("with_cuda") = true;
-#else
-  m.attr("with_cuda") = false;
-#endif
 }

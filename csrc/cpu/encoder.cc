@@ -152,12 +152,12 @@ int64_t Encoder::packed_weight_bytes() const {
   return n;
 }
 
-std::unique_ptr<Encoder::Workspace> Encoder::acquire() {
+Encoder::Lease Encoder::lease() {
   std::lock_guard<std::mutex> lock(ws_mutex_);
-  if (free_ws_.empty()) return std::make_unique<Workspace>();
-  auto ws = std::move(free_ws_.back());
+  if (free_ws_.empty()) return Lease{this, std::make_unique<Workspace>()};
+  Lease l{this, std::move(free_ws_.back())};
   free_ws_.pop_back();
-  return ws;
+  return l;
 }
 
 void Encoder::release(std::unique_ptr<Workspace> ws) {
@@ -165,14 +165,12 @@ void Encoder::release(std::unique_ptr<Workspace> ws) {
   free_ws_.push_back(std::move(ws));
 }
 
-void Encoder::forward(const ForwardArgs& a) {
-  const int64_t T = a.tokens, B = a.batch, H = cfg_.hidden, I = cfg_.intermediate;
+int64_t Encoder::check_batch(const ForwardArgs& a) const {
+  const int64_t T = a.tokens, B = a.batch;
   SQF_CHECK(B >= 1 && T >= 1, "empty batch");
   SQF_CHECK(a.cu_seqlens[0] == 0 && a.cu_seqlens[B] == T, "cu_seqlens must start at 0 and end at ",
             T, " tokens");
   int64_t max_len = 0;
-  std::vector<int64_t> score_offsets(B);
-  int64_t score_per_layer = 0;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t L = a.cu_seqlens[b + 1] - a.cu_seqlens[b];
     SQF_CHECK(L >= 1, "sequence ", b, " is empty");
@@ -182,49 +180,42 @@ void Encoder::forward(const ForwardArgs& a) {
     for (int64_t t = a.cu_seqlens[b]; t < a.cu_seqlens[b + 1]; ++t) any_key |= a.key_valid[t] != 0;
     SQF_CHECK(any_key, "sequence ", b, " has no unmasked token to attend to");
     max_len = std::max(max_len, L);
-    score_offsets[b] = score_per_layer;
-    score_per_layer += cfg_.heads * L * L;
   }
-  if (a.pool_rows)
-    for (int64_t b = 0; b < B; ++b)
-      SQF_CHECK_INDEX(a.pool_rows[b] >= 0 && a.pool_rows[b] < T, "pool row out of range");
+  return max_len;
+}
 
-  ThreadPool& pool = ThreadPool::global();
-  auto ws = acquire();
-  const int64_t threads = pool.num_threads();
-  if (ws->tokens < T || ws->max_len < max_len || ws->threads < threads) {
-    ws->tokens = std::max(ws->tokens, T);
-    ws->max_len = std::max(ws->max_len, max_len);
-    ws->threads = std::max(ws->threads, threads);
-    const int64_t qkv_cols = 3 * H;  // also used by the fused weights when tasks are few
-    const int64_t need = ws->tokens * (qkv_cols + H + H + 2 * H + I) + ws->tokens * H +
-                         ws->threads * attention_scratch_floats(ws->max_len, H, cfg_.heads);
-    ws->buf.assign(static_cast<size_t>(need), 0.f);
-  }
-  float* p = ws->buf.data();
-  float* qkv = p;           p += ws->tokens * 3 * H;
-  float* ctx = p;           p += ws->tokens * H;
-  float* mid = p;           p += ws->tokens * H;
-  float* ping[2] = {p, p + ws->tokens * H};  p += 2 * ws->tokens * H;
-  float* inter = p;         p += ws->tokens * I;
-  float* pooled_in = p;     p += ws->tokens * H;
-  float* scratch = p;
+void Encoder::reserve(Workspace& ws, int64_t tokens, int64_t max_len, int64_t threads) const {
+  if (ws.tokens >= tokens && ws.max_len >= max_len && ws.threads >= threads) return;
+  const int64_t H = cfg_.hidden, I = cfg_.intermediate;
+  ws.tokens = std::max(ws.tokens, tokens);
+  ws.max_len = std::max(ws.max_len, max_len);
+  ws.threads = std::max(ws.threads, threads);
+  // qkv [T, 3H] (also used by the fused weights when tasks are few), ctx, mid, 2 x ping-pong,
+  // intermediate [T, I], pooler input, then per-thread attention scratch
+  const int64_t need = ws.tokens * (3 * H + H + H + 2 * H + I) + ws.tokens * H +
+                       ws.threads * attention_scratch_floats(ws.max_len, H, cfg_.heads);
+  ws.buf.assign(static_cast<size_t>(need), 0.f);
+}
 
-  struct Release {
-    Encoder* e;
-    std::unique_ptr<Workspace>* ws;
-    ~Release() { e->release(std::move(*ws)); }
-  } release_guard{this, &ws};
+Encoder::Slots Encoder::slots(Workspace& ws) const {
+  const int64_t H = cfg_.hidden, I = cfg_.intermediate, T = ws.tokens;
+  Slots s;
+  float* p = ws.buf.data();
+  s.qkv = p;        p += T * 3 * H;
+  s.ctx = p;        p += T * H;
+  s.mid = p;        p += T * H;
+  s.ping0 = p;      p += T * H;
+  s.ping1 = p;      p += T * H;
+  s.inter = p;      p += T * I;
+  s.pooled_in = p;  p += T * H;
+  s.scratch = p;
+  return s;
+}
 
-  auto layer_out = [&](int64_t l) -> float* {  // where the output of step l (0 = embeddings) goes
-    if (a.hidden_states) return a.hidden_states + l * T * H;
-    if (l == cfg_.layers) return a.last_hidden;
-    return ping[l % 2];
-  };
-
+EmbedArgs Encoder::embed_args(const ForwardArgs& a, float* out) const {
   EmbedArgs e{};
-  e.tokens = T;
-  e.hidden = H;
+  e.tokens = a.tokens;
+  e.hidden = cfg_.hidden;
   e.input_ids = a.input_ids;
   e.inputs_embeds = a.inputs_embeds;
   e.token_type_ids = a.token_type_ids;
@@ -238,8 +229,95 @@ void Encoder::forward(const ForwardArgs& a) {
   e.ln_w = raw_.emb_ln_w;
   e.ln_b = raw_.emb_ln_b;
   e.eps = cfg_.embedding_ln_eps;
-  e.out = cfg_.layers == 0 && !a.hidden_states ? a.last_hidden : layer_out(0);
-  kernels_->embed_ln(e, pool);
+  e.out = out;
+  return e;
+}
+
+const LayerWeights& Encoder::layer(int64_t l) const {
+  SQF_CHECK_INDEX(l >= 0 && l < cfg_.layers, "layer ", l, " outside [0, ", cfg_.layers, ")");
+  return layers_[l];
+}
+
+void Encoder::embed_ln(const ForwardArgs& a, float* out) {
+  SQF_CHECK(a.tokens >= 1, "empty batch");
+  kernels_->embed_ln(embed_args(a, out), ThreadPool::global());
+}
+
+void Encoder::qkv_attention(int64_t l, const ForwardArgs& a, const float* x, float* out) {
+  const LayerWeights& w = layer(l);
+  const int64_t H = cfg_.hidden, max_len = check_batch(a);
+  ThreadPool& pool = ThreadPool::global();
+  Lease ws = lease();
+  reserve(*ws.ws, a.tokens, max_len, pool.num_threads());
+  AttentionArgs at{};
+  at.tokens = a.tokens;
+  at.hidden = H;
+  at.heads = cfg_.heads;
+  at.batch = a.batch;
+  at.x = x;
+  at.cu_seqlens = a.cu_seqlens;
+  at.key_valid = a.key_valid;
+  const Slots sl = slots(*ws.ws);
+  at.qkv = sl.qkv;
+  at.scratch = sl.scratch;
+  at.scratch_per_thread = attention_scratch_floats(ws->max_len, H, cfg_.heads);
+  at.ctx = out;
+  kernels_->qkv_attention(w, at, pool);
+}
+
+void Encoder::attn_out_ln(int64_t l, int64_t tokens, const float* ctx, const float* residual,
+                          float* out) {
+  const LayerWeights& w = layer(l);
+  SQF_CHECK(tokens >= 1, "empty batch");
+  kernels_->attn_out_ln(w.post, w.post_ln_w, w.post_ln_b, cfg_.encoder_ln_eps, ctx, residual, out,
+                        tokens, ThreadPool::global());
+}
+
+void Encoder::ffn_ln(int64_t l, int64_t tokens, const float* x, float* out) {
+  const LayerWeights& w = layer(l);
+  SQF_CHECK(tokens >= 1, "empty batch");
+  Lease ws = lease();
+  ThreadPool& pool = ThreadPool::global();
+  reserve(*ws.ws, tokens, 1, pool.num_threads());
+  kernels_->ffn_ln(w.inter, w.out, cfg_.act, w.out_ln_w, w.out_ln_b, cfg_.encoder_ln_eps, x,
+                   slots(*ws.ws).inter, out, tokens, pool);
+}
+
+void Encoder::forward(const ForwardArgs& a) {
+  const int64_t T = a.tokens, B = a.batch, H = cfg_.hidden;
+  const int64_t max_len = check_batch(a);
+  std::vector<int64_t> score_offsets(B);
+  int64_t score_per_layer = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t L = a.cu_seqlens[b + 1] - a.cu_seqlens[b];
+    score_offsets[b] = score_per_layer;
+    score_per_layer += cfg_.heads * L * L;
+  }
+  if (a.pool_rows)
+    for (int64_t b = 0; b < B; ++b)
+      SQF_CHECK_INDEX(a.pool_rows[b] >= 0 && a.pool_rows[b] < T, "pool row out of range");
+
+  ThreadPool& pool = ThreadPool::global();
+  Lease ws = lease();
+  reserve(*ws.ws, T, max_len, pool.num_threads());
+  const Slots ws_slots = slots(*ws.ws);
+  float* qkv = ws_slots.qkv;
+  float* ctx = ws_slots.ctx;
+  float* mid = ws_slots.mid;
+  float* ping[2] = {ws_slots.ping0, ws_slots.ping1};
+  float* inter = ws_slots.inter;
+  float* pooled_in = ws_slots.pooled_in;
+  float* scratch = ws_slots.scratch;
+
+
+  auto layer_out = [&](int64_t l) -> float* {  // where the output of step l (0 = embeddings) goes
+    if (a.hidden_states) return a.hidden_states + l * T * H;
+    if (l == cfg_.layers) return a.last_hidden;
+    return ping[l % 2];
+  };
+
+  kernels_->embed_ln(embed_args(a, cfg_.layers == 0 && !a.hidden_states ? a.last_hidden : layer_out(0)),
+                     pool);
 
   for (int64_t l = 0; l < cfg_.layers; ++l) {
     const float* x = layer_out(l);

@@ -62,6 +62,13 @@ class Encoder {
  public:
   Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa);
   void forward(const ForwardArgs& a);
+  // One fused op of one layer on packed rows, with this Encoder's packed weights: what the per-op
+  // tests and benchmarks call. Inputs/outputs are [T, hidden]; `a` carries T, batch, cu_seqlens,
+  // key_valid (qkv_attention) or the embedding inputs (embed_ln).
+  void embed_ln(const ForwardArgs& a, float* out);
+  void qkv_attention(int64_t layer, const ForwardArgs& a, const float* x, float* out);
+  void attn_out_ln(int64_t layer, int64_t tokens, const float* ctx, const float* residual, float* out);
+  void ffn_ln(int64_t layer, int64_t tokens, const float* x, float* out);
   const EncoderConfig& config() const { return cfg_; }
   const char* isa() const { return kernels_->isa; }
   int64_t packed_weight_bytes() const;
@@ -77,7 +84,29 @@ class Encoder {
     int64_t out;
   };
   GroupedLinear pack(const std::vector<PackPart>& parts, int64_t in, int64_t groups);
-  std::unique_ptr<Workspace> acquire();
+  // A workspace borrowed from the pool for one call, handed back on scope exit (exceptions too).
+  struct Lease {
+    Encoder* owner;
+    std::unique_ptr<Workspace> ws;
+    Lease(Encoder* o, std::unique_ptr<Workspace> w) : owner(o), ws(std::move(w)) {}
+    Lease(Lease&&) = default;
+    ~Lease() {
+      if (ws) owner->release(std::move(ws));
+    }
+    Workspace* operator->() { return ws.get(); }
+  };
+  Lease lease();
+  // Validates cu_seqlens / key_valid of a packed batch; returns the longest sequence.
+  int64_t check_batch(const ForwardArgs& a) const;
+  EmbedArgs embed_args(const ForwardArgs& a, float* out) const;
+  // The workspace's regions (its layout lives here only).
+  struct Slots {
+    float *qkv, *ctx, *mid, *ping0, *ping1, *inter, *pooled_in, *scratch;
+  };
+  Slots slots(Workspace& ws) const;
+  // Grows `ws` to hold `tokens` rows and sequences up to `max_len` for the current pool size.
+  void reserve(Workspace& ws, int64_t tokens, int64_t max_len, int64_t threads) const;
+  const LayerWeights& layer(int64_t l) const;
   void release(std::unique_ptr<Workspace> ws);
 
   EncoderConfig cfg_;
