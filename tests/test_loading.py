@@ -240,6 +240,10 @@ def test_backend_selection_and_errors(tmp_path, monkeypatch):
         sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="fastest")
     with pytest.raises(RuntimeError, match="cpu.*float16"):
         sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="cpu", dtype=torch.float16)
+    assert sqf.SqueezeBertModel.from_pretrained(tmp_path, device="cpu").backend == "cpu"
+    if not torch.cuda.is_available():  # a GPU backend for a CPU model is an error naming why
+        with pytest.raises(RuntimeError, match="backend 'cuda' cannot run on cpu"):
+            sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="cuda")
     monkeypatch.setenv("SQBERT_FAST_BACKEND", "reference")
     assert sqf.SqueezeBertModel.from_pretrained(tmp_path).backend == "reference"
 
