@@ -30,7 +30,7 @@ arch=$(python -c "import torch; m, n = torch.cuda.get_device_capability(); print
 CMAKE_ARGS="-DSQBERT_FAST_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$arch" \
   stage build 200 python -m pip install --no-build-isolation --no-deps -e . || { cat "$OUT/build.log" | tail -40; exit 1; }
 stage info 60 python -m sqbert_fast.cli info
-stage tests 100 python -m pytest -m gpu tests/test_cuda.py tests/test_triton.py -q -rs --junitxml "$OUT/gpu-tests.xml"
+stage tests 100 python -m pytest -m gpu tests/test_gpu_parity.py tests/test_cuda.py tests/test_triton.py -q -rs --junitxml "$OUT/gpu-tests.xml"
 rc_tests=$?
 stage sanitizer 120 bash scripts/cuda_sanitizer.sh
 rc_san=$?

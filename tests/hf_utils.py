@@ -83,13 +83,23 @@ def padded_batch(batch: int, seq: int, vocab: int, pattern: str, seed: int = 0):
     return ids, mask
 
 
-def mixed_batch(batch: int = 8, seq: int = 128, vocab: int = 30522, seed: int = 0):
+def mixed_batch(batch: int = 8, seq: int = 128, vocab: int = 30522, seed: int = 0, device="cpu"):
     """(input_ids, attention_mask) with right padding and lengths spread over 8..seq."""
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(min(8, seq), seq + 1, (batch,), generator=g)
     mask = (torch.arange(seq)[None, :] < lens[:, None]).long()
     ids = torch.randint(1, vocab, (batch, seq), generator=g).masked_fill(mask == 0, 0)
-    return ids, mask
+    return ids.to(device), mask.to(device)
+
+
+def save_default_config(path, layers: int = 2, seed: int = 0):
+    """SqueezeBERT's default config (hidden 768, groups 4/4/4/1/4/4) with `layers` layers and transformers'
+    own random init (realistic magnitudes, as the GPU benchmark uses: the issue's absolute fp16/bf16 bounds
+    assume them), saved to `path`; returns the transformers model (the GPU tests' ground truth)."""
+    torch.manual_seed(seed)
+    hf = transformers.SqueezeBertModel(transformers.SqueezeBertConfig(num_hidden_layers=layers)).eval()
+    hf.save_pretrained(path)
+    return hf
 
 
 def max_diff_real(a: torch.Tensor, b: torch.Tensor, real: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402,F401  (must import: CI pins triton==3.8.0)
 
 import sqbert_fast as sqf  # noqa: E402
-from hf_utils import SMALL_CONFIGS, hf_config, max_diff_real, max_diff_scores, mixed_batch, randomize_, save_hf  # noqa: E402
+from hf_utils import SMALL_CONFIGS, hf_config, max_diff_real, max_diff_scores, mixed_batch, randomize_, save_default_config, save_hf  # noqa: E402
 from sqbert_fast.backends import reference as ref  # noqa: E402
 from sqbert_fast.backends import triton as tb  # noqa: E402
 from sqbert_fast.backends.base import encoder_weights  # noqa: E402
@@ -320,50 +320,17 @@ def _gpu_skip():
 needs_gpu = pytest.mark.skipif(_gpu_skip() is not None, reason=_gpu_skip() or "")
 
 
-def _default_size_pair(tmp_path, layers=2):
-    """SqueezeBERT's default config (2 layers), transformers' own random init, as the benchmark uses."""
-    import transformers
-    torch.manual_seed(0)
-    hf = transformers.SqueezeBertModel(transformers.SqueezeBertConfig(num_hidden_layers=layers)).eval()
-    hf.save_pretrained(tmp_path)
-    return hf.cuda()
-
-
-def _mixed_batch(batch=8, seq=128, seed=0):
-    ids, mask = mixed_batch(batch, seq, seed=seed)
-    return ids.cuda(), mask.cuda()
-
-
-@pytest.mark.gpu
-@needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-def test_gpu_default_config_parity(tmp_path, dtype):
-    hf = _default_size_pair(tmp_path)
-    ids, mask = _mixed_batch()
-    with torch.no_grad():
-        want = hf(ids, attention_mask=mask).last_hidden_state
-        hf_low = hf.to(dtype)(ids, attention_mask=mask).last_hidden_state.float()
-    ours = sqf.SqueezeBertModel.from_pretrained(tmp_path, dtype=dtype).cuda().set_backend("triton")
-    got = ours(ids, attention_mask=mask).last_hidden_state.float()
-    err = max_diff_real(got, want, mask.cpu())
-    if dtype == torch.float32:
-        assert err <= 1e-4
-    else:
-        own = max_diff_real(hf_low, want, mask.cpu())
-        assert err <= 2e-2 and err <= 3 * own, f"{err} vs transformers' own {own}"
-
-
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_cuda_graph_replays_match_eager(tmp_path):
-    _default_size_pair(tmp_path)
+    save_default_config(tmp_path)
     ours = sqf.SqueezeBertModel.from_pretrained(tmp_path, dtype=torch.float16).cuda().set_backend("triton")
-    ids, mask = _mixed_batch(batch=2, seq=64)
+    ids, mask = mixed_batch(batch=2, seq=64, device="cuda")
     outs = [ours(ids, attention_mask=mask).last_hidden_state for _ in range(3)]  # eager, capture, replay
     assert len(ours._get_runner()._graphs) == 1
     torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=2e-3)
     assert torch.equal(outs[1], outs[2]) and outs[1].data_ptr() != outs[2].data_ptr()
-    ids2, mask2 = _mixed_batch(batch=2, seq=64, seed=1)
+    ids2, mask2 = mixed_batch(batch=2, seq=64, seed=1, device="cuda")
     other = ours(ids2, attention_mask=mask2).last_hidden_state
     assert not torch.equal(other, outs[2])
 
