@@ -301,10 +301,6 @@ class SqueezeBertModel(SqueezeBertPreTrainedModel):
         self.pooler = _Pooler(config) if add_pooling_layer else None
         self.post_init()
 
-    @property
-    def base_model(self) -> "SqueezeBertModel":
-        return self
-
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
 
