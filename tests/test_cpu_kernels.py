@@ -30,6 +30,10 @@ CONFIGS = {
     # groups of 8 channels, heads of 12: general path; FFN 3 groups -> 1 group
     "unaligned": dict(hidden_size=24, num_attention_heads=2, intermediate_size=72, q_groups=3, k_groups=3,
                       v_groups=1, post_attention_groups=2, intermediate_groups=3, output_groups=1),
+    # reduction depths past one K block of the fp32 GEMM (192) that do not split evenly (200 -> 2 x 100,
+    # 404 -> 135 + 135 + 134), output widths that leave partial panels (202 per group, 600 Q|K|V)
+    "kblocks": dict(hidden_size=200, num_attention_heads=5, intermediate_size=404, q_groups=1, k_groups=1,
+                    v_groups=1, post_attention_groups=1, intermediate_groups=2, output_groups=1),
 }
 
 

@@ -5,11 +5,15 @@
 // register file allows: AVX-512 12 x 32 (24 zmm accumulators + 2 B + 1 broadcast of 32),
 // AVX2 6 x 16 (12 + 2 + 1 of 16), portable 4 x 16.
 //
-// B comes in one of two layouts:
-//   panel:     weights packed at load as [N/NR panels][K][NR], the last panel zero-padded
-//              (Encoder::pack), so every k step is one contiguous NR-float load;
-//   row-major: B[k * ldb + j] (K^T and V inside attention), tails read with masked loads.
+// Weight GEMMs (gemm_panels): B is packed at load as [N/NR panels][K][NR], the last panel
+// zero-padded (Encoder::pack), so every k step is one contiguous NR-float load; A is packed per
+// call into MR-row micro-panels; K is cut into blocks of at most KC so a B slice stays in L1
+// across the row passes, and the first pass over a slice prefetches the next one.
+// Activation GEMMs inside attention (gemm): B row-major B[k * ldb + j] (K^T and V), A read in
+// place, tails through masked loads.
 // Epilogue (fused, on the registers): + bias, activation (GELU vectorised), store.
+#include <vector>
+
 #include "kernel_common.h"
 
 namespace sqf {
@@ -28,12 +32,20 @@ constexpr int MR = SQF_NEON_MR;  // simd_neon.h: 8 x 8 on AArch64 (16 of 32 q re
 constexpr int MR = 4;
 #endif
 
-template <int R, bool FULL>
+// The micro-kernel. A is either row-major (PACKED = false: A[r * lda + k]) or an MR-row
+// micro-panel [K][MR] (PACKED = true, see gemm_panels: the R broadcasts of a k step come from
+// one cache line and one pointer). C is initialised from the bias when `first` and from C
+// otherwise (K blocks after the first); the activation is applied when `last`. When `pf` is
+// set, every k step also prefetches one NR-float row of the next B slice into L2, so weights
+// that stream from L3/DRAM (small batches) arrive while this slice is computed.
+template <int R, bool FULL, bool PACKED>
 void ukernel(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
-             const float* bias, float* C, int64_t ldc, int64_t nb, Act act) {
+             const float* bias, float* C, int64_t ldc, int64_t nb, Act act, bool first = true,
+             bool last = true, const char* pf = nullptr) {
   const vmask m0 = tail_mask(nb), m1 = tail_mask(nb - W);
+  const int64_t ars = PACKED ? 1 : lda, aks = PACKED ? MR : 1;
   vf c0[R], c1[R];
-  {
+  if (first) {
     vf b0 = vzero(), b1 = vzero();
     if (bias) {
       b0 = FULL ? vload(bias) : vload(bias, m0);
@@ -44,19 +56,30 @@ void ukernel(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K
       c0[r] = b0;
       c1[r] = b1;
     }
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      c0[r] = FULL ? vload(C + r * ldc) : vload(C + r * ldc, m0);
+      c1[r] = FULL ? vload(C + r * ldc + W) : vload(C + r * ldc + W, m1);
+    }
   }
   for (int64_t k = 0; k < K; ++k) {
+    if (pf) {
+      __builtin_prefetch(pf + k * NR * 4, 0, 2);
+      if (NR * 4 > 64) __builtin_prefetch(pf + k * NR * 4 + 64, 0, 2);
+    }
     const vf b0 = FULL ? vload(B) : vload(B, m0);
     const vf b1 = FULL ? vload(B + W) : vload(B + W, m1);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const vf a = vset1(A[r * lda + k]);
+      const vf a = vset1(A[r * ars]);
       c0[r] = vfma(a, b0, c0[r]);
       c1[r] = vfma(a, b1, c1[r]);
     }
+    A += aks;
     B += ldb;
   }
-  if (act == Act::gelu) {
+  if (last && act == Act::gelu) {
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       c0[r] = vgelu(c0[r]);
@@ -73,17 +96,19 @@ void ukernel(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K
       vstore(C + r * ldc + W, c1[r], m1);
     }
   }
-  if (act != Act::none && act != Act::gelu)
+  if (last && act != Act::none && act != Act::gelu)
     for (int r = 0; r < R; ++r)
       for (int64_t j = 0; j < nb; ++j) C[r * ldc + j] = activate(C[r * ldc + j], act);
 }
 
 // Runs the micro-kernel on a remainder of r < MR rows (templates instantiated per R).
-template <int R, bool FULL>
+template <int R, bool FULL, bool PACKED>
 void tail_rows(int r, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
-               const float* bias, float* C, int64_t ldc, int64_t nb, Act act) {
-  if (r == R) return ukernel<R, FULL>(A, lda, B, ldb, K, bias, C, ldc, nb, act);
-  if constexpr (R > 1) tail_rows<R - 1, FULL>(r, A, lda, B, ldb, K, bias, C, ldc, nb, act);
+               const float* bias, float* C, int64_t ldc, int64_t nb, Act act, bool first = true,
+               bool last = true, const char* pf = nullptr) {
+  if (r == R) return ukernel<R, FULL, PACKED>(A, lda, B, ldb, K, bias, C, ldc, nb, act, first, last, pf);
+  if constexpr (R > 1)
+    tail_rows<R - 1, FULL, PACKED>(r, A, lda, B, ldb, K, bias, C, ldc, nb, act, first, last, pf);
 }
 
 template <bool FULL>
@@ -91,10 +116,56 @@ void column_block(const float* A, int64_t lda, const float* B, int64_t ldb, int6
                   const float* bias, float* C, int64_t ldc, int64_t M, int64_t nb, Act act) {
   int64_t m = 0;
   for (; m + MR <= M; m += MR)
-    ukernel<MR, FULL>(A + m * lda, lda, B, ldb, K, bias, C + m * ldc, ldc, nb, act);
+    ukernel<MR, FULL, false>(A + m * lda, lda, B, ldb, K, bias, C + m * ldc, ldc, nb, act);
   if (m < M)
-    tail_rows<MR - 1, FULL>(static_cast<int>(M - m), A + m * lda, lda, B, ldb, K, bias,
+    tail_rows<MR - 1, FULL, false>(static_cast<int>(M - m), A + m * lda, lda, B, ldb, K, bias,
                             C + m * ldc, ldc, nb, act);
+}
+
+// K block of the weight GEMMs: a KC x NR slice of B (24 KiB at KC = 192) stays in L1 across
+// every MR-row pass of a row block, next to one A micro-panel (MR x KC, 9 KiB).
+constexpr int64_t KC = 192;
+
+// C[M, N] = act(A[M, K] @ B + bias) with B weight panels [N/NR][K][NR] (zero-padded). A is
+// packed per K block into a per-thread buffer [ceil(M/MR)][kc][MR] (reused: no allocation in
+// steady state). Loop order: K block, then panel, then MR-row micro-panels (BLIS' order).
+void gemm_panels(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc,
+                 int64_t M, int64_t N, const float* bias, Act act) {
+  thread_local std::vector<float> abuf;
+  const int64_t nk = ceil_div(K, KC), kc_max = ceil_div(K, nk), mp = ceil_div(M, MR);
+  if (static_cast<int64_t>(abuf.size()) < mp * MR * kc_max)
+    abuf.resize(static_cast<size_t>(mp * MR * kc_max));
+  const int64_t npanels = ceil_div(N, NR);
+  for (int64_t kb = 0; kb < nk; ++kb) {
+    const int64_t k0 = kb * kc_max, kc = imin(kc_max, K - k0);
+    const bool first = kb == 0, last = kb == nk - 1;
+    for (int64_t i = 0; i < mp; ++i) {  // pack A[:, k0:k0+kc] into MR-row micro-panels
+      float* dst = abuf.data() + i * kc * MR;
+      const int64_t rows = imin(MR, M - i * MR);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* src = A + (i * MR + r) * lda + k0;
+        for (int64_t k = 0; k < kc; ++k) dst[k * MR + r] = src[k];
+      }
+    }
+    for (int64_t p = 0; p < npanels; ++p) {
+      const int64_t j0 = p * NR, nb = imin(NR, N - j0);
+      const float* Bp = B + p * K * NR + k0 * NR;
+      // next slice: the next panel of this K block, or the first panel of the next one
+      const float* next = p + 1 < npanels ? Bp + K * NR : kb + 1 < nk ? B + (k0 + kc) * NR : nullptr;
+      const float* bj = bias ? bias + j0 : nullptr;
+      for (int64_t i = 0; i < mp; ++i) {
+        const int rows = static_cast<int>(imin(MR, M - i * MR));
+        const float* Ai = abuf.data() + i * kc * MR;
+        float* Ci = C + i * MR * ldc + j0;
+        // the first pass prefetches the next slice (kc rows of NR floats)
+        const char* pf = next && i == 0 ? reinterpret_cast<const char*>(next) : nullptr;
+        if (nb == NR)
+          tail_rows<MR, true, true>(rows, Ai, MR, Bp, NR, kc, bj, Ci, ldc, nb, act, first, last, pf);
+        else
+          tail_rows<MR, false, true>(rows, Ai, MR, Bp, NR, kc, bj, Ci, ldc, nb, act, first, last, pf);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -127,7 +198,7 @@ void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const 
              act);
   } else {
     const int64_t panels = ceil_div(No, NR);
-    gemm(A, lda, w.wt + (g * panels + j0 / NR) * Ni * NR, NR, true, Ni, C, ldc, M, n, bias, act);
+    gemm_panels(A, lda, w.wt + (g * panels + j0 / NR) * Ni * NR, Ni, C, ldc, M, n, bias, act);
   }
 }
 

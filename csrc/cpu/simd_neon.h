@@ -76,6 +76,7 @@ inline vf vfma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }   // a*b + c, fu
 inline vf vfnma(vf a, vf b, vf c) { return vfmsq_f32(c, a, b); }  // c - a*b, fused
 inline vf vabs(vf a) { return vabsq_f32(a); }
 inline vf vdiv(vf a, vf b) { return vdivq_f32(a, b); }
+inline vf vrecip(vf a) { return vdivq_f32(vdupq_n_f32(1.0f), a); }
 inline vf vselect_lt0(vf x, vf if_neg, vf if_pos) {  // x < 0 ? if_neg : if_pos
   return vbslq_f32(vcltq_f32(x, vdupq_n_f32(0.f)), if_neg, if_pos);
 }
