@@ -17,6 +17,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 import sqbert_fast as sqf  # noqa: E402
 from sqbert_fast.packing import pack  # noqa: E402
+from hf_utils import save_default_config  # noqa: E402
 
 _C = pytest.importorskip("sqbert_fast._C")
 from sqbert_fast.backends.cpu import CpuRunner, bf16_supported  # noqa: E402
@@ -222,3 +223,22 @@ def test_bf16_rejected_where_unsupported(monkeypatch):
     why = cpu_backend.CpuBackend().reasons(torch.device("cpu"), torch.bfloat16)
     assert any("bf16" in r or "bfloat16" in r for r in why)
     assert cpu_backend.CpuBackend().reasons(torch.device("cpu"), torch.float16)
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="this CPU has neither AMX-BF16 nor AVX512-BF16")
+def test_bf16_default_config_within_1e2(tmp_path):
+    """The issue's bf16 bound on its benchmark model: SqueezeBERT's default config, 12 layers, transformers'
+    init, loaded with dtype=bf16 (GEMM weights bf16, the rest fp32): last hidden state within 1e-2 of
+    transformers fp32, on every bf16 ISA of this CPU."""
+    hf = save_default_config(tmp_path, layers=12)
+    model = sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="cpu", dtype=torch.bfloat16)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, hf.config.vocab_size, (2, 128), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 77:] = 0
+    real = mask[..., None].bool()
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+    for isa in BF16_ISAS:
+        err = ((_encode(CpuRunner(model, isa=isa), model, ids, mask) - want).abs() * real).max().item()
+        assert err <= 1e-2, f"{isa}: {err:.2e}"

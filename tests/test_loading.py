@@ -252,7 +252,17 @@ def test_dtype_argument(tmp_path):
     cfg = hf_config(**CFG)
     hf = save_hf("SqueezeBertModel", cfg, tmp_path)
     m = sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="reference", dtype="bfloat16")
-    assert m.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    # on the CPU only the GEMM weights are stored in bf16: the six convs of every layer and the pooler
+    layer = m.encoder.layers[0]
+    for conv in (layer.attention.query, layer.attention.key, layer.attention.value, layer.post_attention.conv1d,
+                 layer.intermediate.conv1d, layer.output.conv1d, m.pooler.dense):
+        assert conv.weight.dtype == torch.bfloat16 and conv.bias.dtype == torch.float32
+    assert m.embeddings.word_embeddings.weight.dtype == torch.float32
+    assert layer.output.layernorm.weight.dtype == torch.float32
+    assert sum(p.dtype == torch.bfloat16 for p in m.parameters()) == 6 * cfg.num_hidden_layers + 1
+    # .to() keeps torch's meaning: every parameter
+    assert {p.dtype for p in sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="reference")
+            .to(torch.bfloat16).parameters()} == {torch.bfloat16}
     ids, mask = _ids(cfg)
     with torch.no_grad():
         ref = hf(ids, attention_mask=mask).last_hidden_state

@@ -86,3 +86,35 @@ def test_convert_refuses_non_bert(tmp_path):
     save_hf("SqueezeBertModel", hf_config(**SMALL_CONFIGS["h64_d16_mixed"]), tmp_path / "sq")
     with pytest.raises(ValueError, match="expected a BERT config"):
         sqf.cli.main(["convert", "--from-bert", str(tmp_path / "sq"), str(tmp_path / "out")])
+
+
+def _gemm_weights_rounded_to_bf16(bert: transformers.BertModel) -> transformers.BertModel:
+    """The BERT with only its GEMM weights (the six Linear layers of every layer and the pooler's) rounded to
+    bf16 and computing in fp32: the error that storing those weights in bf16 costs by itself."""
+    with torch.no_grad():
+        for layer in bert.encoder.layer:
+            for lin in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value,
+                        layer.attention.output.dense, layer.intermediate.dense, layer.output.dense):
+                lin.weight.copy_(lin.weight.bfloat16().float())
+        bert.pooler.dense.weight.copy_(bert.pooler.dense.weight.bfloat16().float())
+    return bert
+
+
+@pytest.mark.skipif(not sqf.backends.cpu.bf16_supported(), reason="this CPU has neither AMX-BF16 nor AVX512-BF16")
+def test_bf16_on_real_weights(converted, batch):
+    """dtype=bf16 on the cpu backend vs BERT fp32, on trained weights. Rounding MiniLM's GEMM weights to bf16
+    already costs ~1.4e-2 with every other step in fp32 (so the issue's 1e-2, set on random weights, cannot
+    hold here for any engine storing bf16 weights); the engine, which also rounds GEMM inputs, stays within
+    2x of that floor and under transformers' own bf16 error."""
+    bert = transformers.BertModel.from_pretrained(source_bert_dir()).eval()
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        want = bert(**batch).last_hidden_state
+        theirs_bf16 = transformers.BertModel.from_pretrained(source_bert_dir(), dtype=torch.bfloat16).eval()(**batch)
+        floor = float((_gemm_weights_rounded_to_bf16(bert)(**batch).last_hidden_state - want)[real].abs().max())
+    ours = sqf.SqueezeBertModel.from_pretrained(converted, backend="cpu", dtype=torch.bfloat16)
+    got = ours(**batch).last_hidden_state
+    err = float((got - want)[real].abs().max())
+    hf_err = float((theirs_bf16.last_hidden_state.float() - want)[real].abs().max())
+    assert 0 < floor < err <= 2 * floor, (err, floor)
+    assert err < hf_err, (err, hf_err)

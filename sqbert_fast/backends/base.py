@@ -68,6 +68,14 @@ def encoder_weights(base_model) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in w.items()}
 
 
+def compute_dtype(weights: dict[str, torch.Tensor]) -> torch.dtype:
+    """The precision a model runs in: that of its GEMM weights (the first layer's query conv), else of
+    its word embeddings. A reduced-precision CPU model keeps embeddings, LayerNorms and biases in fp32
+    (``SqueezeBertPreTrainedModel.from_pretrained(dtype=...)``); GPU backends cast those to this dtype."""
+    w = weights.get("layers.0.q_weight")
+    return (w if w is not None else weights["word_embeddings"]).dtype
+
+
 def weights_version(base_model) -> tuple:
     """Changes whenever a parameter is replaced or modified in place (packed copies go stale)."""
     return tuple((p.data_ptr(), p._version) for p in base_model.parameters())

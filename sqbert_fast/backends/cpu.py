@@ -5,9 +5,11 @@ embeddings, biases and LayerNorm parameters in place (NumPy views of the paramet
 by the Encoder). Outputs are torch tensors the kernels write into directly; the GIL is released
 while they run.
 
-bfloat16 models: the conv weights are packed as bf16 (GEMMs on AMX tiles, or AVX512-BF16 dot
-products, accumulating in fp32); embeddings, biases and LayerNorm parameters are handed over as
-fp32 copies, activations/LayerNorm/softmax run in fp32, and the outputs stay fp32: rounding hidden
+bfloat16 models (compute dtype = that of the GEMM weights, see ``base.compute_dtype``): the conv
+weights are packed as bf16 (GEMMs on AMX tiles, or AVX512-BF16 dot products, accumulating in fp32);
+embeddings, biases and LayerNorm parameters are read in fp32 (in place when the model was loaded with
+``dtype=`` and keeps them fp32, as fp32 copies after ``model.to(bf16)``), activations/LayerNorm/softmax
+run in fp32, and the outputs stay fp32: rounding hidden
 states of magnitude ~4 to bf16 alone would cost 1.6e-2, more than the whole engine's error. The
 task heads in modeling.py cast to their own weight dtype.
 
@@ -23,7 +25,7 @@ import os
 import torch
 
 from ..packing import Packed
-from .base import Backend, Encoded, Runner, encoder_weights
+from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
 
 try:
     from .. import _C
@@ -67,12 +69,14 @@ class CpuRunner(Runner):
         self.cfg = cfg
         self.isa = isa or default_isa()
         raw = encoder_weights(base_model)
-        self.dtype = next(iter(raw.values())).dtype
+        self.dtype = compute_dtype(raw)
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"the cpu backend runs float32, bfloat16 or float16 models, not {self.dtype}")
         bf16, fp16 = self.dtype == torch.bfloat16, self.dtype == torch.float16
         self.out_dtype = torch.float32  # the engine computes fp32 activations; see the module docstring
-        # fp32: zero-copy views. bf16: fp32 copies, the conv ones freed once C++ has packed them.
+        # fp32 tensors (all of an fp32 model; embeddings, LayerNorms and biases of a model loaded with
+        # dtype=bf16/fp16) are zero-copy views; bf16/fp16 ones become fp32 copies, the GEMM weights' freed once
+        # C++ has packed them.
         weights = {k: (v.float() if bf16 or fp16 else v).contiguous().numpy() for k, v in raw.items()}
         self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16, fp16=fp16)
 

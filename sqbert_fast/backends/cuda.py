@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ..packing import Packed
-from .base import Backend, Encoded, Runner, encoder_weights
+from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
 
 try:
     from .. import _C_cuda
@@ -93,7 +93,7 @@ class CudaRunner(Runner):
         self.cfg = cfg
         raw = encoder_weights(base_model)
         self.device = raw["word_embeddings"].device
-        self.dtype = raw["word_embeddings"].dtype
+        self.dtype = compute_dtype(raw)
         if self.device.type != "cuda":
             raise RuntimeError(f"the cuda backend needs the model on a CUDA device, it is on {self.device}")
         # contiguous copies only where needed; kept alive for the Encoder, which reads them in place

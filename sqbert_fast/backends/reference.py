@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..packing import Packed
-from .base import Backend, Encoded, Runner, encoder_weights
+from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
 
 ENCODER_LN_EPS = 1e-12  # transformers' SqueezeBertLayerNorm ignores config.layer_norm_eps
 
@@ -85,6 +85,8 @@ class ReferenceRunner(Runner):
 
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
         cfg, w = self.cfg, encoder_weights(self.base)
+        dt = compute_dtype(w)  # a reduced-precision CPU model keeps non-GEMM weights in fp32
+        w = {k: v.to(dt) for k, v in w.items()}
         x = embed_ln(p, w, cfg.layer_norm_eps)
         hidden, scores = [x], []
         for i in range(cfg.num_hidden_layers):

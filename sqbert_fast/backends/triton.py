@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..packing import Packed
-from .base import Backend, Encoded, Runner, encoder_weights
+from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
 from .reference import ENCODER_LN_EPS
 
 try:
@@ -65,7 +65,8 @@ class TritonRunner(Runner):
         cfg = base_model.config
         self.cfg = cfg
         w = {k: v.contiguous() for k, v in encoder_weights(base_model).items()}
-        self.device, self.dtype = w["word_embeddings"].device, w["word_embeddings"].dtype
+        self.device, self.dtype = w["word_embeddings"].device, compute_dtype(w)
+        w = {k: v.to(self.dtype) for k, v in w.items()}
         H, heads = cfg.hidden_size, cfg.num_attention_heads
         d = H // heads
         pack, tile = _common.pack_grouped, _common.tile_width
