@@ -243,8 +243,7 @@ def _prepare_sqbert(provider, model_dir, precision, *, device, threads, work_dir
     backend, isa = split_isa(provider)
     setup: dict = {}
     with _Timer(setup, "load"), _forced_isa(isa):
-        model = SqueezeBertModel.from_pretrained(model_dir, backend=backend, dtype=_DTYPES[precision])
-        model.to(device)
+        model = SqueezeBertModel.from_pretrained(model_dir, backend=backend, dtype=_DTYPES[precision], device=device)
         runner = model._get_runner()  # pack weights now, not in the first timed call
 
     def run(input_ids, attention_mask):
