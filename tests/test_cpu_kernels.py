@@ -17,13 +17,13 @@ import torch
 transformers = pytest.importorskip("transformers")
 import sqbert_fast as sqf  # noqa: E402
 from sqbert_fast.packing import pack  # noqa: E402
-from hf_utils import save_default_config  # noqa: E402
+from hf_utils import max_diff_real, max_diff_scores, padded_batch, save_default_config  # noqa: E402
 
 _C = pytest.importorskip("sqbert_fast._C")
 from sqbert_fast.backends.cpu import CpuRunner, bf16_supported  # noqa: E402
 
 ISAS = list(_C.cpu_info()["usable_isas"])
-LENGTHS = (1, 7, 15, 16, 17, 63, 64, 65, 127, 128, 129, 512)
+LENGTHS = (1, 7, 15, 16, 17, 63, 64, 65, 127, 128, 129, 300, 512)
 CONFIGS = {
     # groups of 12 channels = 3 heads of 4: fused Q/K/V + attention, FFN group by group
     "aligned": dict(hidden_size=48, num_attention_heads=12, intermediate_size=96, q_groups=4, k_groups=4,
@@ -242,3 +242,28 @@ def test_bf16_default_config_within_1e2(tmp_path):
     for isa in BF16_ISAS:
         err = ((_encode(CpuRunner(model, isa=isa), model, ids, mask) - want).abs() * real).max().item()
         assert err <= 1e-2, f"{isa}: {err:.2e}"
+
+
+@pytest.mark.parametrize("pattern", ["left", "holes"])
+@pytest.mark.parametrize("L", (300, 512))
+def test_long_sequences_stream_through_key_blocks(pattern, L):
+    """Sequences past kAttnOneBlock (256) take the flash-style path (96 x 128 score tiles, online
+    softmax); left padding and holes put masked keys inside the packed sequence (column 0 is kept), so
+    whole key blocks can be masked. Attention probabilities and hidden states vs transformers, every ISA."""
+    hf, model = _hf_and_sqf("aligned", seed=L)
+    with torch.no_grad():  # peaked softmax rows: the running max moves between key blocks
+        for layer in hf.encoder.layers:
+            layer.attention.query.weight.mul_(40.0)
+    model.load_state_dict(hf.state_dict())
+    ids, mask = padded_batch(2, L, 97, pattern, seed=L)
+    real = mask.bool()
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, output_attentions=True)
+    model._get_runner()  # the runner key of the loaded weights
+    for isa in ISAS:
+        model._runner = CpuRunner(model, isa=isa)
+        ours = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+        assert model._runner.isa == isa
+        assert max_diff_real(ours.last_hidden_state, theirs.last_hidden_state, real) <= 1e-4, isa
+        for a, b in zip(ours.attentions, theirs.attentions):
+            assert max_diff_scores(a, b, real) <= 1e-5, isa

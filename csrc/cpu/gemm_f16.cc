@@ -171,7 +171,7 @@ void gemm_f16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* 
   for (int64_t j0 = 0; j0 < N; j0 += P) {
     const uint16_t* Bp = B + (j0 / P) * K * P;
     for (int64_t i = 0; i < K * P; ++i) panel[i] = half_to_float(Bp[i]);
-    gemm(A, lda, panel.data(), P, false, K, C + j0, ldc, M, imin(P, N - j0), bias ? bias + j0 : nullptr,
+    gemm(A, lda, panel.data(), P, K, C + j0, ldc, M, imin(P, N - j0), bias ? bias + j0 : nullptr,
          act);
   }
 #endif

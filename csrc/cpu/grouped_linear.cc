@@ -113,13 +113,14 @@ void tail_rows(int r, const float* A, int64_t lda, const float* B, int64_t ldb, 
 
 template <bool FULL>
 void column_block(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
-                  const float* bias, float* C, int64_t ldc, int64_t M, int64_t nb, Act act) {
+                  const float* bias, float* C, int64_t ldc, int64_t M, int64_t nb, Act act,
+                  bool accumulate) {
   int64_t m = 0;
   for (; m + MR <= M; m += MR)
-    ukernel<MR, FULL, false>(A + m * lda, lda, B, ldb, K, bias, C + m * ldc, ldc, nb, act);
+    ukernel<MR, FULL, false>(A + m * lda, lda, B, ldb, K, bias, C + m * ldc, ldc, nb, act, !accumulate);
   if (m < M)
     tail_rows<MR - 1, FULL, false>(static_cast<int>(M - m), A + m * lda, lda, B, ldb, K, bias,
-                            C + m * ldc, ldc, nb, act);
+                                   C + m * ldc, ldc, nb, act, !accumulate);
 }
 
 // K block of the weight GEMMs: a KC x NR slice of B (24 KiB at KC = 192) stays in L1 across
@@ -170,17 +171,15 @@ void gemm_panels(const float* A, int64_t lda, const float* B, int64_t K, float* 
 
 }  // namespace
 
-void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, bool b_panel, int64_t K,
-          float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act) {
+void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* C,
+          int64_t ldc, int64_t M, int64_t N, const float* bias, Act act, bool accumulate) {
   for (int64_t j0 = 0; j0 < N; j0 += NR) {
     const int64_t nb = imin(NR, N - j0);
-    const float* Bj = b_panel ? B + (j0 / NR) * K * NR : B + j0;
-    const int64_t ld = b_panel ? NR : ldb;
     const float* bj = bias ? bias + j0 : nullptr;
     if (nb == NR)
-      column_block<true>(A, lda, Bj, ld, K, bj, C + j0, ldc, M, nb, act);
+      column_block<true>(A, lda, B + j0, ldb, K, bj, C + j0, ldc, M, nb, act, accumulate);
     else
-      column_block<false>(A, lda, Bj, ld, K, bj, C + j0, ldc, M, nb, act);
+      column_block<false>(A, lda, B + j0, ldb, K, bj, C + j0, ldc, M, nb, act, accumulate);
   }
 }
 

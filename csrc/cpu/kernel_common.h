@@ -80,10 +80,10 @@ inline void add_layernorm_row(const float* a, const float* r, const float* w, co
            tm);
 }
 
-// C[M, N] = act(A[M, K] @ B[K, N] + bias). B is panel-packed ([N/NR][K][NR], zero-padded;
-// ldb ignored) when b_panel, else row-major with row stride ldb.
-void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, bool b_panel, int64_t K,
-          float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act);
+// C[M, N] = act(A[M, K] @ B[K, N] + bias), or C += A @ B when `accumulate` (then bias = nullptr,
+// act = none); B row-major with row stride ldb (activations: K^T and V inside attention).
+void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* C,
+          int64_t ldc, int64_t M, int64_t N, const float* bias, Act act, bool accumulate = false);
 // C[M, N] = act(A[M, K] @ B + bias) with B bf16 VNNI panels (see kernels.h), fp32 accumulation.
 void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
                int64_t M, int64_t N, const float* bias, Act act);

@@ -69,10 +69,19 @@ struct AttentionArgs {
   const int64_t* score_offsets;  // [batch]: start of sequence b's block in `scores`
 };
 
-// Per-thread scratch of qkv_attention: one group's Q|K|V rows, K^T of one head, the L x L
-// score tile and per-row/per-key vectors.
+// Attention of one head: sequences of up to kAttnOneBlock tokens take one L x L score tile;
+// longer ones stream through kAttnBlockQ x kAttnBlockK tiles with an online softmax.
+constexpr int64_t kAttnOneBlock = 256, kAttnBlockQ = 96, kAttnBlockK = 128;
+// Scratch of attend() for one head: K^T [d][L], the score tile, running max and sum per row.
+inline int64_t attention_head_scratch_floats(int64_t len, int64_t d) {
+  const int64_t bq = len <= kAttnOneBlock ? len : kAttnBlockQ;
+  const int64_t bk = len <= kAttnOneBlock ? len : kAttnBlockK;
+  return d * len + bq * bk + 2 * bq;
+}
+// Per-thread scratch of qkv_attention: one group's Q|K|V rows, the key masks (2 per key) and
+// attend()'s scratch.
 inline int64_t attention_scratch_floats(int64_t max_len, int64_t hidden, int64_t heads) {
-  return max_len * (3 * hidden + max_len + 4) + (hidden / heads) * max_len + 64;
+  return max_len * (3 * hidden + 2) + attention_head_scratch_floats(max_len, hidden / heads) + 64;
 }
 
 struct KernelTable {

@@ -5,7 +5,8 @@
 // X[seq, group] @ [Wq_g | Wk_g | Wv_g] into its own L x 3H/G scratch (hot in L2, never the
 // shared [T, 3H] buffer), then for each head of the group: K^T (pre-scaled by 1/sqrt d) ->
 // S = Q K^T (GEMM micro-kernel) -> masked softmax rows (vectorised exp) -> ctx = P V (GEMM),
-// rows scaled by 1/sum at the end (d values per row instead of L).
+// rows scaled by 1/sum at the end (d values per row instead of L); sequences longer than
+// kAttnOneBlock stream through key blocks with an online softmax (see attend).
 // General path (groups not aligned with heads), and the fused weights when (sequence, group)
 // tasks are too few for the threads: grouped GEMMs into the [T, 3H] workspace, then one task per
 // (sequence, head) running the same attention core.
@@ -25,54 +26,87 @@ struct KeyMask {
   const float* keep;  // [L]: 1 or 0
 };
 
-// One head of one sequence. q/k/v rows have stride ld; scratch holds kt [d][L], s [L][L],
-// inv [L]. Writes ctx rows (stride ldo) and, when scores != nullptr, the pre-softmax scores.
+// One head of one sequence, flash-style: query rows in blocks of at most kAttnBlockQ, keys in
+// blocks of at most kAttnBlockK (a sequence of up to kAttnOneBlock tokens is one block of each:
+// plain softmax). Per key block: S = Q K^T (micro-kernel, K^T pre-scaled by 1/sqrt d), mask, a
+// running row max m and sum l (online softmax), the ctx rows rescaled by exp(m_old - m_new) and
+// ctx += P V; rows scaled by 1/l at the end (d values per row instead of L). The score tile is
+// kAttnBlockQ x kAttnBlockK whatever L is. q/k/v rows have stride ld; scratch holds
+// attention_head_scratch_floats(L, d) (kernels.h). Writes ctx rows (stride ldo) and, when
+// scores != nullptr, the pre-softmax scores [L][L].
 void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t L, int64_t d,
             float scale, KeyMask mask, float* scratch, float* out, int64_t ldo, float* scores) {
-  float* kt = scratch;
-  float* s = kt + d * L;
-  float* inv = s + L * L;
+  const bool one = L <= kAttnOneBlock;
+  const int64_t BQ = one ? L : kAttnBlockQ, BK = one ? L : kAttnBlockK;
+  float* kt = scratch;       // [d][L]
+  float* s = kt + d * L;     // [BQ][BK]
+  float* mrow = s + BQ * BK;  // [BQ] running max
+  float* lrow = mrow + BQ;    // [BQ] running sum
   for (int64_t j = 0; j < L; ++j)
     for (int64_t c = 0; c < d; ++c) kt[c * L + j] = k[j * ld + c] * scale;
-  gemm(q, ld, kt, L, false, d, s, L, L, L, nullptr, Act::none);
-  const vmask tm = tail_mask(L % W);
-  const int64_t Lv = L - L % W;
-  for (int64_t i = 0; i < L; ++i) {
-    float* sr = s + i * L;
-    if (mask.add) {
-      for (int64_t j = 0; j < Lv; j += W) vstore(sr + j, vadd(vload(sr + j), vload(mask.add + j)));
-      if (Lv < L) vstore(sr + Lv, vadd(vload(sr + Lv, tm), vload(mask.add + Lv, tm)), tm);
+  for (int64_t q0 = 0; q0 < L; q0 += BQ) {
+    const int64_t nq = imin(BQ, L - q0);
+    for (int64_t i = 0; i < nq; ++i) {
+      mrow[i] = -FLT_MAX;
+      lrow[i] = 0.f;
     }
-    if (scores)
-      for (int64_t j = 0; j < L; ++j) scores[i * L + j] = sr[j];
-    vf mx = vset1(-FLT_MAX);
-    for (int64_t j = 0; j < Lv; j += W) mx = vmax(mx, vload(sr + j));
-    float m = vmaxall(mx);
-    for (int64_t j = Lv; j < L; ++j) m = sr[j] > m ? sr[j] : m;
-    const vf vm = vset1(m);
-    vf sum = vzero();
-    for (int64_t j = 0; j < Lv; j += W) {
-      vf p = vexp(vsub(vload(sr + j), vm));
-      if (mask.keep) p = vmul(p, vload(mask.keep + j));
-      vstore(sr + j, p);
-      sum = vadd(sum, p);
+    for (int64_t k0 = 0; k0 < L; k0 += BK) {
+      const int64_t nk = imin(BK, L - k0);
+      gemm(q + q0 * ld, ld, kt + k0, L, d, s, BK, nq, nk, nullptr, Act::none);
+      const vmask tm = tail_mask(nk % W);
+      const int64_t nv = nk - nk % W;
+      const float* add = mask.add ? mask.add + k0 : nullptr;
+      const float* keep = mask.keep ? mask.keep + k0 : nullptr;
+      for (int64_t i = 0; i < nq; ++i) {
+        float* sr = s + i * BK;
+        if (add) {
+          for (int64_t j = 0; j < nv; j += W) vstore(sr + j, vadd(vload(sr + j), vload(add + j)));
+          if (nv < nk) vstore(sr + nv, vadd(vload(sr + nv, tm), vload(add + nv, tm)), tm);
+        }
+        if (scores)
+          for (int64_t j = 0; j < nk; ++j) scores[(q0 + i) * L + k0 + j] = sr[j];
+        vf mx = vset1(-FLT_MAX);
+        for (int64_t j = 0; j < nv; j += W) mx = vmax(mx, vload(sr + j));
+        float m = vmaxall(mx);
+        for (int64_t j = nv; j < nk; ++j) m = sr[j] > m ? sr[j] : m;
+        m = m > mrow[i] ? m : mrow[i];
+        const vf vm = vset1(m);
+        vf sum = vzero();
+        for (int64_t j = 0; j < nv; j += W) {
+          vf p = vexp(vsub(vload(sr + j), vm));
+          if (keep) p = vmul(p, vload(keep + j));
+          vstore(sr + j, p);
+          sum = vadd(sum, p);
+        }
+        float tail = 0.f;
+        if (nv < nk) {
+          vf p = vexp(vsub(vload(sr + nv, tm), vm));
+          if (keep) p = vmul(p, vload(keep + nv, tm));
+          vstore(sr + nv, p, tm);  // lanes past nk are computed but never stored or summed
+          for (int64_t j = nv; j < nk; ++j) tail += sr[j];
+        }
+        if (k0 > 0) {  // rescale what earlier key blocks accumulated to the new max
+          const float alpha = std::exp(mrow[i] - m);
+          lrow[i] *= alpha;
+          float* o = out + (q0 + i) * ldo;
+          const vf va = vset1(alpha);
+          int64_t c = 0;
+          for (; c + W <= d; c += W) vstore(o + c, vmul(vload(o + c), va));
+          for (; c < d; ++c) o[c] *= alpha;
+        }
+        mrow[i] = m;
+        lrow[i] += tail + vsum(sum);
+      }
+      gemm(s, BK, v + k0 * ld, ld, nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none, k0 > 0);
     }
-    float tail = 0.f;
-    if (Lv < L) {
-      vf p = vexp(vsub(vload(sr + Lv, tm), vm));
-      if (mask.keep) p = vmul(p, vload(mask.keep + Lv, tm));
-      vstore(sr + Lv, p, tm);  // lanes past L are computed but never stored or summed
-      for (int64_t j = Lv; j < L; ++j) tail += sr[j];
+    for (int64_t i = 0; i < nq; ++i) {
+      const float r = 1.0f / lrow[i];
+      const vf vr = vset1(r);
+      float* o = out + (q0 + i) * ldo;
+      int64_t c = 0;
+      for (; c + W <= d; c += W) vstore(o + c, vmul(vload(o + c), vr));
+      for (; c < d; ++c) o[c] *= r;
     }
-    inv[i] = 1.0f / (tail + vsum(sum));
-  }
-  gemm(s, L, v, ld, false, L, out, ldo, L, d, nullptr, Act::none);
-  for (int64_t i = 0; i < L; ++i) {
-    const vf r = vset1(inv[i]);
-    float* o = out + i * ldo;
-    int64_t c = 0;
-    for (; c + W <= d; c += W) vstore(o + c, vmul(vload(o + c), r));
-    for (; c < d; ++c) o[c] *= inv[i];
   }
 }
 
