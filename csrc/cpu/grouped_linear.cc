@@ -123,6 +123,57 @@ void column_block(const float* A, int64_t lda, const float* B, int64_t ldb, int6
                                    C + m * ldc, ldc, nb, act, !accumulate);
 }
 
+#if defined(__AVX512F__)
+// r[0..15] (rows of 16 floats) -> r[i] = column i: unpack 32/64-bit pairs, then 128-bit lanes.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
+    t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+    r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+    r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);
+  }
+}
+#endif
+
+// dst[k * MR + r] = A[r * lda + k] for r < rows, k < kc: one MR-row micro-panel of A. AVX-512
+// moves full panels 16 k at a time through an in-register 16 x 16 transpose (a scalar
+// transposing copy cost ~10% of the FFN's second GEMM, whose N is only H/G).
+void pack_a(const float* A, int64_t lda, int64_t rows, int64_t kc, float* dst) {
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  static_assert(MR <= 16, "transpose16 packs at most 16 rows");
+  if (rows == MR) {
+    for (; k + 16 <= kc; k += 16) {
+      __m512 r[16];
+      for (int q = 0; q < 16; ++q) r[q] = q < MR ? _mm512_loadu_ps(A + q * lda + k) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(dst + (k + q) * MR, (1u << MR) - 1, r[q]);
+    }
+  }
+#endif
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t kk = k; kk < kc; ++kk) dst[kk * MR + r] = A[r * lda + kk];
+}
+
 // K block of the weight GEMMs: a KC x NR slice of B (24 KiB at KC = 192) stays in L1 across
 // every MR-row pass of a row block, next to one A micro-panel (MR x KC, 9 KiB).
 constexpr int64_t KC = 192;
@@ -140,14 +191,8 @@ void gemm_panels(const float* A, int64_t lda, const float* B, int64_t K, float* 
   for (int64_t kb = 0; kb < nk; ++kb) {
     const int64_t k0 = kb * kc_max, kc = imin(kc_max, K - k0);
     const bool first = kb == 0, last = kb == nk - 1;
-    for (int64_t i = 0; i < mp; ++i) {  // pack A[:, k0:k0+kc] into MR-row micro-panels
-      float* dst = abuf.data() + i * kc * MR;
-      const int64_t rows = imin(MR, M - i * MR);
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* src = A + (i * MR + r) * lda + k0;
-        for (int64_t k = 0; k < kc; ++k) dst[k * MR + r] = src[k];
-      }
-    }
+    for (int64_t i = 0; i < mp; ++i)  // pack A[:, k0:k0+kc] into MR-row micro-panels
+      pack_a(A + i * MR * lda + k0, lda, imin(MR, M - i * MR), kc, abuf.data() + i * kc * MR);
     for (int64_t p = 0; p < npanels; ++p) {
       const int64_t j0 = p * NR, nb = imin(NR, N - j0);
       const float* Bp = B + p * K * NR + k0 * NR;
