@@ -30,9 +30,10 @@ void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const flo
   const int64_t H = w2.out, I = w1.out;
   if (w1.groups == w2.groups) {
     const int64_t G = w1.groups, Ni1 = w1.in / G, No1 = I / G, No2 = H / G;
-    const int64_t mb = row_block(rows, G, pool.num_threads()), mblocks = ceil_div(rows, mb);
+    const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w1.wt16 != nullptr);
+    const int64_t mblocks = rb.n;
     auto task = [&](int64_t t, int) {
-      const int64_t g = t % G, m0 = (t / G) * mb, m = imin(mb, rows - m0);
+      const int64_t g = t % G, m0 = rb.begin(t / G), m = rb.end(t / G) - m0;
       float* mid = inter + m0 * I + g * No1;
       gemm_group(w1, g, 0, No1, x + m0 * H + g * Ni1, H, mid, I, m, act);
       gemm_group(w2, g, 0, No2, mid, I, out + m0 * H + g * No2, H, m, Act::none);

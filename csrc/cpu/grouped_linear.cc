@@ -246,20 +246,26 @@ void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const 
   }
 }
 
-int64_t row_block(int64_t rows, int64_t parallel_other, int threads) {
-  // Rows per task: a multiple of MR, at most 8 * MR (A block + C block stay in L1/L2), small
-  // enough that rows x parallel_other tasks keep every thread busy.
-  int64_t mb = 8 * MR;
-  while (mb > MR && ceil_div(rows, mb) * parallel_other < 2 * threads) mb -= MR;
-  return mb;
+RowBlocks row_blocks(int64_t rows, int64_t parallel_other, int threads, bool bf16) {
+  // Units of MR rows (32 for the AMX tiles, whose row blocks are 32), at most 96 rows per block
+  // (A block + C block stay in L1/L2); enough blocks that blocks x parallel_other tasks give every
+  // thread two, and a count of tasks that divides evenly among the threads.
+  RowBlocks rb;
+  rb.rows = rows;
+  rb.unit = bf16 ? 32 : MR;
+  rb.units = ceil_div(rows, rb.unit);
+  rb.n = ceil_div(rb.units, imin(rb.units, 96 / rb.unit > 0 ? 96 / rb.unit : 1));
+  while (rb.n < rb.units && rb.n * parallel_other < 2 * threads) ++rb.n;
+  while (rb.n < rb.units && (rb.n * parallel_other) % threads != 0) ++rb.n;
+  return rb;
 }
 
 void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* y, int64_t ldy,
                     int64_t rows, Act act, ThreadPool& pool) {
   const int64_t G = w.groups, Ni = w.in / G, No = w.out / G;
   const int64_t pw = panel_width(w), panels = ceil_div(No, pw);
-  const int64_t mb = row_block(rows, G, pool.num_threads());
-  const int64_t mblocks = ceil_div(rows, mb);
+  const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w.wt16 != nullptr);
+  const int64_t mblocks = rb.n;
   // Split columns too when groups x row blocks cannot feed every thread (e.g. the pooler).
   int64_t nsplit = 1;
   while (nsplit < panels && G * mblocks * nsplit < 2 * pool.num_threads()) ++nsplit;
@@ -267,10 +273,10 @@ void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* 
   nsplit = ceil_div(panels, ppt);
   auto task = [&](int64_t t, int) {
     const int64_t g = t / (mblocks * nsplit), rem = t % (mblocks * nsplit);
-    const int64_t m0 = (rem / nsplit) * mb, p0 = (rem % nsplit) * ppt;
+    const int64_t m0 = rb.begin(rem / nsplit), p0 = (rem % nsplit) * ppt;
     const int64_t j0 = p0 * pw, n = imin(ppt * pw, No - j0);
     gemm_group(w, g, j0, n, x + m0 * ldx + g * Ni, ldx, y + m0 * ldy + g * No + j0, ldy,
-               imin(mb, rows - m0), act);
+               rb.end(rem / nsplit) - m0, act);
   };
   parallel_for(pool, G * mblocks * nsplit, task);
 }

@@ -97,8 +97,14 @@ void gemm_f16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* 
 inline int64_t panel_width(const GroupedLinear& w) {
   return w.wt16 ? kBf16Panel : w.wt_f16 ? kF16Panel : kNR;
 }
-// Rows per task for a row-blocked op with `parallel_other` independent tasks per row block.
-int64_t row_block(int64_t rows, int64_t parallel_other, int threads);
+// Row blocks of a row-blocked op with `parallel_other` independent tasks per row block: n blocks
+// of whole units (MR rows; 32 for bf16 weights), sizes differing by at most one unit.
+struct RowBlocks {
+  int64_t rows = 0, unit = 1, units = 0, n = 1;
+  int64_t begin(int64_t b) const { return imin(rows, (b * units / n) * unit); }
+  int64_t end(int64_t b) const { return begin(b + 1); }
+};
+RowBlocks row_blocks(int64_t rows, int64_t parallel_other, int threads, bool bf16);
 
 void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* y, int64_t ldy,
                     int64_t rows, Act act, ThreadPool& pool);
