@@ -230,6 +230,13 @@ def test_in_place_weight_change_is_seen_by_the_kernels(tmp_path):
         hf.encoder.layers[0].intermediate.conv1d.weight.mul_(2)
         ref = hf(ids, attention_mask=mask).last_hidden_state
     assert max_diff_real(m(ids, attention_mask=mask).last_hidden_state, ref, mask) <= 1e-4
+    # a parameter replaced by a new one (the cached parameter list must be walked again)
+    new = torch.nn.Parameter(hf.encoder.layers[1].attention.value.weight.detach() * 0.5)
+    m.encoder.layers[1].attention.value.weight = new
+    with torch.no_grad():
+        hf.encoder.layers[1].attention.value.weight.mul_(0.5)
+        ref = hf(ids, attention_mask=mask).last_hidden_state
+    assert max_diff_real(m(ids, attention_mask=mask).last_hidden_state, ref, mask) <= 1e-4
 
 
 def test_backend_selection_and_errors(tmp_path, monkeypatch):

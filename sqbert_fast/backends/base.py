@@ -76,6 +76,25 @@ def compute_dtype(weights: dict[str, torch.Tensor]) -> torch.dtype:
     return (w if w is not None else weights["word_embeddings"]).dtype
 
 
+_registrations = 0  # parameters (re)assigned on any nn.Module in this process
+
+
+def _count_registration(module, name, param):
+    global _registrations
+    _registrations += 1
+
+
+torch.nn.modules.module.register_module_parameter_registration_hook(_count_registration)
+
+
 def weights_version(base_model) -> tuple:
-    """Changes whenever a parameter is replaced or modified in place (packed copies go stale)."""
-    return tuple((p.data_ptr(), p._version) for p in base_model.parameters())
+    """Changes whenever a parameter is replaced or modified in place (packed copies go stale).
+
+    Checked on every call: the model's parameter list is walked again only after some module
+    registered a parameter (a global counter), otherwise the cached list is reused (walking ~200
+    parameters through named_parameters cost ~0.3 ms a call, 2-4% of a 1 x 32 forward)."""
+    cached = base_model.__dict__.get("_sqf_param_list")
+    if cached is None or cached[0] != _registrations:
+        cached = (_registrations, tuple(base_model.parameters()))
+        base_model.__dict__["_sqf_param_list"] = cached
+    return tuple((p.data_ptr(), p._version) for p in cached[1])
