@@ -35,6 +35,10 @@ CONFIGS = {
     # 404 -> 135 + 135 + 134), output widths that leave partial panels (202 per group, 600 Q|K|V)
     "kblocks": dict(hidden_size=200, num_attention_heads=5, intermediate_size=404, q_groups=1, k_groups=1,
                     v_groups=1, post_attention_groups=1, intermediate_groups=2, output_groups=1),
+    # head size 32 (MiniLM's; the default config's is 64): the AVX-512 bf16 packers of K^T and V take
+    # whole 32-dim chunks, and 16 keys at a time
+    "d32": dict(hidden_size=64, num_attention_heads=2, intermediate_size=128, q_groups=2, k_groups=2,
+                v_groups=2, post_attention_groups=1, intermediate_groups=2, output_groups=2),
 }
 
 
@@ -187,7 +191,7 @@ BF16_ISAS = [i for i in ISAS if i in _C.cpu_info()["bf16_isas"]]
 
 @pytest.mark.skipif(not bf16_supported(), reason="this CPU has neither AMX-BF16 nor AVX512-BF16")
 @pytest.mark.parametrize("name", list(CONFIGS))
-@pytest.mark.parametrize("L", (1, 17, 64, 129))
+@pytest.mark.parametrize("L", (1, 17, 64, 129, 300))
 def test_bf16_close_to_transformers_fp32(name, L):
     """Engine error (its outputs are fp32 activations) vs transformers fp32 is at most
     1e-2, or transformers' own bf16 error where that is larger (these tiny random models, whose

@@ -20,12 +20,6 @@ namespace cpu {
 namespace SQF_ISA_NS {
 namespace {
 
-inline uint16_t to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even (inputs are finite)
-  return static_cast<uint16_t>(u >> 16);
-}
 inline float from_bf16(uint16_t h) {
   const uint32_t u = static_cast<uint32_t>(h) << 16;
   float x;

@@ -13,6 +13,7 @@
 // Keys whose key_valid is 0 (padding kept only for the pooler) get transformers' additive mask
 // (float lowest), i.e. probability exactly 0.
 #include <cfloat>
+#include <vector>
 
 #include "kernel_common.h"
 
@@ -26,6 +27,79 @@ struct KeyMask {
   const float* keep;  // [L]: 1 or 0
 };
 
+// bf16 B operands of the attention GEMMs in gemm_bf16's VNNI panels [ceil(N/32)][Kp/2][32][2]
+// (Kp = K rounded up to 32), written in full (padding zeroed) into `buf` (grows, then reused).
+// K^T: B[c][j] = k[j][c] * scale (K = d, N = L keys). The 32-bit word (c, c+1) of key j is
+// one lane of the key's converted row, so 16 keys x 16 words are one 16 x 16 transpose.
+uint16_t* pack_kt_bf16(const float* k, int64_t ld, int64_t L, int64_t d, float scale,
+                       std::vector<uint16_t>& buf) {
+  const int64_t Kp = ceil_div(d, 32) * 32, P = kBf16Panel, panels = ceil_div(L, P);
+  if (static_cast<int64_t>(buf.size()) < panels * Kp * P) buf.resize(static_cast<size_t>(panels * Kp * P));
+  uint16_t* out = buf.data();
+  auto at = [&](int64_t c, int64_t j) -> uint16_t& {
+    return out[((j / P) * Kp + c - c % 2) * P + (j % P) * 2 + c % 2];
+  };
+  int64_t j0 = 0;
+#if defined(__AVX512BF16__)
+  if (d % 32 == 0) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (; j0 + 16 <= L; j0 += 16)
+      for (int64_t c0 = 0; c0 < d; c0 += 32) {
+        __m512 r[16];
+        for (int q = 0; q < 16; ++q) {
+          const float* kr = k + (j0 + q) * ld + c0;
+          const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(kr + 16), vs),
+                                                 _mm512_mul_ps(_mm512_loadu_ps(kr), vs));
+          r[q] = _mm512_castsi512_ps(reinterpret_cast<const __m512i&>(h));
+        }
+        transpose16(r);  // r[p] = word p (dims c0 + 2p, c0 + 2p + 1) of keys j0 .. j0 + 15
+        for (int p = 0; p < 16; ++p) _mm512_storeu_ps(reinterpret_cast<float*>(&at(c0 + 2 * p, j0)), r[p]);
+      }
+  }
+#endif
+  for (int64_t j = j0; j < panels * P; ++j)
+    for (int64_t c = 0; c < Kp; ++c) at(c, j) = j < L && c < d ? to_bf16(k[j * ld + c] * scale) : 0;
+  if (j0 > 0)  // the vector path wrote dims < d of keys < j0: zero their padded dims
+    for (int64_t j = 0; j < j0; ++j)
+      for (int64_t c = d; c < Kp; ++c) at(c, j) = 0;
+  return out;
+}
+
+// V: B[j][c] = v[j][c] (K = L keys, N = d). Keys j and j + 1 interleave: one 32 x 2 panel row per
+// key pair and 32 dims, built from the pair's converted rows by one 16-bit permutation.
+uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, std::vector<uint16_t>& buf) {
+  const int64_t Kp = ceil_div(L, 32) * 32, P = kBf16Panel, panels = ceil_div(d, P);
+  if (static_cast<int64_t>(buf.size()) < panels * Kp * P) buf.resize(static_cast<size_t>(panels * Kp * P));
+  uint16_t* out = buf.data();
+  auto at = [&](int64_t j, int64_t c) -> uint16_t& {
+    return out[((c / P) * Kp + j - j % 2) * P + (c % P) * 2 + j % 2];
+  };
+  int64_t j0 = 0;
+#if defined(__AVX512BF16__)
+  if (d % 32 == 0) {
+    alignas(64) static const int16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                  8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i idx = _mm512_load_si512(order);
+    for (; j0 + 2 <= L; j0 += 2)
+      for (int64_t c0 = 0; c0 < d; c0 += 32) {
+        const float* a = v + j0 * ld + c0;
+        const float* b = a + ld;
+        for (int h = 0; h < 2; ++h) {  // dims c0 + 16h .. c0 + 16h + 15 of keys j0, j0 + 1
+          const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16 * h), _mm512_loadu_ps(a + 16 * h));
+          _mm512_storeu_si512(&at(j0, c0 + 16 * h),
+                              _mm512_permutexvar_epi16(idx, reinterpret_cast<const __m512i&>(x)));
+        }
+      }
+  }
+#endif
+  for (int64_t j = j0; j < Kp; ++j)
+    for (int64_t c = 0; c < panels * P; ++c) at(j, c) = j < L && c < d ? to_bf16(v[j * ld + c]) : 0;
+  if (j0 > 0)
+    for (int64_t j = 0; j < j0; ++j)
+      for (int64_t c = d; c < panels * P; ++c) at(j, c) = 0;
+  return out;
+}
+
 // One head of one sequence, flash-style: query rows in blocks of at most kAttnBlockQ, keys in
 // blocks of at most kAttnBlockK (a sequence of up to kAttnOneBlock tokens is one block of each:
 // plain softmax). Per key block: S = Q K^T (micro-kernel, K^T pre-scaled by 1/sqrt d), mask, a
@@ -35,15 +109,25 @@ struct KeyMask {
 // attention_head_scratch_floats(L, d) (kernels.h). Writes ctx rows (stride ldo) and, when
 // scores != nullptr, the pre-softmax scores [L][L].
 void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t L, int64_t d,
-            float scale, KeyMask mask, float* scratch, float* out, int64_t ldo, float* scores) {
+            float scale, KeyMask mask, float* scratch, float* out, int64_t ldo, float* scores,
+            bool bf16) {
   const bool one = L <= kAttnOneBlock;
   const int64_t BQ = one ? L : kAttnBlockQ, BK = one ? L : kAttnBlockK;
   float* kt = scratch;       // [d][L]
   float* s = kt + d * L;     // [BQ][BK]
   float* mrow = s + BQ * BK;  // [BQ] running max
   float* lrow = mrow + BQ;    // [BQ] running sum
-  for (int64_t j = 0; j < L; ++j)
-    for (int64_t c = 0; c < d; ++c) kt[c * L + j] = k[j * ld + c] * scale;
+  thread_local std::vector<uint16_t> kt16, v16;
+  thread_local std::vector<float> pv;
+  const uint16_t* ktb = nullptr;
+  if (bf16) {
+    ktb = pack_kt_bf16(k, ld, L, d, scale, kt16);
+    if (!one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
+  } else {
+    for (int64_t j = 0; j < L; ++j)
+      for (int64_t c = 0; c < d; ++c) kt[c * L + j] = k[j * ld + c] * scale;
+  }
+  const int64_t dp = ceil_div(d, 32) * 32;
   for (int64_t q0 = 0; q0 < L; q0 += BQ) {
     const int64_t nq = imin(BQ, L - q0);
     for (int64_t i = 0; i < nq; ++i) {
@@ -52,7 +136,11 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
     }
     for (int64_t k0 = 0; k0 < L; k0 += BK) {
       const int64_t nk = imin(BK, L - k0);
-      gemm(q + q0 * ld, ld, kt + k0, L, d, s, BK, nq, nk, nullptr, Act::none);
+      if (bf16)  // key block k0 starts a panel (BK is a multiple of 32)
+        gemm_bf16(q + q0 * ld, ld, ktb + (k0 / kBf16Panel) * dp * kBf16Panel, d, s, BK, nq, nk, nullptr,
+                  Act::none);
+      else
+        gemm(q + q0 * ld, ld, kt + k0, L, d, s, BK, nq, nk, nullptr, Act::none);
       const vmask tm = tail_mask(nk % W);
       const int64_t nv = nk - nk % W;
       const float* add = mask.add ? mask.add + k0 : nullptr;
@@ -97,7 +185,20 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
         mrow[i] = m;
         lrow[i] += tail + vsum(sum);
       }
-      gemm(s, BK, v + k0 * ld, ld, nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none, k0 > 0);
+      if (!bf16) {
+        gemm(s, BK, v + k0 * ld, ld, nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none, k0 > 0);
+      } else if (k0 == 0) {
+        gemm_bf16(s, BK, pack_v_bf16(v, ld, nk, d, v16), nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none);
+      } else {  // the bf16 GEMM does not accumulate: P V into pv, then added
+        gemm_bf16(s, BK, pack_v_bf16(v + k0 * ld, ld, nk, d, v16), nk, pv.data(), d, nq, d, nullptr, Act::none);
+        for (int64_t i = 0; i < nq; ++i) {
+          float* o = out + (q0 + i) * ldo;
+          const float* pr = pv.data() + i * d;
+          int64_t c = 0;
+          for (; c + W <= d; c += W) vstore(o + c, vadd(vload(o + c), vload(pr + c)));
+          for (; c < d; ++c) o[c] += pr[c];
+        }
+      }
     }
     for (int64_t i = 0; i < nq; ++i) {
       const float r = 1.0f / lrow[i];
@@ -128,6 +229,9 @@ KeyMask key_mask(const uint8_t* valid, int64_t L, float* buf) {
 void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& pool) {
   const int64_t H = a.hidden, d = H / a.heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  // bf16 models: QK^T and PV on the bf16 GEMM too (Q, K, V and the probabilities rounded to bf16,
+  // as flash attention does on GPUs; mask, softmax, the running max/sum and 1/sum stay fp32)
+  const bool bf16 = w.qkv.wt16 || w.q.wt16;
   if (w.qkv.packed() && a.batch * w.qkv.groups < 2 * pool.num_threads()) {
     // Too few (sequence, group) tasks to keep every thread busy (batch 1 with one group, as in
     // BERT-shaped models): project Q/K/V for all tokens with the parallel grouped GEMM into the
@@ -142,7 +246,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
       const float* q0 = a.qkv + base * ldq + (h / hpg) * 3 * No + (h % hpg) * d;
       float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
       attend(q0, q0 + No, q0 + 2 * No, ldq, L, d, scale, key_mask(a.key_valid + base, L, maskbuf),
-             maskbuf + 2 * L, a.ctx + base * H + h * d, H, sc);
+             maskbuf + 2 * L, a.ctx + base * H + h * d, H, sc, bf16);
     };
     parallel_for(pool, a.batch * a.heads, task);
     return;
@@ -161,7 +265,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
         const int64_t h = g * hpg + hl;
         float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
         attend(qkv + hl * d, qkv + No + hl * d, qkv + 2 * No + hl * d, ld, L, d, scale, mask,
-               rest, a.ctx + base * H + h * d, H, sc);
+               rest, a.ctx + base * H + h * d, H, sc, bf16);
       }
     };
     parallel_for(pool, a.batch * G, task);
@@ -178,7 +282,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
     const float* q0 = a.qkv + base * ld + h * d;
     float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
     attend(q0, q0 + H, q0 + 2 * H, ld, L, d, scale, key_mask(a.key_valid + base, L, maskbuf),
-           maskbuf + 2 * L, a.ctx + base * H + h * d, H, sc);
+           maskbuf + 2 * L, a.ctx + base * H + h * d, H, sc, bf16);
   };
   parallel_for(pool, a.batch * a.heads, task);
 }

@@ -6,7 +6,8 @@ by the Encoder). Outputs are torch tensors the kernels write into directly; the 
 while they run.
 
 bfloat16 models (compute dtype = that of the GEMM weights, see ``base.compute_dtype``): the conv
-weights are packed as bf16 (GEMMs on AMX tiles, or AVX512-BF16 dot products, accumulating in fp32);
+weights are packed as bf16 (GEMMs on AMX tiles, or AVX512-BF16 dot products, accumulating in fp32;
+attention's QK^T and PV too, on bf16-rounded Q, K, V and probabilities);
 embeddings, biases and LayerNorm parameters are read in fp32 (in place when the model was loaded with
 ``dtype=`` and keeps them fp32, as fp32 copies after ``model.to(bf16)``), activations/LayerNorm/softmax
 run in fp32, and the outputs stay fp32: rounding hidden
