@@ -29,16 +29,24 @@ struct KeyMask {
 
 // bf16 B operands of the attention GEMMs in gemm_bf16's VNNI panels [ceil(N/32)][Kp/2][32][2]
 // (Kp = K rounded up to 32), written in full (padding zeroed) into `buf` (grows, then reused).
+struct VnniPanels {
+  uint16_t* out;
+  int64_t Kp;
+  uint16_t& at(int64_t k, int64_t n) const {
+    return out[((n / kBf16Panel) * Kp + k - k % 2) * kBf16Panel + (n % kBf16Panel) * 2 + k % 2];
+  }
+};
+VnniPanels vnni_panels(std::vector<uint16_t>& buf, int64_t K, int64_t N) {
+  const int64_t Kp = ceil_div(K, 32) * 32, n = ceil_div(N, kBf16Panel) * Kp * kBf16Panel;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return {buf.data(), Kp};
+}
 // K^T: B[c][j] = k[j][c] * scale (K = d, N = L keys). The 32-bit word (c, c+1) of key j is
 // one lane of the key's converted row, so 16 keys x 16 words are one 16 x 16 transpose.
 uint16_t* pack_kt_bf16(const float* k, int64_t ld, int64_t L, int64_t d, float scale,
                        std::vector<uint16_t>& buf) {
-  const int64_t Kp = ceil_div(d, 32) * 32, P = kBf16Panel, panels = ceil_div(L, P);
-  if (static_cast<int64_t>(buf.size()) < panels * Kp * P) buf.resize(static_cast<size_t>(panels * Kp * P));
-  uint16_t* out = buf.data();
-  auto at = [&](int64_t c, int64_t j) -> uint16_t& {
-    return out[((j / P) * Kp + c - c % 2) * P + (j % P) * 2 + c % 2];
-  };
+  const VnniPanels b = vnni_panels(buf, d, L);
+  const int64_t Kp = b.Kp, Np = ceil_div(L, kBf16Panel) * kBf16Panel;
   int64_t j0 = 0;
 #if defined(__AVX512BF16__)
   if (d % 32 == 0) {
@@ -53,27 +61,22 @@ uint16_t* pack_kt_bf16(const float* k, int64_t ld, int64_t L, int64_t d, float s
           r[q] = _mm512_castsi512_ps(reinterpret_cast<const __m512i&>(h));
         }
         transpose16(r);  // r[p] = word p (dims c0 + 2p, c0 + 2p + 1) of keys j0 .. j0 + 15
-        for (int p = 0; p < 16; ++p) _mm512_storeu_ps(reinterpret_cast<float*>(&at(c0 + 2 * p, j0)), r[p]);
+        for (int p = 0; p < 16; ++p) _mm512_storeu_ps(reinterpret_cast<float*>(&b.at(c0 + 2 * p, j0)), r[p]);
       }
   }
 #endif
-  for (int64_t j = j0; j < panels * P; ++j)
-    for (int64_t c = 0; c < Kp; ++c) at(c, j) = j < L && c < d ? to_bf16(k[j * ld + c] * scale) : 0;
-  if (j0 > 0)  // the vector path wrote dims < d of keys < j0: zero their padded dims
-    for (int64_t j = 0; j < j0; ++j)
-      for (int64_t c = d; c < Kp; ++c) at(c, j) = 0;
-  return out;
+  for (int64_t j = j0; j < Np; ++j)
+    for (int64_t c = 0; c < Kp; ++c) b.at(c, j) = j < L && c < d ? to_bf16(k[j * ld + c] * scale) : 0;
+  for (int64_t j = 0; j < j0; ++j)  // the vector path wrote dims < d of keys < j0: zero the padding
+    for (int64_t c = d; c < Kp; ++c) b.at(c, j) = 0;
+  return b.out;
 }
 
 // V: B[j][c] = v[j][c] (K = L keys, N = d). Keys j and j + 1 interleave: one 32 x 2 panel row per
 // key pair and 32 dims, built from the pair's converted rows by one 16-bit permutation.
 uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, std::vector<uint16_t>& buf) {
-  const int64_t Kp = ceil_div(L, 32) * 32, P = kBf16Panel, panels = ceil_div(d, P);
-  if (static_cast<int64_t>(buf.size()) < panels * Kp * P) buf.resize(static_cast<size_t>(panels * Kp * P));
-  uint16_t* out = buf.data();
-  auto at = [&](int64_t j, int64_t c) -> uint16_t& {
-    return out[((c / P) * Kp + j - j % 2) * P + (c % P) * 2 + j % 2];
-  };
+  const VnniPanels b = vnni_panels(buf, L, d);
+  const int64_t Kp = b.Kp, Np = ceil_div(d, kBf16Panel) * kBf16Panel;
   int64_t j0 = 0;
 #if defined(__AVX512BF16__)
   if (d % 32 == 0) {
@@ -82,22 +85,21 @@ uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, std::vec
     const __m512i idx = _mm512_load_si512(order);
     for (; j0 + 2 <= L; j0 += 2)
       for (int64_t c0 = 0; c0 < d; c0 += 32) {
-        const float* a = v + j0 * ld + c0;
-        const float* b = a + ld;
+        const float* v0 = v + j0 * ld + c0;
+        const float* v1 = v0 + ld;
         for (int h = 0; h < 2; ++h) {  // dims c0 + 16h .. c0 + 16h + 15 of keys j0, j0 + 1
-          const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16 * h), _mm512_loadu_ps(a + 16 * h));
-          _mm512_storeu_si512(&at(j0, c0 + 16 * h),
+          const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(v1 + 16 * h), _mm512_loadu_ps(v0 + 16 * h));
+          _mm512_storeu_si512(&b.at(j0, c0 + 16 * h),
                               _mm512_permutexvar_epi16(idx, reinterpret_cast<const __m512i&>(x)));
         }
       }
   }
 #endif
   for (int64_t j = j0; j < Kp; ++j)
-    for (int64_t c = 0; c < panels * P; ++c) at(j, c) = j < L && c < d ? to_bf16(v[j * ld + c]) : 0;
-  if (j0 > 0)
-    for (int64_t j = 0; j < j0; ++j)
-      for (int64_t c = d; c < panels * P; ++c) at(j, c) = 0;
-  return out;
+    for (int64_t c = 0; c < Np; ++c) b.at(j, c) = j < L && c < d ? to_bf16(v[j * ld + c]) : 0;
+  for (int64_t j = 0; j < j0; ++j)
+    for (int64_t c = d; c < Np; ++c) b.at(j, c) = 0;
+  return b.out;
 }
 
 // One head of one sequence, flash-style: query rows in blocks of at most kAttnBlockQ, keys in
