@@ -148,7 +148,29 @@ def main() -> int:
         for mine in [k for k in prepared if k[0] == "cpu"]:
             ratios = [f"{k[0]} {k[1]}: {med[k] / med[mine]:.2f}x" for k in prepared if k[0] != "cpu"]
             print(f"speed-up of cpu {mine[1]} over: " + (", ".join(ratios) or "-"))
+    print_memory(tmp, [prec for prov, prec in prepared if prov == "cpu"])
     return 0
+
+
+def print_memory(model_dir: str, precisions) -> None:
+    """Weight memory of a loaded cpu-backend model: its parameters plus the engine's packed copies of the
+    GEMM weights (the issue's bound: at most 1.3x the model's weight bytes). Workspaces grow with the batch
+    and are not counted."""
+    if not precisions:
+        return
+    print("\n## weight memory of a loaded model (cpu backend)")
+    print("| precision | parameters MiB | packed copies MiB | total / parameters | total / all-in-precision bytes |")
+    print("|---|---|---|---|---|")
+    for prec in precisions:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[prec]
+        m = sqf.SqueezeBertModel.from_pretrained(model_dir, backend="cpu", dtype=dtype)
+        params = {id(p): p for p in m.parameters()}.values()
+        nbytes = sum(p.numel() * p.element_size() for p in params)
+        uniform = sum(p.numel() for p in params) * torch.finfo(dtype).bits // 8
+        packed = m._get_runner().encoder.packed_weight_bytes
+        mib = 2.0 ** 20
+        print(f"| {prec} | {nbytes / mib:.1f} | {packed / mib:.1f} | {(nbytes + packed) / nbytes:.2f}x | "
+              f"{(nbytes + packed) / uniform:.2f}x |")
 
 
 if __name__ == "__main__":
