@@ -4,8 +4,9 @@
 // which serves both instruction sets:
 //   amx:         a 16 x 32 bf16 B tile is 16 k-pair rows of one 16-column half of a panel (row
 //                stride 128 bytes); a 32 x 32 C block = 4 tiles, 2 A tiles + 2 B tiles per
-//                32-deep k step (tdpbf16ps); the C tiles go through a small fp32 buffer where
-//                the AVX-512 epilogue adds bias / applies GELU.
+//                32-deep k step (tdpbf16ps); the C tiles start from the bias (loaded from 16
+//                copies of it) and are stored straight to C, or, with an activation or a
+//                partial block, go through a small fp32 buffer and the AVX-512 epilogue.
 //   avx512_bf16: vdpbf16ps on a 12 x 32 register tile (24 zmm), one broadcast k-pair of A per row.
 //   otherwise:   a portable loop with the same roundings: the reference in tests.
 // A rows are converted into a per-thread bf16 buffer (rows rounded up to 32, zero-padded) that
@@ -83,15 +84,27 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
   // Configured per call: other code on this thread (oneDNN inside torch) may reconfigure tiles.
   _tile_loadconfig(&cfg);
   alignas(64) float acc[32 * 32];
+  alignas(64) float bias_rows[16 * 32];  // 16 copies of the panel's 32 biases: C tiles start from it
   const int64_t a_stride = Kp * 2, kb_n = Kp / 32;
   for (int64_t j0 = 0; j0 < N; j0 += 32) {
     const uint16_t* Bp = B + (j0 / 32) * Kp * 32;
     const int64_t nb = imin(32, N - j0);
+    if (bias)
+      for (int r = 0; r < 16; ++r)
+        for (int j = 0; j < 32; ++j) bias_rows[r * 32 + j] = j < nb ? bias[j0 + j] : 0.f;
     for (int64_t m0 = 0; m0 < M; m0 += 32) {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
+      const int64_t mb = imin(32, M - m0);
+      if (bias) {
+        _tile_loadd(0, bias_rows, 128);
+        _tile_loadd(1, bias_rows + 16, 128);
+        _tile_loadd(2, bias_rows, 128);
+        _tile_loadd(3, bias_rows + 16, 128);
+      } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      }
       const uint16_t* A0 = Ab + m0 * Kp;
       for (int64_t kb = 0; kb < kb_n; ++kb) {
         _tile_loadd(4, A0 + kb * 32, a_stride);
@@ -103,13 +116,19 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
       }
+      if (act == Act::none && mb == 32 && nb == 32) {  // bias already in: tiles straight to C
+        float* c = C + m0 * ldc + j0;
+        _tile_stored(0, c, ldc * 4);
+        _tile_stored(1, c + 16, ldc * 4);
+        _tile_stored(2, c + 16 * ldc, ldc * 4);
+        _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+        continue;
+      }
       _tile_stored(0, acc, 128);
       _tile_stored(1, acc + 16, 128);
       _tile_stored(2, acc + 16 * 32, 128);
       _tile_stored(3, acc + 16 * 32 + 16, 128);
-      const int64_t mb = imin(32, M - m0);
-      for (int64_t r = 0; r < mb; ++r)
-        epilogue_row(acc + r * 32, bias ? bias + j0 : nullptr, C + (m0 + r) * ldc + j0, nb, act);
+      for (int64_t r = 0; r < mb; ++r) epilogue_row(acc + r * 32, nullptr, C + (m0 + r) * ldc + j0, nb, act);
     }
   }
   _tile_release();
