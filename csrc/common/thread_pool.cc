@@ -2,10 +2,36 @@
 
 #include <cstdlib>
 #include <string>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "errors.h"
 
 namespace sqf {
+namespace {
+
+constexpr int kSpinIterations = 2000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+// Polls `ready` kSpinIterations times; true as soon as it holds.
+template <typename F>
+bool spin_until(F ready) {
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+  }
+  return ready();
+}
+
+}  // namespace
 
 int default_num_threads() {
   if (const char* env = std::getenv("SQBERT_FAST_NUM_THREADS")) {
@@ -27,14 +53,14 @@ ThreadPool::~ThreadPool() { stop(); }
 void ThreadPool::start(int n) {
   SQF_CHECK(n >= 1, "number of threads must be >= 1, got ", n);
   num_threads_ = n;
-  quit_ = false;
+  quit_.store(false, std::memory_order_relaxed);
   for (int i = 1; i < n; ++i) workers_.emplace_back(&ThreadPool::worker, this, i);
 }
 
 void ThreadPool::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    quit_ = true;
+    quit_.store(true, std::memory_order_release);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
@@ -60,16 +86,17 @@ void ThreadPool::run_tasks(int thread_index) {
 void ThreadPool::worker(int index) {
   uint64_t seen = 0;
   for (;;) {
-    {
+    auto ready = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+    if (!spin_until(ready)) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return quit_ || generation_ != seen; });
-      if (quit_) return;
-      seen = generation_;
+      wake_.wait(lock, ready);
     }
+    if (quit_.load(std::memory_order_acquire)) return;
+    seen = generation_.load(std::memory_order_acquire);
     run_tasks(index);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--active_ == 0) done_.notify_one();
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);  // a caller past its spin waits under mutex_
+      done_.notify_one();
     }
   }
 }
@@ -87,13 +114,16 @@ void ThreadPool::parallel_for(int64_t n, TaskFn fn, void* ctx) {
     ctx_ = ctx;
     n_ = n;
     next_.store(0, std::memory_order_relaxed);
-    active_ = num_threads_ - 1;
-    ++generation_;
+    active_.store(num_threads_ - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);  // publishes the job to spinning workers
   }
   wake_.notify_all();
   run_tasks(0);
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return active_ == 0; });
+  auto finished = [&] { return active_.load(std::memory_order_acquire) == 0; };
+  if (!spin_until(finished)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, finished);
+  }
 }
 
 }  // namespace sqf
