@@ -154,6 +154,25 @@ def test_one_and_two_threads_identical():
     assert torch.equal(outs[0], outs[1])
 
 
+def test_resizing_the_pool_between_calls():
+    """Resizing the pool between calls (new workers join mid-stream) leaves every result identical. New
+    workers used to start from generation 0 and could replay the last hand-off, counting a job done twice;
+    that needs a narrow interleaving this loop does not reliably hit, so it guards the path, not the race."""
+    _, model = _hf_and_sqf("aligned")
+    ids, mask = _inputs(40, batch=3)
+    before = sqf.get_num_threads()
+    try:
+        sqf.set_num_threads(1)
+        with torch.no_grad():
+            want = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            for i in range(150):
+                sqf.set_num_threads(2 + i % 3)
+                got = model(input_ids=ids, attention_mask=mask).last_hidden_state
+                assert torch.equal(got, want), i
+    finally:
+        sqf.set_num_threads(before)
+
+
 def test_concurrent_calls_from_python_threads():
     _, model = _hf_and_sqf("aligned")
     inputs = [_inputs(L, batch=2, seed=L) for L in (9, 40, 77, 130)]

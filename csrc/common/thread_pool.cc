@@ -54,7 +54,10 @@ void ThreadPool::start(int n) {
   SQF_CHECK(n >= 1, "number of threads must be >= 1, got ", n);
   num_threads_ = n;
   quit_.store(false, std::memory_order_relaxed);
-  for (int i = 1; i < n; ++i) workers_.emplace_back(&ThreadPool::worker, this, i);
+  // A new worker waits for the job after the current generation (jobs of a previous pool size
+  // are done); starting from 0 it would run a stale hand-off and decrement active_ twice.
+  const uint64_t current = generation_.load(std::memory_order_relaxed);
+  for (int i = 1; i < n; ++i) workers_.emplace_back(&ThreadPool::worker, this, i, current);
 }
 
 void ThreadPool::stop() {
@@ -83,8 +86,7 @@ void ThreadPool::run_tasks(int thread_index) {
   }
 }
 
-void ThreadPool::worker(int index) {
-  uint64_t seen = 0;
+void ThreadPool::worker(int index, uint64_t seen) {
   for (;;) {
     auto ready = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
     if (!spin_until(ready)) {

@@ -38,7 +38,7 @@ class ThreadPool {
  private:
   void start(int n);
   void stop();
-  void worker(int index);
+  void worker(int index, uint64_t seen);  // seen: the last generation already done
   void run_tasks(int thread_index);
 
   std::mutex call_mutex_;  // one parallel_for at a time
