@@ -36,10 +36,11 @@ struct VnniPanels {
     return out[((n / kBf16Panel) * Kp + k - k % 2) * kBf16Panel + (n % kBf16Panel) * 2 + k % 2];
   }
 };
+int64_t vnni_panels_size(int64_t K, int64_t N) { return ceil_div(N, kBf16Panel) * ceil_div(K, 32) * 32 * kBf16Panel; }
 VnniPanels vnni_panels(std::vector<uint16_t>& buf, int64_t K, int64_t N) {
-  const int64_t Kp = ceil_div(K, 32) * 32, n = ceil_div(N, kBf16Panel) * Kp * kBf16Panel;
+  const int64_t n = vnni_panels_size(K, N);
   if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
-  return {buf.data(), Kp};
+  return {buf.data(), ceil_div(K, 32) * 32};
 }
 // K^T: B[c][j] = k[j][c] * scale (K = d, N = L keys). The 32-bit word (c, c+1) of key j is
 // one lane of the key's converted row, so 16 keys x 16 words are one 16 x 16 transpose.
@@ -72,10 +73,11 @@ uint16_t* pack_kt_bf16(const float* k, int64_t ld, int64_t L, int64_t d, float s
   return b.out;
 }
 
-// V: B[j][c] = v[j][c] (K = L keys, N = d). Keys j and j + 1 interleave: one 32 x 2 panel row per
-// key pair and 32 dims, built from the pair's converted rows by one 16-bit permutation.
-uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, std::vector<uint16_t>& buf) {
-  const VnniPanels b = vnni_panels(buf, L, d);
+// V: B[j][c] = v[j][c] (K = L keys, N = d) into `out` (vnni_panels_size(L, d) values). Keys j and
+// j + 1 interleave: one 32 x 2 panel row per key pair and 32 dims, built from the pair's converted
+// rows by one 16-bit permutation.
+const uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, uint16_t* out) {
+  const VnniPanels b{out, ceil_div(L, 32) * 32};
   const int64_t Kp = b.Kp, Np = ceil_div(d, kBf16Panel) * kBf16Panel;
   int64_t j0 = 0;
 #if defined(__AVX512BF16__)
@@ -142,8 +144,13 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
   thread_local std::vector<uint16_t> kt16, v16;
   thread_local std::vector<float> pv;
   const uint16_t* ktb = nullptr;
+  const int64_t vblock = vnni_panels_size(BK, d);  // V of one key block, packed once per head
   if (bf16) {
     ktb = pack_kt_bf16(k, ld, L, d, scale, kt16);
+    const int64_t nkb = ceil_div(L, BK);
+    if (static_cast<int64_t>(v16.size()) < nkb * vblock) v16.resize(static_cast<size_t>(nkb * vblock));
+    for (int64_t kb = 0; kb < nkb; ++kb)
+      pack_v_bf16(v + kb * BK * ld, ld, imin(BK, L - kb * BK), d, v16.data() + kb * vblock);
     if (!one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
   } else {
     build_kt(k, ld, L, d, scale, kt);
@@ -209,9 +216,9 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
       if (!bf16) {
         gemm(s, BK, v + k0 * ld, ld, nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none, k0 > 0);
       } else if (k0 == 0) {
-        gemm_bf16(s, BK, pack_v_bf16(v, ld, nk, d, v16), nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none);
+        gemm_bf16(s, BK, v16.data(), nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none);
       } else {  // the bf16 GEMM does not accumulate: P V into pv, then added
-        gemm_bf16(s, BK, pack_v_bf16(v + k0 * ld, ld, nk, d, v16), nk, pv.data(), d, nq, d, nullptr, Act::none);
+        gemm_bf16(s, BK, v16.data() + (k0 / BK) * vblock, nk, pv.data(), d, nq, d, nullptr, Act::none);
         for (int64_t i = 0; i < nq; ++i) {
           float* o = out + (q0 + i) * ldo;
           const float* pr = pv.data() + i * d;
