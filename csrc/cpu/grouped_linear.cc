@@ -223,7 +223,8 @@ RowBlocks row_blocks(int64_t rows, int64_t parallel_other, int threads, bool bf1
   rb.rows = rows;
   rb.unit = bf16 ? 32 : MR;
   rb.units = ceil_div(rows, rb.unit);
-  rb.n = ceil_div(rb.units, imin(rb.units, 96 / rb.unit > 0 ? 96 / rb.unit : 1));
+  const int64_t max_units = 96 / rb.unit > 1 ? 96 / rb.unit : 1;
+  rb.n = ceil_div(rb.units, max_units);
   while (rb.n < rb.units && rb.n * parallel_other < 2 * threads) ++rb.n;
   while (rb.n < rb.units && (rb.n * parallel_other) % threads != 0) ++rb.n;
   return rb;

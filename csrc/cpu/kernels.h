@@ -72,11 +72,12 @@ struct AttentionArgs {
 // Attention of one head: sequences of up to kAttnOneBlock tokens take one L x L score tile;
 // longer ones stream through kAttnBlockQ x kAttnBlockK tiles with an online softmax.
 constexpr int64_t kAttnOneBlock = 256, kAttnBlockQ = 96, kAttnBlockK = 128;
+// Query / key rows per score tile for a sequence of `len` tokens (attend and its scratch size).
+inline int64_t attn_block_q(int64_t len) { return len <= kAttnOneBlock ? len : kAttnBlockQ; }
+inline int64_t attn_block_k(int64_t len) { return len <= kAttnOneBlock ? len : kAttnBlockK; }
 // Scratch of attend() for one head: K^T [d][L], the score tile, running max and sum per row.
 inline int64_t attention_head_scratch_floats(int64_t len, int64_t d) {
-  const int64_t bq = len <= kAttnOneBlock ? len : kAttnBlockQ;
-  const int64_t bk = len <= kAttnOneBlock ? len : kAttnBlockK;
-  return d * len + bq * bk + 2 * bq;
+  return d * len + attn_block_q(len) * attn_block_k(len) + 2 * attn_block_q(len);
 }
 // Per-thread scratch of qkv_attention: one group's Q|K|V rows, the key masks (2 per key) and
 // attend()'s scratch.

@@ -136,7 +136,7 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
             float scale, KeyMask mask, float* scratch, float* out, int64_t ldo, float* scores,
             bool bf16) {
   const bool one = L <= kAttnOneBlock;
-  const int64_t BQ = one ? L : kAttnBlockQ, BK = one ? L : kAttnBlockK;
+  const int64_t BQ = attn_block_q(L), BK = attn_block_k(L);
   float* kt = scratch;       // [d][L]
   float* s = kt + d * L;     // [BQ][BK]
   float* mrow = s + BQ * BK;  // [BQ] running max
