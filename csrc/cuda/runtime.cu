@@ -35,8 +35,16 @@ int device_count(std::string* error) {
 }
 
 static void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+  if (e == cudaSuccess) return;
+  // A failed runtime call also becomes the thread's "last error": clear it, or the next launch's
+  // check_launch would report this failure again under the kernel's name.
+  cudaGetLastError();
+  throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
 }
+
+// Shared memory the planners leave for kernels' static __shared__ variables (ln_tile_finish's
+// flag, for one): a plan's dynamic bytes plus the kernel's static ones must fit the opt-in limit.
+constexpr int kStaticSmemReserve = 1024;
 
 DeviceInfo device_info(int device) {
   cudaDeviceProp prop{};
@@ -48,7 +56,7 @@ DeviceInfo device_info(int device) {
   d.sm_count = prop.multiProcessorCount;
   int optin = 0;
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
-  d.smem_optin = optin;
+  d.smem_optin = optin - kStaticSmemReserve;
   return d;
 }
 
@@ -62,13 +70,18 @@ void set_smem_limit(const void* kernel, int bytes) {
   static std::set<std::pair<const void*, int>> done;
   std::lock_guard<std::mutex> lock(mu);
   if (done.count({kernel, dev})) return;
-  // Always ask for the device maximum so one call serves every later (smaller) size.
+  // Always ask for the most this kernel can have, so one call serves every later (smaller) size:
+  // the opt-in limit less the kernel's static shared memory (asking for more is an invalid argument).
   int optin = 0;
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
-  if (bytes > optin)
-    throw std::runtime_error("kernel needs " + std::to_string(bytes) + " bytes of shared memory, the device allows " +
-                             std::to_string(optin));
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin), "cudaFuncSetAttribute");
+  cudaFuncAttributes attr{};
+  check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
+  const int dynamic_max = optin - static_cast<int>(attr.sharedSizeBytes);
+  if (bytes > dynamic_max)
+    throw std::runtime_error("kernel needs " + std::to_string(bytes) + " bytes of dynamic shared memory, the device allows " +
+                             std::to_string(dynamic_max) + " beside its " + std::to_string(attr.sharedSizeBytes) +
+                             " static bytes");
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max), "cudaFuncSetAttribute");
   done.insert({kernel, dev});
 }
 
