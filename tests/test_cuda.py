@@ -261,14 +261,22 @@ def test_gpu_lengths_match_reference(tmp_path, seq, dtype):
     _, ours = _pair(tmp_path, cfg, dtype)
     ids, mask = padded_batch(3, seq, 211, "right", seed=2)
     ids, mask = ids.cuda(), mask.cuda()
+    real = mask.bool()
     with torch.no_grad():
         got = ours(ids, attention_mask=mask, output_attentions=True)
         ours.set_backend("reference")
-        want = ours(ids, attention_mask=mask, output_attentions=True)
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
-    assert max_diff_real(got.last_hidden_state.float(), want.last_hidden_state.float(), mask.bool()) <= tol
+        want = ours(ids, attention_mask=mask, output_attentions=True)  # the reference in the same dtype
+        want32 = ours.float()(ids, attention_mask=mask).last_hidden_state
+    if dtype == torch.float32:
+        assert max_diff_real(got.last_hidden_state, want.last_hidden_state, real) <= 1e-4
+    else:
+        # Two fp16/bf16 computations differ by a few units of the last place (bf16: 0.03 at |x| >= 4): judge
+        # ours by its distance from fp32, against the low-precision reference's own distance from fp32.
+        err = max_diff_real(got.last_hidden_state.float(), want32, real)
+        own = max_diff_real(want.last_hidden_state.float(), want32, real)
+        assert err <= max(3e-2, 2 * own), f"{err} vs the {dtype} reference's own {own}"
     for a, b in zip(got.attentions, want.attentions):
-        assert max_diff_scores(a.float(), b.float(), mask.bool()) <= (1e-4 if dtype == torch.float32 else 6e-2)
+        assert max_diff_scores(a.float(), b.float(), real) <= (1e-4 if dtype == torch.float32 else 6e-2)
 
 
 @pytest.mark.gpu
@@ -283,7 +291,9 @@ def test_gpu_cuda_graphs_serve_a_bucket(tmp_path):
         outs = [ours(ids, attention_mask=mask).last_hidden_state for _ in range(3)]  # eager, capture, replay
         assert len(runner._graphs) == 1
         torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5)
-        assert torch.equal(outs[1], outs[2]) and outs[1].data_ptr() != outs[2].data_ptr()
+        # not bitwise: split-K and column-split tiles add their parts with fp32 atomics, in any order
+        torch.testing.assert_close(outs[2], outs[1], rtol=0, atol=1e-5)
+        assert outs[1].data_ptr() != outs[2].data_ptr()
         # another shape of the same bucket (2 sequences, <= 128 tokens, max length <= 64) replays the same graph
         ids2, mask2 = mixed_batch(batch=2, seq=64, seed=5, device="cuda")
         got = ours(ids2, attention_mask=mask2).last_hidden_state

@@ -1,8 +1,10 @@
 """Whole-model parity on a GPU for both GPU backends (run on the GPU machine: `TRITON_INTERPRET=0 pytest -m gpu`).
 
 SqueezeBERT's default config (2 layers, random weights) on a mixed-length batch, loaded the documented way
-(`from_pretrained(path, backend=..., device="cuda", dtype=...)`), against transformers fp32: fp32 <= 1e-4;
-fp16/bf16 <= 2e-2 and <= 3x transformers' own error in that precision.
+(`from_pretrained(path, backend=..., device="cuda", dtype=...)`), against transformers fp32 (true fp32, see
+conftest.py): fp32 <= 1e-4; fp16 <= 2e-2 and <= 3x transformers' own fp16 error; bf16 <= 2x transformers'
+own bf16 error. bf16 has no absolute bound: on an H100, transformers itself is 5.7e-2 off in bf16 here (8
+bits of mantissa against fp16's 11), so the issue's 2e-2 holds for no engine that keeps bf16 activations.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def test_gpu_default_config_parity(tmp_path, backend, dtype):
     assert ours.backend == backend
     got = ours(ids, attention_mask=mask).last_hidden_state.float()
     err = max_diff_real(got, want, mask)
+    own = max_diff_real(hf_low, want, mask)
     if dtype == torch.float32:
         assert err <= 1e-4
-    else:
-        own = max_diff_real(hf_low, want, mask)
+    elif dtype == torch.float16:
         assert err <= 2e-2 and err <= 3 * own, f"{err} vs transformers' own {own}"
+    else:
+        assert err <= 2 * own, f"{err} vs transformers' own {own}"
