@@ -28,6 +28,10 @@ import torch
 PROVIDERS = ("transformers", "torch.compile", "triton", "cuda")
 SHAPES = ("1x128", "256x128", "mixed256x128")
 TOL = 2e-2
+# A cell is correct when its max abs diff is <= TOL, or <= OWN_ERR_FACTOR x transformers' own fp16
+# error at the same shape in the same run: over millions of outputs (256x128x768) fp16 rounding alone
+# passes 2e-2 (transformers fp16 itself does), so the absolute bound only fits small outputs.
+OWN_ERR_FACTOR = 2.0
 # (provider, shape) targets from the Triton issue: max ms, min seqs/s, min speed-up over a peer
 TARGETS = [
     dict(shape="1x128", provider="triton", max_ms=0.3),
@@ -56,6 +60,10 @@ def make_batch(batch: int, seq: int, mixed: bool, vocab: int = 30522, seed: int 
     mask = (torch.arange(seq)[None, :] < lens[:, None]).long()
     ids = torch.randint(1, vocab, (batch, seq), generator=g).masked_fill(mask == 0, 0)
     return ids, mask
+
+
+def is_correct(diff: float, own_fp16_err: float | None) -> bool:
+    return diff <= TOL or (own_fp16_err is not None and diff <= OWN_ERR_FACTOR * own_fp16_err)
 
 
 def summarize(times_ms: list, batch: int) -> dict:
@@ -127,6 +135,17 @@ def time_cuda(fn, reps: int, warmup: int) -> list:
     return times
 
 
+def profile_table(fn, calls: int = 3, rows: int = 15) -> str:
+    """The GPU kernels of `calls` calls of fn, by total GPU time (where a provider's time goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="device_time_total", row_limit=rows, max_name_column_width=60)
+
+
 def build_providers(model_dir: str, wanted: list, compile_mode: str) -> tuple[dict, dict]:
     """name -> callable(ids, mask) -> last hidden state [B, S, H]; and name -> why it was skipped."""
     import transformers
@@ -164,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first (autotune, graph capture, compile)")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default: default)")
     p.add_argument("--model", help="checkpoint directory (default: random weights, SqueezeBERT default config)")
+    p.add_argument("--profile", default="256x128", help="shape whose sqbert_fast calls are profiled per kernel "
+                   "(torch.profiler, 3 calls; '' for none)")
     args = p.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -181,6 +202,11 @@ def main(argv=None) -> int:
         model_dir = tmp.name
         torch.manual_seed(0)
         transformers.SqueezeBertModel(transformers.SqueezeBertConfig()).save_pretrained(model_dir)
+    # the ground truth is true fp32: cuDNN would run the fp32 1x1 convs in TF32 by default
+    if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision"):
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
     ref32 = transformers.SqueezeBertModel.from_pretrained(model_dir).float().cuda().eval()
     t0 = time.time()
     runs, skipped = build_providers(model_dir, wanted, args.compile_mode)
@@ -191,6 +217,7 @@ def main(argv=None) -> int:
         with torch.no_grad():
             want = ref32(input_ids=ids, attention_mask=mask).last_hidden_state
         real = mask.bool()
+        own = None  # transformers' own fp16 error at this shape (it runs first)
         for name, fn in runs.items():
             with torch.no_grad():
                 try:
@@ -200,16 +227,23 @@ def main(argv=None) -> int:
                     results.append(dict(provider=name, shape=shape, skipped=f"{type(e).__name__}: {e}"))
                     continue
             diff = float((got - want)[real].abs().max())
+            if name == "transformers":
+                own = diff
             results.append(dict(provider=name, shape=shape, batch=batch, seq=seq, mixed=mixed,
                                 tokens=int(mask.sum()), **summarize(times, batch),
-                                max_abs_diff=diff, correct=diff <= TOL))
+                                max_abs_diff=diff, correct=is_correct(diff, own)))
             print(f"{name:14} {shape:13} {results[-1]['median_ms']:.3f} ms  diff {diff:.2e}", flush=True)
+            if shape == args.profile and name in ("triton", "cuda"):
+                try:
+                    print(profile_table(lambda: fn(ids, mask)), flush=True)
+                except Exception as e:  # the profile is extra information, never a reason to lose the run
+                    print(f"profile of {name} failed: {type(e).__name__}: {e}", flush=True)
     targets = check_targets(results)
     import triton
 
     doc = dict(meta=dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                          transformers=transformers.__version__, python=platform.python_version(), dtype="float16",
-                         reps=args.reps, warmup=args.warmup, compile_mode=args.compile_mode, tolerance=TOL,
+                         reps=args.reps, warmup=args.warmup, compile_mode=args.compile_mode, tolerance=TOL, own_err_factor=OWN_ERR_FACTOR,
                          wall_s=time.time() - t0, argv=sys.argv),
                results=results, targets=targets)
     with open(os.path.join(args.out, "bench_gpu.json"), "w") as f:
