@@ -191,3 +191,31 @@ def test_peer_matches_transformers(tiny_model_dir, provider, precision):
     finally:
         if p.close:
             p.close()
+
+
+def _bench_gpu():
+    """benchmarks/bench_gpu.py's CPU-side helpers (the script itself needs a GPU)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_gpu.py")
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_gpu_correctness_and_targets():
+    bg = _bench_gpu()
+    assert bg.is_correct(0.019, None) and not bg.is_correct(0.021, None)
+    assert bg.is_correct(0.045, 0.0229) and not bg.is_correct(0.047, 0.0229)  # 2x transformers' own fp16 error
+    assert bg.parse_shape("mixed256x128") == (256, 128, True) and bg.parse_shape("1x128") == (1, 128, False)
+    ids, mask = bg.make_batch(6, 40, mixed=True)
+    assert ids.shape == mask.shape == (6, 40) and int(mask.sum(1).min()) >= 8 and bool((ids[mask == 0] == 0).all())
+    cell = lambda p, s, ms, ok=True: dict(provider=p, shape=s, median_ms=ms, seqs_per_s=int(s.split("x")[0][-3:]) / ms * 1e3,
+                                          correct=ok)
+    res = [cell("transformers", "1x128", 12.0), cell("triton", "1x128", 0.25),
+           cell("torch.compile", "256x128", 30.0), cell("triton", "256x128", 25.0, ok=False)]
+    got = {(t["shape"], t.get("faster_than"), t.get("max_ms")): t["ok"] for t in bg.check_targets(res)}
+    assert got[("1x128", None, 0.3)] is True and got[("1x128", "transformers", None)] is True
+    assert got[("256x128", "torch.compile", None)] is False  # 1.2x < 1.5x, and the cell is not correct
+    assert got[("mixed256x128", "torch.compile", None)] is None  # not run
