@@ -13,7 +13,8 @@ import torch
 import transformers
 
 import sqbert_fast as sqf
-from hf_utils import CLASS_NAMES, SMALL_CONFIGS, hf_config, make_hf, max_diff_real, padded_batch, save_hf
+from hf_utils import (CLASS_NAMES, SMALL_CONFIGS, hf_config, make_hf, max_diff_real, padded_batch, save_default_config,
+                      save_hf)
 
 CFG = SMALL_CONFIGS["h64_d16_mixed"]
 
@@ -237,6 +238,22 @@ def test_in_place_weight_change_is_seen_by_the_kernels(tmp_path):
         hf.encoder.layers[1].attention.value.weight.mul_(0.5)
         ref = hf(ids, attention_mask=mask).last_hidden_state
     assert max_diff_real(m(ids, attention_mask=mask).last_hidden_state, ref, mask) <= 1e-4
+
+
+def test_fp32_ffn_weights_are_read_in_place_not_copied(tmp_path):
+    """The issue's memory bound: a loaded model within 1.3x its weight bytes. In fp32 the fused FFN reads its
+    conv weights where they are, so the engine's packed copies hold exactly the Q/K/V and post-attention
+    convs and the pooler, plus the Q|K|V biases side by side (none of these is padded in the default config)."""
+    save_default_config(tmp_path, layers=12)
+    m = sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="cpu")
+    named = dict(m.named_parameters())
+    params = sum(p.numel() * p.element_size() for p in named.values())
+    convs = ("attention.query.weight", "attention.key.weight", "attention.value.weight", "post_attention.conv1d.weight")
+    qkv_bias = ("attention.query.bias", "attention.key.bias", "attention.value.bias")
+    copied = sum(p.numel() * 4 for n, p in named.items() if n.endswith(convs + qkv_bias) or n == "pooler.dense.weight")
+    packed = m._get_runner().encoder.packed_weight_bytes
+    assert packed == copied, (packed, copied)
+    assert (params + packed) / params <= 1.3
 
 
 def test_backend_selection_and_errors(tmp_path, monkeypatch):

@@ -98,11 +98,15 @@ class PyEncoder {
     check_groups(c.output_groups, I, H, "output_groups");
     if (H % c.heads) throw py::value_error("hidden_size must be a multiple of num_attention_heads");
 
-    // Conv weights are only read while packing; every other array is read in place and kept.
+    // Conv weights are only read while packing, except fp32 FFN weights, which the fused FFN reads
+    // in place (Encoder::Encoder); every other array is read in place. What is read is kept.
+    const bool ffn_in_place = sqf::cpu::Encoder::ffn_reads_in_place(c);
     auto w = [&](const std::string& key, std::vector<int64_t> shape) -> const float* {
       if (!weights.contains(key.c_str())) throw py::key_error(str_cat("missing weight '", key, "'"));
       py::object o = weights[key.c_str()];
-      if (shape.size() != 3 && key != "pooler_weight") keep_.push_back(o);
+      const bool ffn = key.size() > 12 && (key.compare(key.size() - 12, 12, "inter_weight") == 0 ||
+                                          key.compare(key.size() - 10, 10, "out_weight") == 0);
+      if ((shape.size() != 3 && key != "pooler_weight") || (ffn && ffn_in_place)) keep_.push_back(o);
       return array_ptr<float>(o, key.c_str(), std::move(shape));
     };
     sqf::cpu::RawWeights raw;

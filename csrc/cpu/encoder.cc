@@ -45,6 +45,16 @@ Act act_from_name(const std::string& n) {
                                       "(supported: gelu, gelu_new, gelu_pytorch_tanh, relu, silu, tanh)"));
 }
 
+static GroupedLinear in_place(const float* w, const float* b, int64_t in, int64_t out, int64_t groups) {
+  GroupedLinear gl;
+  gl.in = in;
+  gl.out = out;
+  gl.groups = groups;
+  gl.wnat = w;
+  gl.bias = b;
+  return gl;
+}
+
 GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int64_t groups) {
   // Weights arrive as [out, in/groups] (conv [out, in/groups, 1]); part p's group g owns rows
   // [g*No_p, (g+1)*No_p). Group g of the packed matrix stacks the parts' groups g side by side
@@ -124,6 +134,9 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
   const int64_t d = H / cfg.heads;
   const bool fused_qkv = cfg.q_groups == cfg.k_groups && cfg.q_groups == cfg.v_groups &&
                          (H / cfg.q_groups) % d == 0;
+  // fp32 FFN weights stay where they are (no packed copy: the model's memory is its parameters
+  // plus the other convs' panels) when the FFN runs fused, i.e. with one group count.
+  const bool ffn_in_place = ffn_reads_in_place(cfg);
   for (const RawLayer& l : w.layers) {
     LayerWeights lw;
     if (fused_qkv) {
@@ -134,8 +147,13 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
       lw.v = pack({{l.v_w, l.v_b, H}}, H, cfg.v_groups);
     }
     lw.post = pack({{l.post_w, l.post_b, H}}, H, cfg.post_attention_groups);
-    lw.inter = pack({{l.inter_w, l.inter_b, I}}, H, cfg.intermediate_groups);
-    lw.out = pack({{l.out_w, l.out_b, H}}, I, cfg.output_groups);
+    if (ffn_in_place) {  // read in place by the fused FFN's transposed GEMMs (ffn_ln.cc)
+      lw.inter = in_place(l.inter_w, l.inter_b, H, I, cfg.intermediate_groups);
+      lw.out = in_place(l.out_w, l.out_b, I, H, cfg.output_groups);
+    } else {
+      lw.inter = pack({{l.inter_w, l.inter_b, I}}, H, cfg.intermediate_groups);
+      lw.out = pack({{l.out_w, l.out_b, H}}, I, cfg.output_groups);
+    }
     lw.post_ln_w = l.post_ln_w;
     lw.post_ln_b = l.post_ln_b;
     lw.out_ln_w = l.out_ln_w;
@@ -186,7 +204,7 @@ int64_t Encoder::check_batch(const ForwardArgs& a) const {
 
 void Encoder::reserve(Workspace& ws, int64_t tokens, int64_t max_len, int64_t threads) const {
   if (ws.tokens >= tokens && ws.max_len >= max_len && ws.threads >= threads) return;
-  const int64_t H = cfg_.hidden, I = cfg_.intermediate;
+  const int64_t H = cfg_.hidden, I = inter_width();
   ws.tokens = std::max(ws.tokens, tokens);
   ws.max_len = std::max(ws.max_len, max_len);
   ws.threads = std::max(ws.threads, threads);
@@ -198,7 +216,7 @@ void Encoder::reserve(Workspace& ws, int64_t tokens, int64_t max_len, int64_t th
 }
 
 Encoder::Slots Encoder::slots(Workspace& ws) const {
-  const int64_t H = cfg_.hidden, I = cfg_.intermediate, T = ws.tokens;
+  const int64_t H = cfg_.hidden, I = inter_width(), T = ws.tokens;
   Slots s;
   float* p = ws.buf.data();
   s.qkv = p;        p += T * 3 * H;

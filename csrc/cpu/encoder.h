@@ -61,6 +61,11 @@ struct ForwardArgs {
 class Encoder {
  public:
   Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa);
+  // Whether the FFN conv weights are read in place for the Encoder's whole life (fp32 and one
+  // group count: the fused FFN's transposed GEMMs) rather than only while packing.
+  static bool ffn_reads_in_place(const EncoderConfig& cfg) {
+    return !cfg.bf16 && !cfg.fp16 && cfg.intermediate_groups == cfg.output_groups;
+  }
   void forward(const ForwardArgs& a);
   // One fused op of one layer on packed rows, with this Encoder's packed weights: what the per-op
   // tests and benchmarks call. Inputs/outputs are [T, hidden]; `a` carries T, batch, cu_seqlens,
@@ -104,6 +109,9 @@ class Encoder {
     float *qkv, *ctx, *mid, *ping0, *ping1, *inter, *pooled_in, *scratch;
   };
   Slots slots(Workspace& ws) const;
+  // Columns of the [T, I] intermediate workspace: none when the FFN runs on in-place weights (its
+  // tasks keep their slice of the intermediate in per-thread buffers).
+  int64_t inter_width() const { return ffn_reads_in_place(cfg_) ? 0 : cfg_.intermediate; }
   // Grows `ws` to hold `tokens` rows and sequences up to `max_len` for the current pool size.
   void reserve(Workspace& ws, int64_t tokens, int64_t max_len, int64_t threads) const;
   const LayerWeights& layer(int64_t l) const;

@@ -34,18 +34,22 @@ constexpr int MR = 4;
 
 // The micro-kernel. A is either row-major (PACKED = false: A[r * lda + k]) or an MR-row
 // micro-panel [K][MR] (PACKED = true, see gemm_panels: the R broadcasts of a k step come from
-// one cache line and one pointer). C is initialised from the bias when `first` and from C
-// otherwise (K blocks after the first); the activation is applied when `last`. When `pf` is
+// one cache line and one pointer). C is initialised from the bias when `first` (bias[j] per
+// column, or bias[r] per row when `bias_rows`) and from C otherwise (K blocks after the first);
+// the activation is applied when `last`. When `pf` is
 // set, every k step also prefetches one NR-float row of the next B slice into L2, so weights
 // that stream from L3/DRAM (small batches) arrive while this slice is computed.
 template <int R, bool FULL, bool PACKED>
 void ukernel(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
              const float* bias, float* C, int64_t ldc, int64_t nb, Act act, bool first = true,
-             bool last = true, const char* pf = nullptr) {
+             bool last = true, const char* pf = nullptr, bool bias_rows = false) {
   const vmask m0 = tail_mask(nb), m1 = tail_mask(nb - W);
   const int64_t ars = PACKED ? 1 : lda, aks = PACKED ? MR : 1;
   vf c0[R], c1[R];
-  if (first) {
+  if (first && bias && bias_rows) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) c0[r] = c1[r] = vset1(bias[r]);
+  } else if (first) {
     vf b0 = vzero(), b1 = vzero();
     if (bias) {
       b0 = FULL ? vload(bias) : vload(bias, m0);
@@ -105,22 +109,30 @@ void ukernel(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K
 template <int R, bool FULL, bool PACKED>
 void tail_rows(int r, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
                const float* bias, float* C, int64_t ldc, int64_t nb, Act act, bool first = true,
-               bool last = true, const char* pf = nullptr) {
-  if (r == R) return ukernel<R, FULL, PACKED>(A, lda, B, ldb, K, bias, C, ldc, nb, act, first, last, pf);
+               bool last = true, const char* pf = nullptr, bool bias_rows = false) {
+  if (r == R)
+    return ukernel<R, FULL, PACKED>(A, lda, B, ldb, K, bias, C, ldc, nb, act, first, last, pf, bias_rows);
   if constexpr (R > 1)
-    tail_rows<R - 1, FULL, PACKED>(r, A, lda, B, ldb, K, bias, C, ldc, nb, act, first, last, pf);
+    tail_rows<R - 1, FULL, PACKED>(r, A, lda, B, ldb, K, bias, C, ldc, nb, act, first, last, pf, bias_rows);
 }
 
 template <bool FULL>
 void column_block(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
                   const float* bias, float* C, int64_t ldc, int64_t M, int64_t nb, Act act,
-                  bool accumulate) {
+                  bool accumulate, bool bias_rows) {
+  auto bias_at = [&](int64_t m) { return bias && bias_rows ? bias + m : bias; };
+  // With bias per row, A holds weights in their own layout (ffn_ln.cc), streamed once per column
+  // block: each micro-tile prefetches the next one's MR rows (contiguous when lda == K).
+  auto next_rows = [&](int64_t m) {
+    return bias_rows && lda == K && m + MR < M ? reinterpret_cast<const char*>(A + (m + MR) * lda) : nullptr;
+  };
   int64_t m = 0;
   for (; m + MR <= M; m += MR)
-    ukernel<MR, FULL, false>(A + m * lda, lda, B, ldb, K, bias, C + m * ldc, ldc, nb, act, !accumulate);
+    ukernel<MR, FULL, false>(A + m * lda, lda, B, ldb, K, bias_at(m), C + m * ldc, ldc, nb, act, !accumulate,
+                             true, next_rows(m), bias_rows);
   if (m < M)
-    tail_rows<MR - 1, FULL, false>(static_cast<int>(M - m), A + m * lda, lda, B, ldb, K, bias,
-                                   C + m * ldc, ldc, nb, act, !accumulate);
+    tail_rows<MR - 1, FULL, false>(static_cast<int>(M - m), A + m * lda, lda, B, ldb, K, bias_at(m),
+                                   C + m * ldc, ldc, nb, act, !accumulate, true, nullptr, bias_rows);
 }
 
 // dst[k * MR + r] = A[r * lda + k] for r < rows, k < kc: one MR-row micro-panel of A. AVX-512
@@ -186,14 +198,14 @@ void gemm_panels(const float* A, int64_t lda, const float* B, int64_t K, float* 
 }  // namespace
 
 void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* C,
-          int64_t ldc, int64_t M, int64_t N, const float* bias, Act act, bool accumulate) {
+          int64_t ldc, int64_t M, int64_t N, const float* bias, Act act, bool accumulate, bool bias_rows) {
   for (int64_t j0 = 0; j0 < N; j0 += NR) {
     const int64_t nb = imin(NR, N - j0);
-    const float* bj = bias ? bias + j0 : nullptr;
+    const float* bj = bias && !bias_rows ? bias + j0 : bias;
     if (nb == NR)
-      column_block<true>(A, lda, B + j0, ldb, K, bj, C + j0, ldc, M, nb, act, accumulate);
+      column_block<true>(A, lda, B + j0, ldb, K, bj, C + j0, ldc, M, nb, act, accumulate, bias_rows);
     else
-      column_block<false>(A, lda, B + j0, ldb, K, bj, C + j0, ldc, M, nb, act, accumulate);
+      column_block<false>(A, lda, B + j0, ldb, K, bj, C + j0, ldc, M, nb, act, accumulate, bias_rows);
   }
 }
 
@@ -215,13 +227,13 @@ void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const 
   }
 }
 
-RowBlocks row_blocks(int64_t rows, int64_t parallel_other, int threads, bool bf16) {
+RowBlocks row_blocks(int64_t rows, int64_t parallel_other, int threads, bool unit32) {
   // Units of MR rows (32 for the AMX tiles, whose row blocks are 32), at most 96 rows per block
   // (A block + C block stay in L1/L2); enough blocks that blocks x parallel_other tasks give every
   // thread two, and a count of tasks that divides evenly among the threads.
   RowBlocks rb;
   rb.rows = rows;
-  rb.unit = bf16 ? 32 : MR;
+  rb.unit = unit32 ? 32 : MR;
   rb.units = ceil_div(rows, rb.unit);
   const int64_t max_units = 96 / rb.unit > 1 ? 96 / rb.unit : 1;
   rb.n = ceil_div(rb.units, max_units);

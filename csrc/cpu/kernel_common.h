@@ -121,9 +121,11 @@ inline void add_layernorm_row(const float* a, const float* r, const float* w, co
 }
 
 // C[M, N] = act(A[M, K] @ B[K, N] + bias), or C += A @ B when `accumulate` (then bias = nullptr,
-// act = none); B row-major with row stride ldb (activations: K^T and V inside attention).
+// act = none); B row-major with row stride ldb (activations: K^T and V inside attention, the
+// transposed activations of the FFN). bias is per column ([N]), or per row ([M]) when bias_rows.
 void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* C,
-          int64_t ldc, int64_t M, int64_t N, const float* bias, Act act, bool accumulate = false);
+          int64_t ldc, int64_t M, int64_t N, const float* bias, Act act, bool accumulate = false,
+          bool bias_rows = false);
 // C[M, N] = act(A[M, K] @ B + bias) with B bf16 VNNI panels (see kernels.h), fp32 accumulation.
 void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
                int64_t M, int64_t N, const float* bias, Act act);
@@ -138,13 +140,14 @@ inline int64_t panel_width(const GroupedLinear& w) {
   return w.wt16 ? kBf16Panel : w.wt_f16 ? kF16Panel : kNR;
 }
 // Row blocks of a row-blocked op with `parallel_other` independent tasks per row block: n blocks
-// of whole units (MR rows; 32 for bf16 weights), sizes differing by at most one unit.
+// of whole units (MR rows; 32 when unit32: the AMX tiles' rows, or the FFN's transposed GEMMs'
+// token panels), sizes differing by at most one unit.
 struct RowBlocks {
   int64_t rows = 0, unit = 1, units = 0, n = 1;
   int64_t begin(int64_t b) const { return imin(rows, (b * units / n) * unit); }
   int64_t end(int64_t b) const { return begin(b + 1); }
 };
-RowBlocks row_blocks(int64_t rows, int64_t parallel_other, int threads, bool bf16);
+RowBlocks row_blocks(int64_t rows, int64_t parallel_other, int threads, bool unit32);
 
 void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* y, int64_t ldy,
                     int64_t rows, Act act, ThreadPool& pool);

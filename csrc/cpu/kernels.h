@@ -31,8 +31,11 @@ struct GroupedLinear {
   const float* wt = nullptr;      // fp32 panels [groups][ceil((out/groups)/nr)][in/groups][nr]
   const uint16_t* wt16 = nullptr;  // or bf16 VNNI panels (then wt == nullptr)
   const uint16_t* wt_f16 = nullptr;  // or fp16 panels
+  // or fp32 in the conv's own layout [out][in/groups], read in place (no packed copy): only the
+  // fused FFN reads it (ffn_ln.cc), as the broadcast operand of a transposed GEMM
+  const float* wnat = nullptr;
   const float* bias = nullptr;    // [out] or nullptr
-  bool packed() const { return wt || wt16 || wt_f16; }
+  bool packed() const { return wt || wt16 || wt_f16 || wnat; }
 };
 
 struct LayerWeights {
