@@ -13,6 +13,7 @@ import torch
 import transformers
 
 import sqbert_fast as sqf
+from sqbert_fast.backends.cpu import bf16_supported
 from hf_utils import (CLASS_NAMES, SMALL_CONFIGS, hf_config, make_hf, max_diff_real, padded_batch, save_default_config,
                       save_hf)
 
@@ -251,6 +252,23 @@ def test_fp32_ffn_weights_are_read_in_place_not_copied(tmp_path):
     convs = ("attention.query.weight", "attention.key.weight", "attention.value.weight", "post_attention.conv1d.weight")
     qkv_bias = ("attention.query.bias", "attention.key.bias", "attention.value.bias")
     copied = sum(p.numel() * 4 for n, p in named.items() if n.endswith(convs + qkv_bias) or n == "pooler.dense.weight")
+    packed = m._get_runner().encoder.packed_weight_bytes
+    assert packed == copied, (packed, copied)
+    assert (params + packed) / params <= 1.3
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="this CPU has neither AMX nor AVX512-BF16 (the cpu backend's bf16)")
+def test_bf16_ffn_weights_are_read_in_place_not_copied(tmp_path):
+    """bf16 too: the fused FFN reads the model's bf16 FFN weights in place (the AMX / AVX512-BF16 GEMM's row
+    operand), so only the other GEMM weights are packed (bf16 VNNI panels, plus the Q|K|V biases in fp32)."""
+    save_default_config(tmp_path, layers=12)
+    m = sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="cpu", dtype=torch.bfloat16)
+    named = dict(m.named_parameters())
+    params = sum(p.numel() * p.element_size() for p in named.values())
+    convs = ("attention.query.weight", "attention.key.weight", "attention.value.weight", "post_attention.conv1d.weight")
+    qkv_bias = ("attention.query.bias", "attention.key.bias", "attention.value.bias")
+    copied = sum(p.numel() * 2 for n, p in named.items() if n.endswith(convs) or n == "pooler.dense.weight")
+    copied += sum(p.numel() * 4 for n, p in named.items() if n.endswith(qkv_bias))
     packed = m._get_runner().encoder.packed_weight_bytes
     assert packed == copied, (packed, copied)
     assert (params + packed) / params <= 1.3

@@ -98,15 +98,28 @@ class PyEncoder {
     check_groups(c.output_groups, I, H, "output_groups");
     if (H % c.heads) throw py::value_error("hidden_size must be a multiple of num_attention_heads");
 
-    // Conv weights are only read while packing, except fp32 FFN weights, which the fused FFN reads
-    // in place (Encoder::Encoder); every other array is read in place. What is read is kept.
+    // Conv weights are only read while packing, except FFN weights, which the fused FFN reads in
+    // place (Encoder::Encoder): fp32 ones in an fp32 model, bf16 ones (given as uint16 bits) in a
+    // bf16 model. Every other array is read in place. What is read is kept.
     const bool ffn_in_place = sqf::cpu::Encoder::ffn_reads_in_place(c);
-    auto w = [&](const std::string& key, std::vector<int64_t> shape) -> const float* {
+    auto get = [&](const std::string& key) -> py::object {
       if (!weights.contains(key.c_str())) throw py::key_error(str_cat("missing weight '", key, "'"));
-      py::object o = weights[key.c_str()];
-      const bool ffn = key.size() > 12 && (key.compare(key.size() - 12, 12, "inter_weight") == 0 ||
-                                          key.compare(key.size() - 10, 10, "out_weight") == 0);
-      if ((shape.size() != 3 && key != "pooler_weight") || (ffn && ffn_in_place)) keep_.push_back(o);
+      return weights[key.c_str()];
+    };
+    auto w = [&](const std::string& key, std::vector<int64_t> shape) -> const float* {
+      py::object o = get(key);
+      if (shape.size() != 3 && key != "pooler_weight") keep_.push_back(o);
+      return array_ptr<float>(o, key.c_str(), std::move(shape));
+    };
+    // an FFN weight: fp32, or (bf16 models) bf16 bits in a uint16 array, returned through w16
+    auto ffn_w = [&](const std::string& key, std::vector<int64_t> shape, const uint16_t** w16) -> const float* {
+      py::object o = get(key);
+      if (bf16 && py::isinstance<py::array_t<uint16_t>>(o)) {
+        *w16 = array_ptr<uint16_t>(o, key.c_str(), std::move(shape));
+        keep_.push_back(o);
+        return nullptr;
+      }
+      if (ffn_in_place) keep_.push_back(o);
       return array_ptr<float>(o, key.c_str(), std::move(shape));
     };
     sqf::cpu::RawWeights raw;
@@ -128,9 +141,9 @@ class PyEncoder {
       r.post_b = w(k("post_bias"), {H});
       r.post_ln_w = w(k("post_ln_weight"), {H});
       r.post_ln_b = w(k("post_ln_bias"), {H});
-      r.inter_w = w(k("inter_weight"), {I, H / c.intermediate_groups, 1});
+      r.inter_w = ffn_w(k("inter_weight"), {I, H / c.intermediate_groups, 1}, &r.inter_w16);
       r.inter_b = w(k("inter_bias"), {I});
-      r.out_w = w(k("out_weight"), {H, I / c.output_groups, 1});
+      r.out_w = ffn_w(k("out_weight"), {H, I / c.output_groups, 1}, &r.out_w16);
       r.out_b = w(k("out_bias"), {H});
       r.out_ln_w = w(k("out_ln_weight"), {H});
       r.out_ln_b = w(k("out_ln_bias"), {H});

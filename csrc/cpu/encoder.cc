@@ -45,14 +45,26 @@ Act act_from_name(const std::string& n) {
                                       "(supported: gelu, gelu_new, gelu_pytorch_tanh, relu, silu, tanh)"));
 }
 
-static GroupedLinear in_place(const float* w, const float* b, int64_t in, int64_t out, int64_t groups) {
+static GroupedLinear in_place(const float* w, const uint16_t* w16, const float* b, int64_t in, int64_t out,
+                              int64_t groups) {
   GroupedLinear gl;
   gl.in = in;
   gl.out = out;
   gl.groups = groups;
   gl.wnat = w;
+  gl.wnat16 = w16;
   gl.bias = b;
   return gl;
+}
+
+// bf16 bits -> fp32 (exact), for packing bf16-given weights that are not read in place.
+static std::vector<float> widen_bf16(const uint16_t* w, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = static_cast<uint32_t>(w[i]) << 16;
+    std::memcpy(&out[static_cast<size_t>(i)], &u, 4);
+  }
+  return out;
 }
 
 GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int64_t groups) {
@@ -134,9 +146,11 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
   const int64_t d = H / cfg.heads;
   const bool fused_qkv = cfg.q_groups == cfg.k_groups && cfg.q_groups == cfg.v_groups &&
                          (H / cfg.q_groups) % d == 0;
-  // fp32 FFN weights stay where they are (no packed copy: the model's memory is its parameters
-  // plus the other convs' panels) when the FFN runs fused, i.e. with one group count.
-  const bool ffn_in_place = ffn_reads_in_place(cfg);
+  // FFN weights stay where they are (no packed copy: the model's memory is its parameters plus the
+  // other convs' panels) when the FFN runs fused, i.e. with one group count: fp32 ones, and bf16
+  // ones given as bf16 when their groups come in whole 32s.
+  const bool ffn_in_place = ffn_reads_in_place(cfg), ffn_in_place16 = ffn_bf16_in_place(cfg);
+  ffn_in_place_ = !w.layers.empty();
   for (const RawLayer& l : w.layers) {
     LayerWeights lw;
     if (fused_qkv) {
@@ -147,12 +161,19 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
       lw.v = pack({{l.v_w, l.v_b, H}}, H, cfg.v_groups);
     }
     lw.post = pack({{l.post_w, l.post_b, H}}, H, cfg.post_attention_groups);
-    if (ffn_in_place) {  // read in place by the fused FFN's transposed GEMMs (ffn_ln.cc)
-      lw.inter = in_place(l.inter_w, l.inter_b, H, I, cfg.intermediate_groups);
-      lw.out = in_place(l.out_w, l.out_b, I, H, cfg.output_groups);
+    const bool given16 = l.inter_w16 && l.out_w16;
+    SQF_CHECK((l.inter_w || l.inter_w16) && (l.out_w || l.out_w16), "layer FFN weights missing");
+    if ((ffn_in_place && l.inter_w && l.out_w) || (ffn_in_place16 && given16)) {
+      // read in place by the fused FFN's transposed GEMMs (ffn_ln.cc)
+      lw.inter = in_place(l.inter_w, l.inter_w16, l.inter_b, H, I, cfg.intermediate_groups);
+      lw.out = in_place(l.out_w, l.out_w16, l.out_b, I, H, cfg.output_groups);
     } else {
-      lw.inter = pack({{l.inter_w, l.inter_b, I}}, H, cfg.intermediate_groups);
-      lw.out = pack({{l.out_w, l.out_b, H}}, I, cfg.output_groups);
+      ffn_in_place_ = false;
+      std::vector<float> w1, w2;  // fp32 of bf16-given weights, only while packing
+      if (!l.inter_w) w1 = widen_bf16(l.inter_w16, I * (H / cfg.intermediate_groups));
+      if (!l.out_w) w2 = widen_bf16(l.out_w16, H * (I / cfg.output_groups));
+      lw.inter = pack({{l.inter_w ? l.inter_w : w1.data(), l.inter_b, I}}, H, cfg.intermediate_groups);
+      lw.out = pack({{l.out_w ? l.out_w : w2.data(), l.out_b, H}}, I, cfg.output_groups);
     }
     lw.post_ln_w = l.post_ln_w;
     lw.post_ln_b = l.post_ln_b;

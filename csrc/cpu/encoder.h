@@ -36,6 +36,9 @@ struct EncoderConfig {
 struct RawLayer {
   const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *post_w, *post_b, *post_ln_w, *post_ln_b;
   const float *inter_w, *inter_b, *out_w, *out_b, *out_ln_w, *out_ln_b;
+  // bf16 models may give the FFN weights as bf16 bits instead (then inter_w / out_w are null):
+  // read in place when ffn_bf16_in_place(), else widened to fp32 for packing
+  const uint16_t *inter_w16 = nullptr, *out_w16 = nullptr;
 };
 struct RawWeights {
   const float *word, *position, *token_type, *emb_ln_w, *emb_ln_b;
@@ -61,10 +64,17 @@ struct ForwardArgs {
 class Encoder {
  public:
   Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa);
-  // Whether the FFN conv weights are read in place for the Encoder's whole life (fp32 and one
+  // Whether fp32 FFN conv weights are read in place for the Encoder's whole life (fp32 and one
   // group count: the fused FFN's transposed GEMMs) rather than only while packing.
   static bool ffn_reads_in_place(const EncoderConfig& cfg) {
     return !cfg.bf16 && !cfg.fp16 && cfg.intermediate_groups == cfg.output_groups;
+  }
+  // Whether bf16 FFN weights given as bf16 (RawLayer::inter_w16 / out_w16) are read in place: one
+  // group count, and every group's rows and columns in whole 32s (the AMX kernel reads A in
+  // 32-row blocks of 32-deep rows, here straight from the parameters).
+  static bool ffn_bf16_in_place(const EncoderConfig& cfg) {
+    const int64_t G = cfg.intermediate_groups;
+    return cfg.bf16 && G == cfg.output_groups && (cfg.hidden / G) % 32 == 0 && (cfg.intermediate / G) % 32 == 0;
   }
   void forward(const ForwardArgs& a);
   // One fused op of one layer on packed rows, with this Encoder's packed weights: what the per-op
@@ -111,7 +121,8 @@ class Encoder {
   Slots slots(Workspace& ws) const;
   // Columns of the [T, I] intermediate workspace: none when the FFN runs on in-place weights (its
   // tasks keep their slice of the intermediate in per-thread buffers).
-  int64_t inter_width() const { return ffn_reads_in_place(cfg_) ? 0 : cfg_.intermediate; }
+  int64_t inter_width() const { return ffn_in_place_ ? 0 : cfg_.intermediate; }
+  bool ffn_in_place_ = false;  // every layer's FFN reads its weights in place (fp32 or bf16)
   // Grows `ws` to hold `tokens` rows and sequences up to `max_len` for the current pool size.
   void reserve(Workspace& ws, int64_t tokens, int64_t max_len, int64_t threads) const;
   const LayerWeights& layer(int64_t l) const;

@@ -75,7 +75,7 @@ struct alignas(64) TileConfig {
 };
 
 void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
-               int64_t M, int64_t N, const float* bias, Act act) {
+               int64_t M, int64_t N, const float* bias, Act act, bool prefetch_a = false) {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) {
     cfg.colsb[t] = 64;
@@ -106,7 +106,13 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
         _tile_zero(3);
       }
       const uint16_t* A0 = Ab + m0 * Kp;
+      // A streamed from memory (weights read in place): fetch the next 32-row block meanwhile
+      const char* next_a = prefetch_a && m0 + 32 < M ? reinterpret_cast<const char*>(A0 + 32 * Kp) : nullptr;
+      const int64_t a_bytes = 32 * Kp * 2, a_per_kb = ceil_div(a_bytes, kb_n * 64) * 64;
       for (int64_t kb = 0; kb < kb_n; ++kb) {
+        if (next_a)
+          for (int64_t o = kb * a_per_kb; o < imin((kb + 1) * a_per_kb, a_bytes); o += 64)
+            _mm_prefetch(next_a + o, _MM_HINT_T0);
         _tile_loadd(4, A0 + kb * 32, a_stride);
         _tile_loadd(5, A0 + 16 * Kp + kb * 32, a_stride);
         _tile_loadd(6, Bp + kb * 16 * 64, 128);
@@ -170,7 +176,7 @@ void tail_bf16(int r, const uint16_t* A, int64_t Kp, const uint16_t* B, float* C
 }
 
 void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
-               int64_t M, int64_t N, const float* bias, Act act) {
+               int64_t M, int64_t N, const float* bias, Act act, bool /*prefetch_a: AMX only*/ = false) {
   constexpr int MR = 12;
   for (int64_t j0 = 0; j0 < N; j0 += 32) {
     const uint16_t* Bp = B + (j0 / 32) * Kp * 32;
@@ -186,7 +192,7 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
 #else
 
 void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
-               int64_t M, int64_t N, const float* bias, Act act) {
+               int64_t M, int64_t N, const float* bias, Act act, bool /*prefetch_a: AMX only*/ = false) {
   float acc[32];
   for (int64_t j0 = 0; j0 < N; j0 += 32) {
     const uint16_t* Bp = B + (j0 / 32) * Kp * 32;
@@ -214,6 +220,11 @@ void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float*
   const int64_t Kp = ceil_div(K, 32) * 32;
   const uint16_t* Ab = convert_a(A, lda, M, K, Kp);
   gemm_impl(Ab, Kp, B, C, ldc, M, N, bias, act);
+}
+
+void gemm_bf16_rows(const uint16_t* A, int64_t K, const uint16_t* B, float* C, int64_t ldc, int64_t M,
+                    int64_t N) {
+  gemm_impl(A, K, B, C, ldc, M, N, nullptr, Act::none, /*prefetch_a=*/true);
 }
 
 }  // namespace SQF_ISA_NS

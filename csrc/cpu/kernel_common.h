@@ -129,6 +129,10 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, f
 // C[M, N] = act(A[M, K] @ B + bias) with B bf16 VNNI panels (see kernels.h), fp32 accumulation.
 void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
                int64_t M, int64_t N, const float* bias, Act act);
+// C[M, N] = A @ B with A bf16 rows [M][K] used in place (K and M multiples of 32: AMX reads A in
+// 32 x 32 blocks) and B VNNI panels as above; no bias, no activation (the callers add them).
+void gemm_bf16_rows(const uint16_t* A, int64_t K, const uint16_t* B, float* C, int64_t ldc, int64_t M,
+                    int64_t N);
 // C = act(A @ W_g[:, j0:j0+n] + b_g[j0:j0+n]) for group g of a packed grouped linear (fp32 or
 // bf16 packing); j0 must be a multiple of panel_width(w).
 void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const float* A,

@@ -34,8 +34,9 @@ struct GroupedLinear {
   // or fp32 in the conv's own layout [out][in/groups], read in place (no packed copy): only the
   // fused FFN reads it (ffn_ln.cc), as the broadcast operand of a transposed GEMM
   const float* wnat = nullptr;
+  const uint16_t* wnat16 = nullptr;  // or bf16 in the conv's own layout, read in place likewise
   const float* bias = nullptr;    // [out] or nullptr
-  bool packed() const { return wt || wt16 || wt_f16 || wnat; }
+  bool packed() const { return wt || wt16 || wt_f16 || wnat || wnat16; }
 };
 
 struct LayerWeights {

@@ -77,8 +77,14 @@ class CpuRunner(Runner):
         self.out_dtype = torch.float32  # the engine computes fp32 activations; see the module docstring
         # fp32 tensors (all of an fp32 model; embeddings, LayerNorms and biases of a model loaded with
         # dtype=bf16/fp16) are zero-copy views; bf16/fp16 ones become fp32 copies, the GEMM weights' freed once
-        # C++ has packed them.
-        weights = {k: (v.float() if bf16 or fp16 else v).contiguous().numpy() for k, v in raw.items()}
+        # C++ has packed them. A bf16 model's FFN weights go as their bf16 bits (uint16 views): the fused FFN
+        # reads them in place.
+        def host(k, v):
+            if bf16 and k.endswith((".inter_weight", ".out_weight")):
+                return v.to(torch.bfloat16).contiguous().view(torch.uint16).numpy()
+            return (v.float() if bf16 or fp16 else v).contiguous().numpy()
+
+        weights = {k: host(k, v) for k, v in raw.items()}
         self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16, fp16=fp16)
 
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
