@@ -21,28 +21,6 @@ namespace cpu {
 namespace SQF_ISA_NS {
 namespace {
 
-// dst[c * ldd + r] = src[r * lds + c] (+ bias[r]) for r < rows, c < cols.
-void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd,
-               const float* bias = nullptr) {
-  int64_t r0 = 0;
-#if defined(__AVX512F__)
-  for (; r0 + 16 <= rows; r0 += 16) {
-    const __m512 b = bias ? _mm512_loadu_ps(bias + r0) : _mm512_setzero_ps();
-    int64_t c0 = 0;
-    for (; c0 + 16 <= cols; c0 += 16) {
-      __m512 v[16];
-      for (int q = 0; q < 16; ++q) v[q] = _mm512_loadu_ps(src + (r0 + q) * lds + c0);
-      transpose16(v);
-      for (int q = 0; q < 16; ++q) _mm512_storeu_ps(dst + (c0 + q) * ldd + r0, _mm512_add_ps(v[q], b));
-    }
-    for (int64_t r = r0; r < r0 + 16; ++r)
-      for (int64_t c = c0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c] + (bias ? bias[r] : 0.f);
-  }
-#endif
-  for (int64_t r = r0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c] + (bias ? bias[r] : 0.f);
-}
-
 inline uint32_t bf16_pair(float lo, float hi) {
   return static_cast<uint32_t>(to_bf16(lo)) | static_cast<uint32_t>(to_bf16(hi)) << 16;
 }
@@ -134,7 +112,7 @@ void ffn_group_transposed_bf16(const GroupedLinear& w1, const GroupedLinear& w2,
   gemm_bf16_rows(w1.wnat16 + g * Nm * Ni, Ni, reinterpret_cast<const uint16_t*>(xb), midt, mp, Nm, m);
   pack_mid_bf16(midt, mp, Nm, m, w1.bias ? w1.bias + g * Nm : nullptr, act, mb);
   gemm_bf16_rows(w2.wnat16 + g * No * Nm, Nm, reinterpret_cast<const uint16_t*>(mb), outt, mp, No, m);
-  transpose(outt, mp, No, m, out + g * No, H, w2.bias ? w2.bias + g * No : nullptr);
+  transpose(outt, mp, No, m, out + g * No, H, 1.f, w2.bias ? w2.bias + g * No : nullptr);
 }
 
 // One (row block, group) task of the fused FFN on in-place weights: out[m0:m0+m, group g].

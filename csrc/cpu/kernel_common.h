@@ -79,6 +79,30 @@ inline void transpose16(__m512 r[16]) {
 }
 #endif
 
+// dst[c * ldd + r] = src[r * lds + c] * scale (+ add[r]) for r < rows, c < cols; AVX-512 moves
+// 16 x 16 blocks through one in-register transpose (K^T in attention, the FFN's transposed tasks).
+inline void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd,
+                      float scale = 1.f, const float* add = nullptr) {
+  int64_t r0 = 0;
+#if defined(__AVX512F__)
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (; r0 + 16 <= rows; r0 += 16) {
+    const __m512 b = add ? _mm512_loadu_ps(add + r0) : _mm512_setzero_ps();
+    int64_t c0 = 0;
+    for (; c0 + 16 <= cols; c0 += 16) {
+      __m512 v[16];
+      for (int q = 0; q < 16; ++q) v[q] = _mm512_mul_ps(_mm512_loadu_ps(src + (r0 + q) * lds + c0), vs);
+      transpose16(v);  // v[q] = column c0 + q of rows r0 .. r0 + 15
+      for (int q = 0; q < 16; ++q) _mm512_storeu_ps(dst + (c0 + q) * ldd + r0, add ? _mm512_add_ps(v[q], b) : v[q]);
+    }
+    for (int64_t r = r0; r < r0 + 16; ++r)
+      for (int64_t c = c0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c] * scale + (add ? add[r] : 0.f);
+  }
+#endif
+  for (int64_t r = r0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c] * scale + (add ? add[r] : 0.f);
+}
+
 // Panel width of packed weights for this ISA (two vectors); Encoder::pack reads it from the
 // kernel table.
 constexpr int64_t kNR = 2 * W;

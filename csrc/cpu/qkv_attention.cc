@@ -104,26 +104,6 @@ const uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, ui
   return b.out;
 }
 
-// kt[c][j] = k[j][c] * scale (K^T of one head, row stride L); AVX-512 moves 16 keys x 16 dims
-// through one in-register transpose.
-void build_kt(const float* k, int64_t ld, int64_t L, int64_t d, float scale, float* kt) {
-  int64_t j0 = 0;
-#if defined(__AVX512F__)
-  if (d % 16 == 0) {
-    const __m512 vs = _mm512_set1_ps(scale);
-    for (; j0 + 16 <= L; j0 += 16)
-      for (int64_t c0 = 0; c0 < d; c0 += 16) {
-        __m512 r[16];
-        for (int q = 0; q < 16; ++q) r[q] = _mm512_mul_ps(_mm512_loadu_ps(k + (j0 + q) * ld + c0), vs);
-        transpose16(r);  // r[p] = dim c0 + p of keys j0 .. j0 + 15
-        for (int p = 0; p < 16; ++p) _mm512_storeu_ps(kt + (c0 + p) * L + j0, r[p]);
-      }
-  }
-#endif
-  for (int64_t j = j0; j < L; ++j)
-    for (int64_t c = 0; c < d; ++c) kt[c * L + j] = k[j * ld + c] * scale;
-}
-
 // One head of one sequence, flash-style: query rows in blocks of at most kAttnBlockQ, keys in
 // blocks of at most kAttnBlockK (a sequence of up to kAttnOneBlock tokens is one block of each:
 // plain softmax). Per key block: S = Q K^T (micro-kernel, K^T pre-scaled by 1/sqrt d), mask, a
@@ -153,7 +133,7 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
       pack_v_bf16(v + kb * BK * ld, ld, imin(BK, L - kb * BK), d, v16.data() + kb * vblock);
     if (!one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
   } else {
-    build_kt(k, ld, L, d, scale, kt);
+    transpose(k, ld, L, d, kt, L, scale);  // kt[c][j] = k[j][c] * scale: K^T of the head
   }
   const int64_t dp = ceil_div(d, 32) * 32;
   for (int64_t q0 = 0; q0 < L; q0 += BQ) {
