@@ -202,11 +202,9 @@ def main(argv=None) -> int:
         model_dir = tmp.name
         torch.manual_seed(0)
         transformers.SqueezeBertModel(transformers.SqueezeBertConfig()).save_pretrained(model_dir)
-    # the ground truth is true fp32: cuDNN would run the fp32 1x1 convs in TF32 by default
-    if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cudnn.conv, "fp32_precision"):
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = False
+    from sqbert_fast.peers import strict_fp32
+
+    strict_fp32()  # the ground truth is true fp32, not TF32 convolutions
     ref32 = transformers.SqueezeBertModel.from_pretrained(model_dir).float().cuda().eval()
     t0 = time.time()
     runs, skipped = build_providers(model_dir, wanted, args.compile_mode)

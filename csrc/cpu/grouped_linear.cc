@@ -36,9 +36,9 @@ constexpr int MR = 4;
 // micro-panel [K][MR] (PACKED = true, see gemm_panels: the R broadcasts of a k step come from
 // one cache line and one pointer). C is initialised from the bias when `first` (bias[j] per
 // column, or bias[r] per row when `bias_rows`) and from C otherwise (K blocks after the first);
-// the activation is applied when `last`. When `pf` is
-// set, every k step also prefetches one NR-float row of the next B slice into L2, so weights
-// that stream from L3/DRAM (small batches) arrive while this slice is computed.
+// the activation is applied when `last`. When `pf` is set, every k step also prefetches NR floats
+// from pf onwards (the next B slice, or with bias_rows the next micro-tile's weight rows), so
+// weights that stream from L3/DRAM (small batches) arrive while this tile is computed.
 template <int R, bool FULL, bool PACKED>
 void ukernel(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
              const float* bias, float* C, int64_t ldc, int64_t nb, Act act, bool first = true,
