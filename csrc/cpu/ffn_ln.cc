@@ -11,7 +11,9 @@
 // Encoder::Encoder) run the task transposed: with X^T the task's rows of group g turned into
 // [Ni][m] (tokens along the vector lanes), mid^T = act(W1_g X^T + b1) and out^T = W2_g mid^T + b2
 // put the weights in the micro-kernel's broadcast operand, read row by row in place, and the
-// activations in its vector operand; out^T goes back to row-major on store.
+// activations in its vector operand; out^T goes back to row-major on store. The bf16 form finishes
+// each 32 x 32 block of both GEMMs in L1 (gemm_bf16_rows_pack / _store_t). Tasks are group-major:
+// both threads stream the same group's weights, which stay in L2 across its row blocks.
 #include <vector>
 
 #include "kernel_common.h"
@@ -58,61 +60,20 @@ void pack_xt_bf16(const float* x, int64_t ldx, int64_t m, int64_t K, uint32_t* d
 #endif
 }
 
-// The intermediate as the second bf16 GEMM's B operand: mid^T rows [N][ld] (fp32, tokens along the
-// row) + bias per row, activation, rounded to bf16 -> VNNI panels of 32 tokens as pack_xt_bf16 lays
-// them out, pairs of consecutive rows in each 32-bit word.
-void pack_mid_bf16(const float* midt, int64_t ld, int64_t N, int64_t m, const float* bias, Act act,
-                   uint32_t* dst) {
-  const int64_t P = ceil_div(m, 32), N2 = N / 2;
-  for (int64_t kk = 0; kk < N2; ++kk) {
-    const float* r0 = midt + 2 * kk * ld;
-    const float* r1 = r0 + ld;
-    const float b0 = bias ? bias[2 * kk] : 0.f, b1 = bias ? bias[2 * kk + 1] : 0.f;
-    int64_t t = 0;
-#if defined(__AVX512F__)
-    if (act == Act::none || act == Act::gelu) {
-      const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
-      const __m512i hi_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
-      for (; t < P * 32; t += 16) {
-        const __mmask16 live = t + 16 <= m ? 0xffff : t < m ? static_cast<__mmask16>((1u << (m - t)) - 1) : 0;
-        __m512 v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(live, r0 + t), _mm512_set1_ps(b0));
-        __m512 v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(live, r1 + t), _mm512_set1_ps(b1));
-        if (act == Act::gelu) {
-          v0 = vgelu(v0);
-          v1 = vgelu(v1);
-        }
-        __m512i u0 = _mm512_castps_si512(v0), u1 = _mm512_castps_si512(v1);  // round to nearest even
-        u0 = _mm512_add_epi32(u0, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(u0, 16), one)));
-        u1 = _mm512_add_epi32(u1, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(u1, 16), one)));
-        const __m512i w = _mm512_or_si512(_mm512_srli_epi32(u0, 16), _mm512_and_si512(u1, hi_mask));
-        _mm512_storeu_si512(dst + ((t / 32) * N2 + kk) * 32 + t % 32, _mm512_maskz_mov_epi32(live, w));
-      }
-    }
-#endif
-    for (; t < P * 32; ++t)
-      dst[((t / 32) * N2 + kk) * 32 + t % 32] =
-          t < m ? bf16_pair(activate(r0[t] + b0, act), activate(r1[t] + b1, act)) : 0u;
-  }
-}
-
 // The bf16 form of ffn_group_transposed: the weights are the bf16 GEMM's A rows, read in place.
 void ffn_group_transposed_bf16(const GroupedLinear& w1, const GroupedLinear& w2, int64_t g, Act act,
                                const float* x, int64_t H, float* out, int64_t m) {
   const int64_t G = w1.groups, Ni = w1.in / G, Nm = w1.out / G, No = w2.out / G;
   const int64_t mp = ceil_div(m, 32) * 32;
-  thread_local std::vector<uint32_t> packed;  // X^T, then mid^T, as VNNI panels
-  thread_local std::vector<float> acc;        // mid^T, then out^T
+  thread_local std::vector<uint32_t> packed;  // X^T, then act(mid^T), as VNNI token panels
   if (packed.size() < static_cast<size_t>(mp * (Ni + Nm) / 2)) packed.resize(static_cast<size_t>(mp * (Ni + Nm) / 2));
-  if (acc.size() < static_cast<size_t>(mp * (Nm + No))) acc.resize(static_cast<size_t>(mp * (Nm + No)));
   uint32_t* xb = packed.data();
   uint32_t* mb = xb + mp * Ni / 2;
-  float* midt = acc.data();
-  float* outt = midt + Nm * mp;
   pack_xt_bf16(x + g * Ni, H, m, Ni, xb);
-  gemm_bf16_rows(w1.wnat16 + g * Nm * Ni, Ni, reinterpret_cast<const uint16_t*>(xb), midt, mp, Nm, m);
-  pack_mid_bf16(midt, mp, Nm, m, w1.bias ? w1.bias + g * Nm : nullptr, act, mb);
-  gemm_bf16_rows(w2.wnat16 + g * No * Nm, Nm, reinterpret_cast<const uint16_t*>(mb), outt, mp, No, m);
-  transpose(outt, mp, No, m, out + g * No, H, 1.f, w2.bias ? w2.bias + g * No : nullptr);
+  gemm_bf16_rows_pack(w1.wnat16 + g * Nm * Ni, Ni, reinterpret_cast<const uint16_t*>(xb), Nm, m,
+                      w1.bias ? w1.bias + g * Nm : nullptr, act, mb);
+  gemm_bf16_rows_store_t(w2.wnat16 + g * No * Nm, Nm, reinterpret_cast<const uint16_t*>(mb), No, m,
+                         w2.bias ? w2.bias + g * No : nullptr, out + g * No, H);
 }
 
 // One (row block, group) task of the fused FFN on in-place weights: out[m0:m0+m, group g].
@@ -158,7 +119,7 @@ void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const flo
     const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w1.wt16 || transposed || transposed16);
     const int64_t mblocks = rb.n;
     auto task = [&](int64_t t, int) {
-      const int64_t g = t % G, m0 = rb.begin(t / G), m = rb.end(t / G) - m0;
+      const int64_t g = t / mblocks, m0 = rb.begin(t % mblocks), m = rb.end(t % mblocks) - m0;
       if (transposed) return ffn_group_transposed(w1, w2, g, act, x + m0 * H, H, out + m0 * H, m);
       if (transposed16) return ffn_group_transposed_bf16(w1, w2, g, act, x + m0 * H, H, out + m0 * H, m);
       float* mid = inter + m0 * I + g * No1;

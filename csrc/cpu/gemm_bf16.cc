@@ -11,6 +11,9 @@
 //   otherwise:   a portable loop with the same roundings: the reference in tests.
 // A rows are converted into a per-thread bf16 buffer (rows rounded up to 32, zero-padded) that
 // grows to the largest block seen and is then reused: no allocation in steady state.
+// The FFN's in-place form (gemm_bf16_rows_pack / _store_t, rows_blocks) swaps the roles: bf16
+// weights as the A rows, read where the parameters live, tokens as the B panels, and an epilogue
+// that finishes each 32 x 32 block in L1.
 #include <cstring>
 #include <vector>
 
@@ -74,15 +77,46 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
-               int64_t M, int64_t N, const float* bias, Act act, bool prefetch_a = false) {
+// Eight 16 x 64-byte tiles: 0-3 the 32 x 32 fp32 C block, 4-5 A, 6-7 B. Configured per call: other
+// code on this thread (oneDNN inside torch) may reconfigure tiles.
+inline void configure_tiles() {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
-  // Configured per call: other code on this thread (oneDNN inside torch) may reconfigure tiles.
   _tile_loadconfig(&cfg);
+}
+
+// C tiles += 32-deep step kb: A0 32 bf16 rows (stride a_stride bytes), Bp one VNNI panel.
+inline void kstep(const uint16_t* A0, int64_t a_stride, const uint16_t* Bp, int64_t kb) {
+  _tile_loadd(4, A0 + kb * 32, a_stride);
+  _tile_loadd(5, reinterpret_cast<const char*>(A0) + 16 * a_stride + kb * 64, a_stride);
+  _tile_loadd(6, Bp + kb * 16 * 64, 128);
+  _tile_loadd(7, Bp + kb * 16 * 64 + 32, 128);
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_dpbf16ps(1, 4, 7);
+  _tile_dpbf16ps(2, 5, 6);
+  _tile_dpbf16ps(3, 5, 7);
+}
+
+inline void store_c(float* c, int64_t ldc) {
+  _tile_stored(0, c, ldc * 4);
+  _tile_stored(1, c + 16, ldc * 4);
+  _tile_stored(2, c + 16 * ldc, ldc * 4);
+  _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+}
+
+inline void zero_c() {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+}
+
+void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
+               int64_t M, int64_t N, const float* bias, Act act) {
+  configure_tiles();
   alignas(64) float acc[32 * 32];
   alignas(64) float bias_rows[16 * 32];  // 16 copies of the panel's 32 biases: C tiles start from it
   const int64_t a_stride = Kp * 2, kb_n = Kp / 32;
@@ -100,40 +134,14 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
         _tile_loadd(2, bias_rows, 128);
         _tile_loadd(3, bias_rows + 16, 128);
       } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        zero_c();
       }
-      const uint16_t* A0 = Ab + m0 * Kp;
-      // A streamed from memory (weights read in place): fetch the next 32-row block meanwhile
-      const char* next_a = prefetch_a && m0 + 32 < M ? reinterpret_cast<const char*>(A0 + 32 * Kp) : nullptr;
-      const int64_t a_bytes = 32 * Kp * 2, a_per_kb = ceil_div(a_bytes, kb_n * 64) * 64;
-      for (int64_t kb = 0; kb < kb_n; ++kb) {
-        if (next_a)
-          for (int64_t o = kb * a_per_kb; o < imin((kb + 1) * a_per_kb, a_bytes); o += 64)
-            _mm_prefetch(next_a + o, _MM_HINT_T0);
-        _tile_loadd(4, A0 + kb * 32, a_stride);
-        _tile_loadd(5, A0 + 16 * Kp + kb * 32, a_stride);
-        _tile_loadd(6, Bp + kb * 16 * 64, 128);
-        _tile_loadd(7, Bp + kb * 16 * 64 + 32, 128);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-      }
+      for (int64_t kb = 0; kb < kb_n; ++kb) kstep(Ab + m0 * Kp, a_stride, Bp, kb);
       if (act == Act::none && mb == 32 && nb == 32) {  // bias already in: tiles straight to C
-        float* c = C + m0 * ldc + j0;
-        _tile_stored(0, c, ldc * 4);
-        _tile_stored(1, c + 16, ldc * 4);
-        _tile_stored(2, c + 16 * ldc, ldc * 4);
-        _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+        store_c(C + m0 * ldc + j0, ldc);
         continue;
       }
-      _tile_stored(0, acc, 128);
-      _tile_stored(1, acc + 16, 128);
-      _tile_stored(2, acc + 16 * 32, 128);
-      _tile_stored(3, acc + 16 * 32 + 16, 128);
+      store_c(acc, 32);
       for (int64_t r = 0; r < mb; ++r) epilogue_row(acc + r * 32, nullptr, C + (m0 + r) * ldc + j0, nb, act);
     }
   }
@@ -176,7 +184,7 @@ void tail_bf16(int r, const uint16_t* A, int64_t Kp, const uint16_t* B, float* C
 }
 
 void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
-               int64_t M, int64_t N, const float* bias, Act act, bool /*prefetch_a: AMX only*/ = false) {
+               int64_t M, int64_t N, const float* bias, Act act) {
   constexpr int MR = 12;
   for (int64_t j0 = 0; j0 < N; j0 += 32) {
     const uint16_t* Bp = B + (j0 / 32) * Kp * 32;
@@ -192,7 +200,7 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
 #else
 
 void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
-               int64_t M, int64_t N, const float* bias, Act act, bool /*prefetch_a: AMX only*/ = false) {
+               int64_t M, int64_t N, const float* bias, Act act) {
   float acc[32];
   for (int64_t j0 = 0; j0 < N; j0 += 32) {
     const uint16_t* Bp = B + (j0 / 32) * Kp * 32;
@@ -213,6 +221,119 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
 
 #endif
 
+// C = A @ B for A bf16 rows [M][K] read in place (M and K multiples of 32) and B VNNI panels of 32
+// tokens, one 32 x 32 fp32 block at a time: epi(r0, p, acc) gets rows r0 .. r0 + 31 of token panel p
+// in acc[32][32] (L1) and finishes them, so no [M][tokens] fp32 result goes through L2. a_outer: each
+// A block serves all token panels before the next (else each panel meets all A blocks). With AMX the
+// next A block is prefetched into L1 while the current one computes: the weights stream from L2/L3.
+template <class Epi>
+void rows_blocks(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t N, bool a_outer,
+                 Epi&& epi) {
+  const int64_t P = ceil_div(N, 32), MB = ceil_div(M, 32);
+  alignas(64) float acc[32 * 32];
+#if defined(__AMX_BF16__)
+  configure_tiles();
+  const int64_t kb_n = K / 32, a_stride = K * 2, a_bytes = 32 * K * 2;
+  const int64_t steps = (a_outer ? P : 1) * kb_n, per = ceil_div(a_bytes, steps * 64) * 64;
+  for (int64_t o = 0; o < P * MB; ++o) {
+    const int64_t p = a_outer ? o % P : o / MB, mb = a_outer ? o / P : o % MB;
+    const uint16_t* A0 = A + mb * 32 * K;
+    const uint16_t* Bp = B + p * K * 32;
+    const int64_t next = mb + 1 < MB ? mb + 1 : !a_outer && p + 1 < P ? 0 : -1;
+    const char* na = next >= 0 ? reinterpret_cast<const char*>(A + next * 32 * K) : nullptr;
+    const int64_t step0 = a_outer ? p * kb_n : 0;
+    zero_c();
+    for (int64_t kb = 0; kb < kb_n; ++kb) {
+      if (na)
+        for (int64_t off = (step0 + kb) * per; off < imin((step0 + kb + 1) * per, a_bytes); off += 64)
+          _mm_prefetch(na + off, _MM_HINT_T0);
+      kstep(A0, a_stride, Bp, kb);
+    }
+    store_c(acc, 32);
+    epi(mb * 32, p, static_cast<const float*>(acc));
+  }
+  _tile_release();
+#else
+  for (int64_t o = 0; o < P * MB; ++o) {
+    const int64_t p = a_outer ? o % P : o / MB, mb = a_outer ? o / P : o % MB;
+    gemm_impl(A + mb * 32 * K, K, B + p * K * 32, acc, 32, imin(32, M - mb * 32), 32, nullptr, Act::none);
+    epi(mb * 32, p, static_cast<const float*>(acc));
+  }
+#endif
+}
+
+#if defined(__AVX512F__)
+// GELU for results rounded to bf16 right after (about 2^-9 relative): 0.5 x + |x| Q(|x|) with
+// Q(a) = 0.5 erf(a / sqrt 2) a cubic per interval of 5/16 on [0, 5) (4 in-register table lookups,
+// 3 FMAs; Q is flat to 6e-7 beyond 5), half the instructions of vgelu's erf. Tables from
+// scripts/gen_gelu_table.py:
+// max |error| 1.14e-05 on [-40, 40] (|x| < 5: 1.68e-06)
+alignas(64) static const float kGeluC0[16] = {
+    -5.717643035e-07f, 1.226682737e-01f, 2.340127677e-01f, 3.257479370e-01f,
+    3.943495750e-01f, 4.409148395e-01f, 4.696039855e-01f, 4.856474400e-01f,
+    4.937907159e-01f, 4.975423515e-01f, 4.991111159e-01f, 4.997065067e-01f,
+    4.999116063e-01f, 4.999757409e-01f, 4.999939203e-01f, 4.999986291e-01f};
+alignas(64) static const float kGeluC1[16] = {
+    1.246858239e-01f, 1.187733039e-01f, 1.026046351e-01f, 8.037935197e-02f,
+    5.710022151e-02f, 3.678226471e-02f, 2.148471400e-02f, 1.137924008e-02f,
+    5.464892369e-03f, 2.379750367e-03f, 9.396377718e-04f, 3.364092263e-04f,
+    1.092077728e-04f, 3.214534809e-05f, 8.579517271e-06f, 2.076297733e-06f};
+alignas(64) static const float kGeluC2[16] = {
+    -7.095977344e-05f, -6.015754770e-03f, -1.028633397e-02f, -1.199182775e-02f,
+    -1.126669534e-02f, -8.993989788e-03f, -6.245164666e-03f, -3.820764599e-03f,
+    -2.075133147e-03f, -1.005475060e-03f, -4.361099564e-04f, -1.697363186e-04f,
+    -5.938700269e-05f, -1.870445703e-05f, -5.308903837e-06f, -1.359080329e-06f};
+alignas(64) static const float kGeluC3[16] = {
+    -1.945144497e-03f, -1.412799349e-03f, -5.834805779e-04f, 2.134107926e-04f,
+    7.311229128e-04f, 9.004853782e-04f, 8.037905209e-04f, 5.848808214e-04f,
+    3.620048228e-04f, 1.946007105e-04f, 9.194214363e-05f, 3.846519030e-05f,
+    1.432155113e-05f, 4.762465323e-06f, 1.418198735e-06f, 3.789452592e-07f};
+inline __m512 gelu_bf16(__m512 x) {
+  const __m512 a = _mm512_abs_ps(x);
+  const __m512 f = _mm512_min_ps(_mm512_mul_ps(a, _mm512_set1_ps(16.f / 5.f)), _mm512_set1_ps(15.9998f));
+  const __m512i i = _mm512_cvttps_epi32(f);
+  const __m512 t = _mm512_sub_ps(f, _mm512_cvtepi32_ps(i));
+  __m512 q = _mm512_permutexvar_ps(i, _mm512_load_ps(kGeluC3));
+  q = _mm512_fmadd_ps(q, t, _mm512_permutexvar_ps(i, _mm512_load_ps(kGeluC2)));
+  q = _mm512_fmadd_ps(q, t, _mm512_permutexvar_ps(i, _mm512_load_ps(kGeluC1)));
+  q = _mm512_fmadd_ps(q, t, _mm512_permutexvar_ps(i, _mm512_load_ps(kGeluC0)));
+  return _mm512_fmadd_ps(a, q, _mm512_mul_ps(x, _mm512_set1_ps(0.5f)));
+}
+#endif
+
+// acc[32 rows][32 tokens] + bias per row, activation, rounded to bf16 (nearest even) -> the next
+// GEMM's VNNI token panel: word i * 32 + t of dst holds (rows 2i, 2i + 1) of token t.
+void pack_pairs(const float* acc, const float* bias, Act act, uint32_t* dst) {
+  for (int i = 0; i < 16; ++i) {
+    const float* r0 = acc + 2 * i * 32;
+    const float* r1 = r0 + 32;
+    const float b0 = bias ? bias[2 * i] : 0.f, b1 = bias ? bias[2 * i + 1] : 0.f;
+    int t = 0;
+#if defined(__AVX512F__)
+    if (act == Act::none || act == Act::gelu) {
+      const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+      const __m512i hi_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+      for (; t < 32; t += 16) {
+        __m512 v0 = _mm512_add_ps(_mm512_load_ps(r0 + t), _mm512_set1_ps(b0));
+        __m512 v1 = _mm512_add_ps(_mm512_load_ps(r1 + t), _mm512_set1_ps(b1));
+        if (act == Act::gelu) {
+          v0 = gelu_bf16(v0);
+          v1 = gelu_bf16(v1);
+        }
+        __m512i u0 = _mm512_castps_si512(v0), u1 = _mm512_castps_si512(v1);
+        u0 = _mm512_add_epi32(u0, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(u0, 16), one)));
+        u1 = _mm512_add_epi32(u1, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(u1, 16), one)));
+        const __m512i pair = _mm512_or_si512(_mm512_srli_epi32(u0, 16), _mm512_and_si512(u1, hi_mask));
+        _mm512_storeu_si512(dst + i * 32 + t, pair);
+      }
+    }
+#endif
+    for (; t < 32; ++t)
+      dst[i * 32 + t] = static_cast<uint32_t>(to_bf16(activate(r0[t] + b0, act))) |
+                        static_cast<uint32_t>(to_bf16(activate(r1[t] + b1, act))) << 16;
+  }
+}
+
 }  // namespace
 
 void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
@@ -222,9 +343,21 @@ void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float*
   gemm_impl(Ab, Kp, B, C, ldc, M, N, bias, act);
 }
 
-void gemm_bf16_rows(const uint16_t* A, int64_t K, const uint16_t* B, float* C, int64_t ldc, int64_t M,
-                    int64_t N) {
-  gemm_impl(A, K, B, C, ldc, M, N, nullptr, Act::none, /*prefetch_a=*/true);
+void gemm_bf16_rows_pack(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t m,
+                         const float* bias, Act act, uint32_t* dst) {
+  const int64_t M2 = M / 2;
+  // A-block outer: each 32-row block of A (K small here: the FFN's first conv) serves every token panel
+  rows_blocks(A, K, B, M, m, /*a_outer=*/true, [&](int64_t r0, int64_t p, const float* acc) {
+    pack_pairs(acc, bias ? bias + r0 : nullptr, act, dst + (p * M2 + r0 / 2) * 32);
+  });
+}
+
+void gemm_bf16_rows_store_t(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t m,
+                            const float* bias, float* out, int64_t ldo) {
+  rows_blocks(A, K, B, M, m, /*a_outer=*/false, [&](int64_t r0, int64_t p, const float* acc) {
+    transpose(acc, 32, imin(32, M - r0), imin(32, m - 32 * p), out + 32 * p * ldo + r0, ldo, 1.f,
+              bias ? bias + r0 : nullptr);
+  });
 }
 
 }  // namespace SQF_ISA_NS

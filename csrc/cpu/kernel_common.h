@@ -153,10 +153,16 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, f
 // C[M, N] = act(A[M, K] @ B + bias) with B bf16 VNNI panels (see kernels.h), fp32 accumulation.
 void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
                int64_t M, int64_t N, const float* bias, Act act);
-// C[M, N] = A @ B with A bf16 rows [M][K] used in place (K and M multiples of 32: AMX reads A in
-// 32 x 32 blocks) and B VNNI panels as above; no bias, no activation (the callers add them).
-void gemm_bf16_rows(const uint16_t* A, int64_t K, const uint16_t* B, float* C, int64_t ldc, int64_t M,
-                    int64_t N);
+// The FFN's transposed bf16 task (ffn_ln.cc): C[M, m] = A @ B with A bf16 rows [M][K] used in place
+// (the conv weights; K and M multiples of 32) and B VNNI panels of 32 tokens [ceil(m/32)][K/2][32][2],
+// finished block by block instead of going through an fp32 [M][m] buffer:
+//   _pack:    act(C + bias per row) rounded to bf16, as the next GEMM's token panels
+//             dst[ceil(m/32)][M/2][32] (words: rows 2i, 2i + 1 of one token);
+//   _store_t: out[t * ldo + r] = C[r][t] + bias[r] for tokens t < m (back to token rows).
+void gemm_bf16_rows_pack(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t m,
+                         const float* bias, Act act, uint32_t* dst);
+void gemm_bf16_rows_store_t(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t m,
+                            const float* bias, float* out, int64_t ldo);
 // C = act(A @ W_g[:, j0:j0+n] + b_g[j0:j0+n]) for group g of a packed grouped linear (fp32 or
 // bf16 packing); j0 must be a multiple of panel_width(w).
 void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const float* A,
