@@ -4,9 +4,10 @@
 // which serves both instruction sets:
 //   amx:         a 16 x 32 bf16 B tile is 16 k-pair rows of one 16-column half of a panel (row
 //                stride 128 bytes); a 32 x 32 C block = 4 tiles, 2 A tiles + 2 B tiles per
-//                32-deep k step (tdpbf16ps); the C tiles start from the bias (loaded from 16
-//                copies of it) and are stored straight to C, or, with an activation or a
-//                partial block, go through a small fp32 buffer and the AVX-512 epilogue.
+//                32-deep k step (tdpbf16ps); the C tiles start from the bias (a stride-0 tile
+//                load of its row) and are stored straight to C, or, with an activation or a
+//                partial block, go through a small fp32 buffer and the AVX-512 epilogue. Each
+//                32-row A block meets every panel while the next panel is prefetched into L1.
 //   avx512_bf16: vdpbf16ps on a 12 x 32 register tile (24 zmm), one broadcast k-pair of A per row.
 //   otherwise:   a portable loop with the same roundings: the reference in tests.
 // A rows are converted into a per-thread bf16 buffer (rows rounded up to 32, zero-padded) that
@@ -114,35 +115,50 @@ inline void zero_c() {
   _tile_zero(3);
 }
 
+// Prefetches part kb of kb_n of a 32 x K bf16 block (the operand the next block will read) into L1.
+inline void prefetch_part(const char* next, int64_t bytes, int64_t kb, int64_t kb_n) {
+  if (!next) return;
+  const int64_t per = ceil_div(bytes, kb_n * 64) * 64;
+  for (int64_t off = kb * per; off < imin((kb + 1) * per, bytes); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+}
+
 void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
                int64_t M, int64_t N, const float* bias, Act act) {
   configure_tiles();
   alignas(64) float acc[32 * 32];
-  alignas(64) float bias_rows[16 * 32];  // 16 copies of the panel's 32 biases: C tiles start from it
-  const int64_t a_stride = Kp * 2, kb_n = Kp / 32;
-  for (int64_t j0 = 0; j0 < N; j0 += 32) {
-    const uint16_t* Bp = B + (j0 / 32) * Kp * 32;
-    const int64_t nb = imin(32, N - j0);
-    if (bias)
-      for (int r = 0; r < 16; ++r)
-        for (int j = 0; j < 32; ++j) bias_rows[r * 32 + j] = j < nb ? bias[j0 + j] : 0.f;
-    for (int64_t m0 = 0; m0 < M; m0 += 32) {
-      const int64_t mb = imin(32, M - m0);
-      if (bias) {
-        _tile_loadd(0, bias_rows, 128);
-        _tile_loadd(1, bias_rows + 16, 128);
-        _tile_loadd(2, bias_rows, 128);
-        _tile_loadd(3, bias_rows + 16, 128);
+  const int64_t a_stride = Kp * 2, kb_n = Kp / 32, bytes = 32 * Kp * 2;
+  const int64_t P = ceil_div(N, 32), MB = ceil_div(M, 32);
+  // A-block outer: 32 converted rows stay in L1 while the weight panels stream past, the next
+  // panel (or the next A block) prefetched into L1 during the current block.
+  for (int64_t mb = 0; mb < MB; ++mb) {
+    const int64_t m0 = mb * 32, mr = imin(32, M - m0);
+    const uint16_t* A0 = Ab + m0 * Kp;
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t j0 = p * 32, nb = imin(32, N - j0);
+      const uint16_t* Bp = B + p * Kp * 32;
+      const char* next = p + 1 < P    ? reinterpret_cast<const char*>(Bp + Kp * 32)
+                         : mb + 1 < MB ? reinterpret_cast<const char*>(A0 + 32 * Kp)
+                                       : nullptr;
+      const bool tile_bias = bias && nb == 32;  // C tiles start from the bias row (stride 0)
+      if (tile_bias) {
+        _tile_loadd(0, bias + j0, 0);
+        _tile_loadd(1, bias + j0 + 16, 0);
+        _tile_loadd(2, bias + j0, 0);
+        _tile_loadd(3, bias + j0 + 16, 0);
       } else {
         zero_c();
       }
-      for (int64_t kb = 0; kb < kb_n; ++kb) kstep(Ab + m0 * Kp, a_stride, Bp, kb);
-      if (act == Act::none && mb == 32 && nb == 32) {  // bias already in: tiles straight to C
+      for (int64_t kb = 0; kb < kb_n; ++kb) {
+        prefetch_part(next, bytes, kb, kb_n);
+        kstep(A0, a_stride, Bp, kb);
+      }
+      if (act == Act::none && mr == 32 && nb == 32) {  // bias already in: tiles straight to C
         store_c(C + m0 * ldc + j0, ldc);
         continue;
       }
       store_c(acc, 32);
-      for (int64_t r = 0; r < mb; ++r) epilogue_row(acc + r * 32, nullptr, C + (m0 + r) * ldc + j0, nb, act);
+      const float* eb = bias && !tile_bias ? bias + j0 : nullptr;
+      for (int64_t r = 0; r < mr; ++r) epilogue_row(acc + r * 32, eb, C + (m0 + r) * ldc + j0, nb, act);
     }
   }
   _tile_release();
@@ -234,19 +250,17 @@ void rows_blocks(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int
 #if defined(__AMX_BF16__)
   configure_tiles();
   const int64_t kb_n = K / 32, a_stride = K * 2, a_bytes = 32 * K * 2;
-  const int64_t steps = (a_outer ? P : 1) * kb_n, per = ceil_div(a_bytes, steps * 64) * 64;
   for (int64_t o = 0; o < P * MB; ++o) {
     const int64_t p = a_outer ? o % P : o / MB, mb = a_outer ? o / P : o % MB;
     const uint16_t* A0 = A + mb * 32 * K;
     const uint16_t* Bp = B + p * K * 32;
     const int64_t next = mb + 1 < MB ? mb + 1 : !a_outer && p + 1 < P ? 0 : -1;
     const char* na = next >= 0 ? reinterpret_cast<const char*>(A + next * 32 * K) : nullptr;
-    const int64_t step0 = a_outer ? p * kb_n : 0;
+    // spread over all the ksteps that still use this A block
+    const int64_t steps = (a_outer ? P : 1) * kb_n, step0 = a_outer ? p * kb_n : 0;
     zero_c();
     for (int64_t kb = 0; kb < kb_n; ++kb) {
-      if (na)
-        for (int64_t off = (step0 + kb) * per; off < imin((step0 + kb + 1) * per, a_bytes); off += 64)
-          _mm_prefetch(na + off, _MM_HINT_T0);
+      prefetch_part(na, a_bytes, step0 + kb, steps);
       kstep(A0, a_stride, Bp, kb);
     }
     store_c(acc, 32);
