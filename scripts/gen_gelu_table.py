@@ -1,7 +1,7 @@
-"""Coefficients of the piecewise-cubic GELU used where the result is rounded to bf16 (csrc/cpu/simd.h,
-vgelu_bf16). GELU(x) = 0.5 x + |x| Q(|x|) with Q(a) = 0.5 erf(a / sqrt 2); Q on [0, 5) in 16 intervals
-of 5/16, a cubic in the interval's local coordinate t in [0, 1), fitted by iteratively reweighted
-least squares (near-minimax). Prints the C tables and the error of the whole GELU in fp32 arithmetic.
+"""Coefficients of the piecewise-cubic GELU of the AVX-512 kernels (csrc/cpu/simd.h, vgelu).
+GELU(x) = 0.5 x + |x| Q(|x|) with Q(a) = 0.5 erf(a / sqrt 2); Q on [0, 5) in 16 intervals of 5/16,
+a cubic in the interval's local coordinate t in [0, 1), fitted by iteratively reweighted least
+squares (near-minimax). Prints the C tables and the error of the whole GELU in fp32 arithmetic.
 
     python scripts/gen_gelu_table.py
 """

@@ -276,45 +276,6 @@ void rows_blocks(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int
 #endif
 }
 
-#if defined(__AVX512F__)
-// GELU for results rounded to bf16 right after (about 2^-9 relative): 0.5 x + |x| Q(|x|) with
-// Q(a) = 0.5 erf(a / sqrt 2) a cubic per interval of 5/16 on [0, 5) (4 in-register table lookups,
-// 3 FMAs; Q is flat to 6e-7 beyond 5), half the instructions of vgelu's erf. Tables from
-// scripts/gen_gelu_table.py:
-// max |error| 1.14e-05 on [-40, 40] (|x| < 5: 1.68e-06)
-alignas(64) static const float kGeluC0[16] = {
-    -5.717643035e-07f, 1.226682737e-01f, 2.340127677e-01f, 3.257479370e-01f,
-    3.943495750e-01f, 4.409148395e-01f, 4.696039855e-01f, 4.856474400e-01f,
-    4.937907159e-01f, 4.975423515e-01f, 4.991111159e-01f, 4.997065067e-01f,
-    4.999116063e-01f, 4.999757409e-01f, 4.999939203e-01f, 4.999986291e-01f};
-alignas(64) static const float kGeluC1[16] = {
-    1.246858239e-01f, 1.187733039e-01f, 1.026046351e-01f, 8.037935197e-02f,
-    5.710022151e-02f, 3.678226471e-02f, 2.148471400e-02f, 1.137924008e-02f,
-    5.464892369e-03f, 2.379750367e-03f, 9.396377718e-04f, 3.364092263e-04f,
-    1.092077728e-04f, 3.214534809e-05f, 8.579517271e-06f, 2.076297733e-06f};
-alignas(64) static const float kGeluC2[16] = {
-    -7.095977344e-05f, -6.015754770e-03f, -1.028633397e-02f, -1.199182775e-02f,
-    -1.126669534e-02f, -8.993989788e-03f, -6.245164666e-03f, -3.820764599e-03f,
-    -2.075133147e-03f, -1.005475060e-03f, -4.361099564e-04f, -1.697363186e-04f,
-    -5.938700269e-05f, -1.870445703e-05f, -5.308903837e-06f, -1.359080329e-06f};
-alignas(64) static const float kGeluC3[16] = {
-    -1.945144497e-03f, -1.412799349e-03f, -5.834805779e-04f, 2.134107926e-04f,
-    7.311229128e-04f, 9.004853782e-04f, 8.037905209e-04f, 5.848808214e-04f,
-    3.620048228e-04f, 1.946007105e-04f, 9.194214363e-05f, 3.846519030e-05f,
-    1.432155113e-05f, 4.762465323e-06f, 1.418198735e-06f, 3.789452592e-07f};
-inline __m512 gelu_bf16(__m512 x) {
-  const __m512 a = _mm512_abs_ps(x);
-  const __m512 f = _mm512_min_ps(_mm512_mul_ps(a, _mm512_set1_ps(16.f / 5.f)), _mm512_set1_ps(15.9998f));
-  const __m512i i = _mm512_cvttps_epi32(f);
-  const __m512 t = _mm512_sub_ps(f, _mm512_cvtepi32_ps(i));
-  __m512 q = _mm512_permutexvar_ps(i, _mm512_load_ps(kGeluC3));
-  q = _mm512_fmadd_ps(q, t, _mm512_permutexvar_ps(i, _mm512_load_ps(kGeluC2)));
-  q = _mm512_fmadd_ps(q, t, _mm512_permutexvar_ps(i, _mm512_load_ps(kGeluC1)));
-  q = _mm512_fmadd_ps(q, t, _mm512_permutexvar_ps(i, _mm512_load_ps(kGeluC0)));
-  return _mm512_fmadd_ps(a, q, _mm512_mul_ps(x, _mm512_set1_ps(0.5f)));
-}
-#endif
-
 // acc[32 rows][32 tokens] + bias per row, activation, rounded to bf16 (nearest even) -> the next
 // GEMM's VNNI token panel: word i * 32 + t of dst holds (rows 2i, 2i + 1) of token t.
 void pack_pairs(const float* acc, const float* bias, Act act, uint32_t* dst) {
@@ -331,8 +292,8 @@ void pack_pairs(const float* acc, const float* bias, Act act, uint32_t* dst) {
         __m512 v0 = _mm512_add_ps(_mm512_load_ps(r0 + t), _mm512_set1_ps(b0));
         __m512 v1 = _mm512_add_ps(_mm512_load_ps(r1 + t), _mm512_set1_ps(b1));
         if (act == Act::gelu) {
-          v0 = gelu_bf16(v0);
-          v1 = gelu_bf16(v1);
+          v0 = vgelu(v0);
+          v1 = vgelu(v1);
         }
         __m512i u0 = _mm512_castps_si512(v0), u1 = _mm512_castps_si512(v1);
         u0 = _mm512_add_epi32(u0, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(u0, 16), one)));
