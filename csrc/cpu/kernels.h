@@ -79,9 +79,13 @@ constexpr int64_t kAttnOneBlock = 256, kAttnBlockQ = 96, kAttnBlockK = 128;
 // Query / key rows per score tile for a sequence of `len` tokens (attend and its scratch size).
 inline int64_t attn_block_q(int64_t len) { return len <= kAttnOneBlock ? len : kAttnBlockQ; }
 inline int64_t attn_block_k(int64_t len) { return len <= kAttnOneBlock ? len : kAttnBlockK; }
-// Scratch of attend() for one head: K^T [d][L], the score tile, running max and sum per row.
+// Row stride of the fp32 K^T of one head [d][len]: padded past len so its rows do not fall on a
+// power-of-two stride, whose rows would share a few L1 sets (len = 512: 2 KB apart, 4 sets for
+// the 64 rows the QK^T micro-kernel walks).
+inline int64_t kt_stride(int64_t len) { return (len + 15) / 16 * 16 + 16; }
+// Scratch of attend() for one head: K^T [d][kt_stride], the score tile, running max and sum per row.
 inline int64_t attention_head_scratch_floats(int64_t len, int64_t d) {
-  return d * len + attn_block_q(len) * attn_block_k(len) + 2 * attn_block_q(len);
+  return d * kt_stride(len) + attn_block_q(len) * attn_block_k(len) + 2 * attn_block_q(len);
 }
 // Per-thread scratch of qkv_attention: one group's Q|K|V rows, the key masks (2 per key) and
 // attend()'s scratch.

@@ -117,8 +117,9 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
             bool bf16) {
   const bool one = L <= kAttnOneBlock;
   const int64_t BQ = attn_block_q(L), BK = attn_block_k(L);
-  float* kt = scratch;       // [d][L]
-  float* s = kt + d * L;     // [BQ][BK]
+  const int64_t ldkt = kt_stride(L);
+  float* kt = scratch;        // [d][ldkt]
+  float* s = kt + d * ldkt;   // [BQ][BK]
   float* mrow = s + BQ * BK;  // [BQ] running max
   float* lrow = mrow + BQ;    // [BQ] running sum
   thread_local std::vector<uint16_t> kt16, v16;
@@ -133,7 +134,7 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
       pack_v_bf16(v + kb * BK * ld, ld, imin(BK, L - kb * BK), d, v16.data() + kb * vblock);
     if (!one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
   } else {
-    transpose(k, ld, L, d, kt, L, scale);  // kt[c][j] = k[j][c] * scale: K^T of the head
+    transpose(k, ld, L, d, kt, ldkt, scale);  // kt[c][j] = k[j][c] * scale: K^T of the head
   }
   const int64_t dp = ceil_div(d, 32) * 32;
   for (int64_t q0 = 0; q0 < L; q0 += BQ) {
@@ -148,7 +149,7 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
         gemm_bf16(q + q0 * ld, ld, ktb + (k0 / kBf16Panel) * dp * kBf16Panel, d, s, BK, nq, nk, nullptr,
                   Act::none);
       else
-        gemm(q + q0 * ld, ld, kt + k0, L, d, s, BK, nq, nk, nullptr, Act::none);
+        gemm(q + q0 * ld, ld, kt + k0, ldkt, d, s, BK, nq, nk, nullptr, Act::none);
       const vmask tm = tail_mask(nk % W);
       const int64_t nv = nk - nk % W;
       const float* add = mask.add ? mask.add + k0 : nullptr;
