@@ -239,40 +239,38 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
 
 // C = A @ B for A bf16 rows [M][K] read in place (M and K multiples of 32) and B VNNI panels of 32
 // tokens, one 32 x 32 fp32 block at a time: epi(r0, p, acc) gets rows r0 .. r0 + 31 of token panel p
-// in acc[32][32] (L1) and finishes them, so no [M][tokens] fp32 result goes through L2. a_outer: each
-// A block serves all token panels before the next (else each panel meets all A blocks). With AMX the
-// next A block is prefetched into L1 while the current one computes: the weights stream from L2/L3.
+// in acc[32][32] (L1) and finishes them, so no [M][tokens] fp32 result goes through L2. Each A block
+// serves every token panel before the next (A-block outer: 3-4% faster than panel outer for the
+// FFN's second GEMM, in-process A/B); with AMX the next A block is prefetched into L1 meanwhile:
+// the weights stream from L2/L3.
 template <class Epi>
-void rows_blocks(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t N, bool a_outer,
-                 Epi&& epi) {
+void rows_blocks(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t N, Epi&& epi) {
   const int64_t P = ceil_div(N, 32), MB = ceil_div(M, 32);
   alignas(64) float acc[32 * 32];
 #if defined(__AMX_BF16__)
   configure_tiles();
   const int64_t kb_n = K / 32, a_stride = K * 2, a_bytes = 32 * K * 2;
-  for (int64_t o = 0; o < P * MB; ++o) {
-    const int64_t p = a_outer ? o % P : o / MB, mb = a_outer ? o / P : o % MB;
+  for (int64_t mb = 0; mb < MB; ++mb) {
     const uint16_t* A0 = A + mb * 32 * K;
-    const uint16_t* Bp = B + p * K * 32;
-    const int64_t next = mb + 1 < MB ? mb + 1 : !a_outer && p + 1 < P ? 0 : -1;
-    const char* na = next >= 0 ? reinterpret_cast<const char*>(A + next * 32 * K) : nullptr;
-    // spread over all the ksteps that still use this A block
-    const int64_t steps = (a_outer ? P : 1) * kb_n, step0 = a_outer ? p * kb_n : 0;
-    zero_c();
-    for (int64_t kb = 0; kb < kb_n; ++kb) {
-      prefetch_part(na, a_bytes, step0 + kb, steps);
-      kstep(A0, a_stride, Bp, kb);
+    const char* na = mb + 1 < MB ? reinterpret_cast<const char*>(A0 + 32 * K) : nullptr;
+    for (int64_t p = 0; p < P; ++p) {
+      const uint16_t* Bp = B + p * K * 32;
+      zero_c();
+      for (int64_t kb = 0; kb < kb_n; ++kb) {
+        prefetch_part(na, a_bytes, p * kb_n + kb, P * kb_n);  // over all the steps on this A block
+        kstep(A0, a_stride, Bp, kb);
+      }
+      store_c(acc, 32);
+      epi(mb * 32, p, static_cast<const float*>(acc));
     }
-    store_c(acc, 32);
-    epi(mb * 32, p, static_cast<const float*>(acc));
   }
   _tile_release();
 #else
-  for (int64_t o = 0; o < P * MB; ++o) {
-    const int64_t p = a_outer ? o % P : o / MB, mb = a_outer ? o / P : o % MB;
-    gemm_impl(A + mb * 32 * K, K, B + p * K * 32, acc, 32, imin(32, M - mb * 32), 32, nullptr, Act::none);
-    epi(mb * 32, p, static_cast<const float*>(acc));
-  }
+  for (int64_t mb = 0; mb < MB; ++mb)
+    for (int64_t p = 0; p < P; ++p) {
+      gemm_impl(A + mb * 32 * K, K, B + p * K * 32, acc, 32, imin(32, M - mb * 32), 32, nullptr, Act::none);
+      epi(mb * 32, p, static_cast<const float*>(acc));
+    }
 #endif
 }
 
@@ -321,15 +319,14 @@ void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float*
 void gemm_bf16_rows_pack(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t m,
                          const float* bias, Act act, uint32_t* dst) {
   const int64_t M2 = M / 2;
-  // A-block outer: each 32-row block of A (K small here: the FFN's first conv) serves every token panel
-  rows_blocks(A, K, B, M, m, /*a_outer=*/true, [&](int64_t r0, int64_t p, const float* acc) {
+  rows_blocks(A, K, B, M, m, [&](int64_t r0, int64_t p, const float* acc) {
     pack_pairs(acc, bias ? bias + r0 : nullptr, act, dst + (p * M2 + r0 / 2) * 32);
   });
 }
 
 void gemm_bf16_rows_store_t(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t m,
                             const float* bias, float* out, int64_t ldo) {
-  rows_blocks(A, K, B, M, m, /*a_outer=*/false, [&](int64_t r0, int64_t p, const float* acc) {
+  rows_blocks(A, K, B, M, m, [&](int64_t r0, int64_t p, const float* acc) {
     transpose(acc, 32, imin(32, M - r0), imin(32, m - 32 * p), out + 32 * p * ldo + r0, ldo, 1.f,
               bias ? bias + r0 : nullptr);
   });
