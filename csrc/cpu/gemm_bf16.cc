@@ -122,22 +122,22 @@ inline void prefetch_part(const char* next, int64_t bytes, int64_t kb, int64_t k
   for (int64_t off = kb * per; off < imin((kb + 1) * per, bytes); off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
 }
 
-void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
+void gemm_impl(const uint16_t* Ab, int64_t lda, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
                int64_t M, int64_t N, const float* bias, Act act) {
   configure_tiles();
   alignas(64) float acc[32 * 32];
-  const int64_t a_stride = Kp * 2, kb_n = Kp / 32, bytes = 32 * Kp * 2;
+  const int64_t a_stride = lda * 2, kb_n = Kp / 32, bytes = 32 * Kp * 2;
   const int64_t P = ceil_div(N, 32), MB = ceil_div(M, 32);
   // A-block outer: 32 converted rows stay in L1 while the weight panels stream past, the next
   // panel (or the next A block) prefetched into L1 during the current block.
   for (int64_t mb = 0; mb < MB; ++mb) {
     const int64_t m0 = mb * 32, mr = imin(32, M - m0);
-    const uint16_t* A0 = Ab + m0 * Kp;
+    const uint16_t* A0 = Ab + m0 * lda;
     for (int64_t p = 0; p < P; ++p) {
       const int64_t j0 = p * 32, nb = imin(32, N - j0);
       const uint16_t* Bp = B + p * Kp * 32;
       const char* next = p + 1 < P    ? reinterpret_cast<const char*>(Bp + Kp * 32)
-                         : mb + 1 < MB ? reinterpret_cast<const char*>(A0 + 32 * Kp)
+                         : mb + 1 < MB && lda == Kp ? reinterpret_cast<const char*>(A0 + 32 * Kp)
                                        : nullptr;
       const bool tile_bias = bias && nb == 32;  // C tiles start from the bias row (stride 0)
       if (tile_bias) {
@@ -167,7 +167,7 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
 #elif defined(__AVX512BF16__)
 
 template <int R>
-void ukernel_bf16(const uint16_t* A, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
+void ukernel_bf16(const uint16_t* A, int64_t lda, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
                   int64_t nb, const float* bias, Act act) {
   __m512 c0[R], c1[R];
 #pragma GCC unroll 16
@@ -178,7 +178,7 @@ void ukernel_bf16(const uint16_t* A, int64_t Kp, const uint16_t* B, float* C, in
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       int32_t pair;
-      std::memcpy(&pair, A + r * Kp + 2 * kk, 4);
+      std::memcpy(&pair, A + r * lda + 2 * kk, 4);
       const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
       c0[r] = _mm512_dpbf16_ps(c0[r], a, b0);
       c1[r] = _mm512_dpbf16_ps(c1[r], a, b1);
@@ -193,13 +193,13 @@ void ukernel_bf16(const uint16_t* A, int64_t Kp, const uint16_t* B, float* C, in
 }
 
 template <int R>
-void tail_bf16(int r, const uint16_t* A, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
+void tail_bf16(int r, const uint16_t* A, int64_t lda, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
                int64_t nb, const float* bias, Act act) {
-  if (r == R) return ukernel_bf16<R>(A, Kp, B, C, ldc, nb, bias, act);
-  if constexpr (R > 1) tail_bf16<R - 1>(r, A, Kp, B, C, ldc, nb, bias, act);
+  if (r == R) return ukernel_bf16<R>(A, lda, Kp, B, C, ldc, nb, bias, act);
+  if constexpr (R > 1) tail_bf16<R - 1>(r, A, lda, Kp, B, C, ldc, nb, bias, act);
 }
 
-void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
+void gemm_impl(const uint16_t* Ab, int64_t lda, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
                int64_t M, int64_t N, const float* bias, Act act) {
   constexpr int MR = 12;
   for (int64_t j0 = 0; j0 < N; j0 += 32) {
@@ -207,15 +207,15 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
     const int64_t nb = imin(32, N - j0);
     const float* bj = bias ? bias + j0 : nullptr;
     int64_t m = 0;
-    for (; m + MR <= M; m += MR) ukernel_bf16<MR>(Ab + m * Kp, Kp, Bp, C + m * ldc + j0, ldc, nb, bj, act);
+    for (; m + MR <= M; m += MR) ukernel_bf16<MR>(Ab + m * lda, lda, Kp, Bp, C + m * ldc + j0, ldc, nb, bj, act);
     if (m < M)
-      tail_bf16<MR - 1>(static_cast<int>(M - m), Ab + m * Kp, Kp, Bp, C + m * ldc + j0, ldc, nb, bj, act);
+      tail_bf16<MR - 1>(static_cast<int>(M - m), Ab + m * lda, lda, Kp, Bp, C + m * ldc + j0, ldc, nb, bj, act);
   }
 }
 
 #else
 
-void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
+void gemm_impl(const uint16_t* Ab, int64_t lda, int64_t Kp, const uint16_t* B, float* C, int64_t ldc,
                int64_t M, int64_t N, const float* bias, Act act) {
   float acc[32];
   for (int64_t j0 = 0; j0 < N; j0 += 32) {
@@ -223,7 +223,7 @@ void gemm_impl(const uint16_t* Ab, int64_t Kp, const uint16_t* B, float* C, int6
     const int64_t nb = imin(32, N - j0);
     for (int64_t r = 0; r < M; ++r) {
       for (int j = 0; j < 32; ++j) acc[j] = 0.f;
-      const uint16_t* a = Ab + r * Kp;
+      const uint16_t* a = Ab + r * lda;
       for (int64_t kk = 0; kk < Kp / 2; ++kk) {
         const float a0 = from_bf16(a[2 * kk]), a1 = from_bf16(a[2 * kk + 1]);
         const uint16_t* b = Bp + kk * 64;
@@ -268,7 +268,9 @@ void rows_blocks(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int
 #else
   for (int64_t mb = 0; mb < MB; ++mb)
     for (int64_t p = 0; p < P; ++p) {
-      gemm_impl(A + mb * 32 * K, K, B + p * K * 32, acc, 32, imin(32, M - mb * 32), 32, nullptr, Act::none);
+      const int64_t mr = imin(32, M - mb * 32);
+      gemm_impl(A + mb * 32 * K, K, K, B + p * K * 32, acc, 32, mr, 32, nullptr, Act::none);
+      for (int64_t i = mr * 32; i < 32 * 32; ++i) acc[i] = 0.f;  // rows past M: as AMX's zero rows
       epi(mb * 32, p, static_cast<const float*>(acc));
     }
 #endif
@@ -313,7 +315,19 @@ void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float*
                int64_t M, int64_t N, const float* bias, Act act) {
   const int64_t Kp = ceil_div(K, 32) * 32;
   const uint16_t* Ab = convert_a(A, lda, M, K, Kp);
-  gemm_impl(Ab, Kp, B, C, ldc, M, N, bias, act);
+  gemm_impl(Ab, Kp, Kp, B, C, ldc, M, N, bias, act);
+}
+
+void gemm_bf16_a16(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
+                   int64_t M, int64_t N) {
+  gemm_impl(A, lda, K, B, C, ldc, M, N, nullptr, Act::none);
+}
+
+void gemm_bf16_blocks(const float* A, int64_t lda, int64_t M, int64_t K, const uint16_t* B, int64_t N,
+                      BlockEpilogue epi, void* ctx) {
+  const int64_t Kp = ceil_div(K, 32) * 32;
+  const uint16_t* Ab = convert_a(A, lda, M, K, Kp);
+  rows_blocks(Ab, Kp, B, M, N, [&](int64_t r0, int64_t p, const float* acc) { epi(ctx, r0, p, acc); });
 }
 
 void gemm_bf16_rows_pack(const uint16_t* A, int64_t K, const uint16_t* B, int64_t M, int64_t m,

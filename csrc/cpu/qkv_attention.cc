@@ -6,7 +6,9 @@
 // shared [T, 3H] buffer), then for each head of the group: K^T (pre-scaled by 1/sqrt d) ->
 // S = Q K^T (GEMM micro-kernel) -> masked softmax rows (vectorised exp) -> ctx = P V (GEMM),
 // rows scaled by 1/sum at the end (d values per row instead of L); sequences longer than
-// kAttnOneBlock stream through key blocks with an online softmax (see attend).
+// kAttnOneBlock stream through key blocks with an online softmax (see attend). bf16 models with
+// head sizes in whole 32s skip the scratch: the projection's epilogue writes Q, K^T and V in the
+// bf16 layouts the attention GEMMs read (qkv_epilogue).
 // General path (groups not aligned with heads), and the fused weights when (sequence, group)
 // tasks are too few for the threads: grouped GEMMs into the [T, 3H] workspace, then one task per
 // (sequence, head) running the same attention core.
@@ -73,6 +75,15 @@ uint16_t* pack_kt_bf16(const float* k, int64_t ld, int64_t L, int64_t d, float s
   return b.out;
 }
 
+#if defined(__AVX512BF16__)
+// (a0 .. a15, b0 .. b15) -> (a0, b0, a1, b1, ...): two rows of 16 bf16 as 16 words of pairs
+inline __m512i interleave_halves(__m512bh x) {
+  alignas(64) static const int16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  return _mm512_permutexvar_epi16(_mm512_load_si512(order), reinterpret_cast<const __m512i&>(x));
+}
+#endif
+
 // V: B[j][c] = v[j][c] (K = L keys, N = d) into `out` (vnni_panels_size(L, d) values). Keys j and
 // j + 1 interleave: one 32 x 2 panel row per key pair and 32 dims, built from the pair's converted
 // rows by one 16-bit permutation.
@@ -82,17 +93,13 @@ const uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, ui
   int64_t j0 = 0;
 #if defined(__AVX512BF16__)
   if (d % 32 == 0) {
-    alignas(64) static const int16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-                                                  8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    const __m512i idx = _mm512_load_si512(order);
     for (; j0 + 2 <= L; j0 += 2)
       for (int64_t c0 = 0; c0 < d; c0 += 32) {
         const float* v0 = v + j0 * ld + c0;
         const float* v1 = v0 + ld;
         for (int h = 0; h < 2; ++h) {  // dims c0 + 16h .. c0 + 16h + 15 of keys j0, j0 + 1
           const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(v1 + 16 * h), _mm512_loadu_ps(v0 + 16 * h));
-          _mm512_storeu_si512(&b.at(j0, c0 + 16 * h),
-                              _mm512_permutexvar_epi16(idx, reinterpret_cast<const __m512i&>(x)));
+          _mm512_storeu_si512(&b.at(j0, c0 + 16 * h), interleave_halves(x));
         }
       }
   }
@@ -102,6 +109,87 @@ const uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, ui
   for (int64_t j = 0; j < j0; ++j)
     for (int64_t c = d; c < Np; ++c) b.at(j, c) = 0;
   return b.out;
+}
+
+// bf16 models, fused path: the Q/K/V projection of one (sequence, group) task writes attention's
+// bf16 operands straight from its 32 x 32 fp32 blocks (tokens x features, bias added here): Q as
+// rows (the QK^T A operand), K^T scaled by 1/sqrt d and V as the VNNI panels pack_kt_bf16 and
+// pack_v_bf16 would build, per head (and per key block for V). No fp32 [L][3H/G] buffer, no
+// conversion pass per head. Needs whole heads of a multiple of 32 (each 32-feature panel then
+// lies in one of q/k/v and one head).
+struct QkvBf16 {
+  int64_t L, No, d, BK;
+  float scale;
+  const float* bias;  // the group's [q | k | v] biases
+  uint16_t* q;        // [rows rounded to 32][No]
+  uint32_t* kt;       // per head: [ceil(L/32) key panels][d/2][32 keys] words
+  uint32_t* v;        // per head, per key block of BK: [d/32 panels][key pairs][32 dims] words
+  int64_t kt_head() const { return ceil_div(L, 32) * 32 * d / 2; }          // words
+  int64_t v_block() const { return vnni_panels_size(BK, d) / 2; }           // words
+  int64_t v_head() const { return ceil_div(L, BK) * v_block(); }            // words
+};
+
+inline uint32_t pair_bits(float lo, float hi) {
+  return static_cast<uint32_t>(to_bf16(lo)) | static_cast<uint32_t>(to_bf16(hi)) << 16;
+}
+
+void qkv_epilogue(void* ctx, int64_t r0, int64_t p, const float* acc) {
+  const QkvBf16& e = *static_cast<const QkvBf16*>(ctx);
+  const int64_t f0 = p * 32, seg = f0 / e.No, w = f0 % e.No, hl = w / e.d, c0 = w % e.d;
+  const float* b = e.bias + f0;
+  if (seg == 0) {  // Q rows
+    uint16_t* dst = e.q + r0 * e.No + w;
+    for (int t = 0; t < 32; ++t) {
+      const float* a = acc + t * 32;
+      int c = 0;
+#if defined(__AVX512BF16__)
+      const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_add_ps(_mm512_loadu_ps(a + 16), _mm512_loadu_ps(b + 16)),
+                                             _mm512_add_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b)));
+      _mm512_storeu_si512(dst + t * e.No, reinterpret_cast<const __m512i&>(h));
+      c = 32;
+#endif
+      for (; c < 32; ++c) dst[t * e.No + c] = to_bf16(a[c] + b[c]);
+    }
+  } else if (seg == 1) {  // K^T: word (dims c0 + 2i, c0 + 2i + 1) of key r0 + t at [i][t]
+    uint32_t* dst = e.kt + hl * e.kt_head() + ((r0 / 32) * (e.d / 2) + c0 / 2) * 32;
+#if defined(__AVX512BF16__)
+    const __m512 vs = _mm512_set1_ps(e.scale);
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    for (int h = 0; h < 2; ++h) {
+      __m512 r[16];
+      for (int q = 0; q < 16; ++q) {
+        const float* a = acc + (16 * h + q) * 32;
+        const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(a + 16), b1), vs),
+                                               _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(a), b0), vs));
+        r[q] = _mm512_castsi512_ps(reinterpret_cast<const __m512i&>(x));
+      }
+      transpose16(r);  // r[i] = word i of keys 16h .. 16h + 15
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(reinterpret_cast<float*>(dst + i * 32 + 16 * h), r[i]);
+    }
+#else
+    for (int i = 0; i < 16; ++i)
+      for (int t = 0; t < 32; ++t)
+        dst[i * 32 + t] = pair_bits((acc[t * 32 + 2 * i] + b[2 * i]) * e.scale,
+                                    (acc[t * 32 + 2 * i + 1] + b[2 * i + 1]) * e.scale);
+#endif
+  } else {  // V: word (keys r0 + 2kk, r0 + 2kk + 1) of dim c0 + c at [kk][c], in key block r0 / BK
+    const int64_t kb = r0 / e.BK, rin = r0 % e.BK, Kpb = ceil_div(imin(e.BK, e.L - kb * e.BK), 32) * 32;
+    uint32_t* dst = e.v + hl * e.v_head() + kb * e.v_block() + ((c0 / 32) * (Kpb / 2) + rin / 2) * 32;
+    for (int kk = 0; kk < 16; ++kk) {
+      const float* a0 = acc + 2 * kk * 32;
+      const float* a1 = a0 + 32;
+      int c = 0;
+#if defined(__AVX512BF16__)
+      for (; c < 32; c += 16) {
+        const __m512 bb = _mm512_loadu_ps(b + c);
+        const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_add_ps(_mm512_loadu_ps(a1 + c), bb),
+                                               _mm512_add_ps(_mm512_loadu_ps(a0 + c), bb));
+        _mm512_storeu_si512(dst + kk * 32 + c, interleave_halves(x));
+      }
+#endif
+      for (; c < 32; ++c) dst[kk * 32 + c] = pair_bits(a0[c] + b[c], a1[c] + b[c]);
+    }
+  }
 }
 
 // One head of one sequence, flash-style: query rows in blocks of at most kAttnBlockQ, keys in
@@ -114,7 +202,7 @@ const uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, ui
 // scores != nullptr, the pre-softmax scores [L][L].
 void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t L, int64_t d,
             float scale, KeyMask mask, float* scratch, float* out, int64_t ldo, float* scores,
-            bool bf16) {
+            bool bf16, const QkvBf16* pre = nullptr, int64_t head = 0) {
   const bool one = L <= kAttnOneBlock;
   const int64_t BQ = attn_block_q(L), BK = attn_block_k(L);
   const int64_t ldkt = kt_stride(L);
@@ -125,13 +213,19 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
   thread_local std::vector<uint16_t> kt16, v16;
   thread_local std::vector<float> pv;
   const uint16_t* ktb = nullptr;
+  const uint16_t* vb = nullptr;
   const int64_t vblock = vnni_panels_size(BK, d);  // V of one key block, packed once per head
-  if (bf16) {
+  if (pre) {  // the projection wrote them (qkv_epilogue)
+    ktb = reinterpret_cast<const uint16_t*>(pre->kt + head * pre->kt_head());
+    vb = reinterpret_cast<const uint16_t*>(pre->v + head * pre->v_head());
+    if (!one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
+  } else if (bf16) {
     ktb = pack_kt_bf16(k, ld, L, d, scale, kt16);
     const int64_t nkb = ceil_div(L, BK);
     if (static_cast<int64_t>(v16.size()) < nkb * vblock) v16.resize(static_cast<size_t>(nkb * vblock));
     for (int64_t kb = 0; kb < nkb; ++kb)
       pack_v_bf16(v + kb * BK * ld, ld, imin(BK, L - kb * BK), d, v16.data() + kb * vblock);
+    vb = v16.data();
     if (!one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
   } else {
     transpose(k, ld, L, d, kt, ldkt, scale);  // kt[c][j] = k[j][c] * scale: K^T of the head
@@ -145,7 +239,10 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
     }
     for (int64_t k0 = 0; k0 < L; k0 += BK) {
       const int64_t nk = imin(BK, L - k0);
-      if (bf16)  // key block k0 starts a panel (BK is a multiple of 32)
+      if (pre)  // key block k0 starts a panel (BK is a multiple of 32)
+        gemm_bf16_a16(pre->q + q0 * pre->No + head * d, pre->No, ktb + (k0 / kBf16Panel) * dp * kBf16Panel, d,
+                      s, BK, nq, nk);
+      else if (bf16)
         gemm_bf16(q + q0 * ld, ld, ktb + (k0 / kBf16Panel) * dp * kBf16Panel, d, s, BK, nq, nk, nullptr,
                   Act::none);
       else
@@ -197,9 +294,9 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
       if (!bf16) {
         gemm(s, BK, v + k0 * ld, ld, nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none, k0 > 0);
       } else if (k0 == 0) {
-        gemm_bf16(s, BK, v16.data(), nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none);
+        gemm_bf16(s, BK, vb, nk, out + q0 * ldo, ldo, nq, d, nullptr, Act::none);
       } else {  // the bf16 GEMM does not accumulate: P V into pv, then added
-        gemm_bf16(s, BK, v16.data() + (k0 / BK) * vblock, nk, pv.data(), d, nq, d, nullptr, Act::none);
+        gemm_bf16(s, BK, vb + (k0 / BK) * vblock, nk, pv.data(), d, nq, d, nullptr, Act::none);
         for (int64_t i = 0; i < nq; ++i) {
           float* o = out + (q0 + i) * ldo;
           const float* pr = pv.data() + i * d;
@@ -262,14 +359,39 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
   }
   if (w.qkv.packed()) {
     const int64_t G = w.qkv.groups, No = H / G, hpg = No / d, ld = 3 * No;
+    // bf16 with heads of whole 32s: the projection writes attention's bf16 operands (qkv_epilogue)
+    const bool direct = bf16 && d % 32 == 0;
     auto task = [&](int64_t t, int thread) {
       const int64_t b = t / G, g = t % G;
       const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;
       float* qkv = a.scratch + thread * a.scratch_per_thread;
       float* maskbuf = qkv + L * ld;
       float* rest = maskbuf + 2 * L;
-      gemm_group(w.qkv, g, 0, ld, a.x + base * H + g * No, H, qkv, ld, L, Act::none);
       const KeyMask mask = key_mask(a.key_valid + base, L, maskbuf);
+      if (direct) {
+        thread_local std::vector<uint16_t> q16;
+        thread_local std::vector<uint32_t> kt32, v32;
+        QkvBf16 e{L, No, d, attn_block_k(L), scale, w.qkv.bias ? w.qkv.bias + g * ld : nullptr,
+                  nullptr, nullptr, nullptr};
+        const int64_t Lp = ceil_div(L, 32) * 32;
+        if (static_cast<int64_t>(q16.size()) < Lp * No) q16.resize(static_cast<size_t>(Lp * No));
+        if (static_cast<int64_t>(kt32.size()) < hpg * e.kt_head()) kt32.resize(static_cast<size_t>(hpg * e.kt_head()));
+        if (static_cast<int64_t>(v32.size()) < hpg * e.v_head()) v32.resize(static_cast<size_t>(hpg * e.v_head()));
+        e.q = q16.data();
+        e.kt = kt32.data();
+        e.v = v32.data();
+        const int64_t Kp = ceil_div(No, 32) * 32, panels = ceil_div(ld, kBf16Panel);
+        gemm_bf16_blocks(a.x + base * H + g * No, H, L, No, w.qkv.wt16 + g * panels * Kp * kBf16Panel, ld,
+                         qkv_epilogue, &e);
+        for (int64_t hl = 0; hl < hpg; ++hl) {
+          const int64_t h = g * hpg + hl;
+          float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
+          attend(nullptr, nullptr, nullptr, 0, L, d, scale, mask, rest, a.ctx + base * H + h * d, H, sc,
+                 true, &e, hl);
+        }
+        return;
+      }
+      gemm_group(w.qkv, g, 0, ld, a.x + base * H + g * No, H, qkv, ld, L, Act::none);
       for (int64_t hl = 0; hl < hpg; ++hl) {
         const int64_t h = g * hpg + hl;
         float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
