@@ -23,10 +23,6 @@ namespace cpu {
 namespace SQF_ISA_NS {
 namespace {
 
-inline uint32_t bf16_pair(float lo, float hi) {
-  return static_cast<uint32_t>(to_bf16(lo)) | static_cast<uint32_t>(to_bf16(hi)) << 16;
-}
-
 // X^T as the bf16 GEMM's B operand: x rows [m][K] (stride ldx, K a multiple of 32) -> VNNI panels
 // of 32 tokens, dst[p][K/2][32][2] as 32-bit words dst[(p * K/2 + kk) * 32 + t] holding
 // (x[32p + t][2kk], x[32p + t][2kk + 1]); tokens past m are zeros.

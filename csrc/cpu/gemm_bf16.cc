@@ -304,8 +304,7 @@ void pack_pairs(const float* acc, const float* bias, Act act, uint32_t* dst) {
     }
 #endif
     for (; t < 32; ++t)
-      dst[i * 32 + t] = static_cast<uint32_t>(to_bf16(activate(r0[t] + b0, act))) |
-                        static_cast<uint32_t>(to_bf16(activate(r1[t] + b1, act))) << 16;
+      dst[i * 32 + t] = bf16_pair(activate(r0[t] + b0, act), activate(r1[t] + b1, act));
   }
 }
 

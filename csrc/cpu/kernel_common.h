@@ -26,6 +26,10 @@ inline uint16_t to_bf16(float x) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }
+// Two values as one bf16 VNNI word: lo in the low half (the even k), hi in the high half.
+inline uint32_t bf16_pair(float lo, float hi) {
+  return static_cast<uint32_t>(to_bf16(lo)) | static_cast<uint32_t>(to_bf16(hi)) << 16;
+}
 
 // Runs f(task, thread_index) on the pool; F is instantiated per ISA namespace.
 template <typename F>

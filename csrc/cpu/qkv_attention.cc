@@ -129,10 +129,6 @@ struct QkvBf16 {
   int64_t v_head() const { return ceil_div(L, BK) * v_block(); }            // words
 };
 
-inline uint32_t pair_bits(float lo, float hi) {
-  return static_cast<uint32_t>(to_bf16(lo)) | static_cast<uint32_t>(to_bf16(hi)) << 16;
-}
-
 void qkv_epilogue(void* ctx, int64_t r0, int64_t p, const float* acc) {
   const QkvBf16& e = *static_cast<const QkvBf16*>(ctx);
   const int64_t f0 = p * 32, seg = f0 / e.No, w = f0 % e.No, hl = w / e.d, c0 = w % e.d;
@@ -169,7 +165,7 @@ void qkv_epilogue(void* ctx, int64_t r0, int64_t p, const float* acc) {
 #else
     for (int i = 0; i < 16; ++i)
       for (int t = 0; t < 32; ++t)
-        dst[i * 32 + t] = pair_bits((acc[t * 32 + 2 * i] + b[2 * i]) * e.scale,
+        dst[i * 32 + t] = bf16_pair((acc[t * 32 + 2 * i] + b[2 * i]) * e.scale,
                                     (acc[t * 32 + 2 * i + 1] + b[2 * i + 1]) * e.scale);
 #endif
   } else {  // V: word (keys r0 + 2kk, r0 + 2kk + 1) of dim c0 + c at [kk][c], in key block r0 / BK
@@ -187,7 +183,7 @@ void qkv_epilogue(void* ctx, int64_t r0, int64_t p, const float* acc) {
         _mm512_storeu_si512(dst + kk * 32 + c, interleave_halves(x));
       }
 #endif
-      for (; c < 32; ++c) dst[kk * 32 + c] = pair_bits(a0[c] + b[c], a1[c] + b[c]);
+      for (; c < 32; ++c) dst[kk * 32 + c] = bf16_pair(a0[c] + b[c], a1[c] + b[c]);
     }
   }
 }
@@ -218,7 +214,6 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
   if (pre) {  // the projection wrote them (qkv_epilogue)
     ktb = reinterpret_cast<const uint16_t*>(pre->kt + head * pre->kt_head());
     vb = reinterpret_cast<const uint16_t*>(pre->v + head * pre->v_head());
-    if (!one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
   } else if (bf16) {
     ktb = pack_kt_bf16(k, ld, L, d, scale, kt16);
     const int64_t nkb = ceil_div(L, BK);
@@ -226,10 +221,10 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
     for (int64_t kb = 0; kb < nkb; ++kb)
       pack_v_bf16(v + kb * BK * ld, ld, imin(BK, L - kb * BK), d, v16.data() + kb * vblock);
     vb = v16.data();
-    if (!one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
   } else {
     transpose(k, ld, L, d, kt, ldkt, scale);  // kt[c][j] = k[j][c] * scale: K^T of the head
   }
+  if (bf16 && !one && static_cast<int64_t>(pv.size()) < BQ * d) pv.resize(static_cast<size_t>(BQ * d));
   const int64_t dp = ceil_div(d, 32) * 32;
   for (int64_t q0 = 0; q0 < L; q0 += BQ) {
     const int64_t nq = imin(BQ, L - q0);
