@@ -76,8 +76,8 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
   int64_t No = 0;
   for (const PackPart& p : parts) No += p.out / groups;
   const int64_t panels = (No + nr - 1) / nr;
-  std::vector<float> wt(static_cast<size_t>(groups * panels * Ni * nr), 0.f);
-  std::vector<float> bias(static_cast<size_t>(groups * No), 0.f);
+  aligned_vector<float> wt(static_cast<size_t>(groups * panels * Ni * nr), 0.f);
+  aligned_vector<float> bias(static_cast<size_t>(groups * No), 0.f);
   bool any_bias = false;
   for (int64_t g = 0; g < groups; ++g) {
     int64_t col = 0;
@@ -101,7 +101,7 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
   if (cfg_.bf16) {
     // Re-lay the fp32 panels as bf16 VNNI panels of 32 columns, [Kp/2][32][2] (gemm_bf16.cc).
     const int64_t P = kBf16Panel, p16 = (No + P - 1) / P, Kp = (Ni + 31) / 32 * 32;
-    std::vector<uint16_t> w16(static_cast<size_t>(groups * p16 * Kp * P), 0);
+    aligned_vector<uint16_t> w16(static_cast<size_t>(groups * p16 * Kp * P), 0);
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t col = 0; col < No; ++col)
         for (int64_t i = 0; i < Ni; ++i) {
@@ -113,7 +113,7 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
   } else if (cfg_.fp16) {
     // Re-lay as fp16 panels of 16 columns, [K][16] each (gemm_f16.cc).
     const int64_t P = kF16Panel, p16 = (No + P - 1) / P;
-    std::vector<uint16_t> w16(static_cast<size_t>(groups * p16 * Ni * P), 0);
+    aligned_vector<uint16_t> w16(static_cast<size_t>(groups * p16 * Ni * P), 0);
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t col = 0; col < No; ++col)
         for (int64_t i = 0; i < Ni; ++i)

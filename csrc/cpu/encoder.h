@@ -90,7 +90,7 @@ class Encoder {
 
  private:
   struct Workspace {
-    std::vector<float> buf;
+    aligned_vector<float> buf;
     int64_t tokens = 0, max_len = 0, threads = 0;
   };
   struct PackPart {
@@ -133,8 +133,8 @@ class Encoder {
   RawWeights raw_;
   std::vector<LayerWeights> layers_;
   GroupedLinear pooler_;
-  std::list<std::vector<float>> packed_;  // a list: pointers into it stay valid
-  std::list<std::vector<uint16_t>> packed16_;
+  std::list<aligned_vector<float>> packed_;  // a list: pointers into it stay valid
+  std::list<aligned_vector<uint16_t>> packed16_;
   std::mutex ws_mutex_;
   std::vector<std::unique_ptr<Workspace>> free_ws_;
 };

@@ -61,7 +61,7 @@ void ffn_group_transposed_bf16(const GroupedLinear& w1, const GroupedLinear& w2,
                                const float* x, int64_t H, float* out, int64_t m) {
   const int64_t G = w1.groups, Ni = w1.in / G, Nm = w1.out / G, No = w2.out / G;
   const int64_t mp = ceil_div(m, 32) * 32;
-  thread_local std::vector<uint32_t> packed;  // X^T, then act(mid^T), as VNNI token panels
+  thread_local aligned_vector<uint32_t> packed;  // X^T, then act(mid^T), as VNNI token panels
   if (packed.size() < static_cast<size_t>(mp * (Ni + Nm) / 2)) packed.resize(static_cast<size_t>(mp * (Ni + Nm) / 2));
   uint32_t* xb = packed.data();
   uint32_t* mb = xb + mp * Ni / 2;
@@ -77,7 +77,7 @@ void ffn_group_transposed(const GroupedLinear& w1, const GroupedLinear& w2, int6
                           const float* x, int64_t H, float* out, int64_t m) {
   const int64_t G = w1.groups, Ni = w1.in / G, Nm = w1.out / G, No = w2.out / G;
   const int64_t ld = ceil_div(m, 16) * 16;
-  thread_local std::vector<float> buf;  // grows to the largest task, then reused
+  thread_local aligned_vector<float> buf;  // grows to the largest task, then reused
   const size_t need = static_cast<size_t>((Ni + Nm + No) * ld);
   if (buf.size() < need) buf.resize(need);
   float* xt = buf.data();

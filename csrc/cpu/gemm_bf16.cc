@@ -34,7 +34,7 @@ inline float from_bf16(uint16_t h) {
 
 // A[M, K] fp32 (stride lda) -> buf [Mp][Kp] bf16, zero-padded to Mp = M rounded up to 32.
 uint16_t* convert_a(const float* A, int64_t lda, int64_t M, int64_t K, int64_t Kp) {
-  thread_local std::vector<uint16_t> buf;
+  thread_local aligned_vector<uint16_t> buf;
   const int64_t Mp = ceil_div(M, 32) * 32;
   if (static_cast<int64_t>(buf.size()) < Mp * Kp) buf.resize(static_cast<size_t>(Mp * Kp));
   uint16_t* out = buf.data();

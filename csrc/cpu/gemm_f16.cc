@@ -36,7 +36,7 @@ inline float16x8_t zero_f16() { return vreinterpretq_f16_u16(vdupq_n_u16(0)); }
 
 // A[M, K] fp32 (stride lda) -> [M][Kp] fp16, Kp = K rounded up to 8, zero-padded.
 const float16_t* convert_a(const float* A, int64_t lda, int64_t M, int64_t K, int64_t Kp) {
-  thread_local std::vector<float16_t> buf;
+  thread_local aligned_vector<float16_t> buf;
   if (static_cast<int64_t>(buf.size()) < M * Kp) buf.resize(static_cast<size_t>(M * Kp));
   for (int64_t r = 0; r < M; ++r) {
     const float* a = A + r * lda;
@@ -166,7 +166,7 @@ void gemm_f16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* 
     }
   }
 #else
-  thread_local std::vector<float> panel;
+  thread_local aligned_vector<float> panel;
   if (static_cast<int64_t>(panel.size()) < K * P) panel.resize(static_cast<size_t>(K * P));
   for (int64_t j0 = 0; j0 < N; j0 += P) {
     const uint16_t* Bp = B + (j0 / P) * K * P;

@@ -164,7 +164,7 @@ constexpr int64_t KC = 192;
 // steady state). Loop order: K block, then panel, then MR-row micro-panels (BLIS' order).
 void gemm_panels(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc,
                  int64_t M, int64_t N, const float* bias, Act act) {
-  thread_local std::vector<float> abuf;
+  thread_local aligned_vector<float> abuf;
   const int64_t nk = ceil_div(K, KC), kc_max = ceil_div(K, nk), mp = ceil_div(M, MR);
   if (static_cast<int64_t>(abuf.size()) < mp * MR * kc_max)
     abuf.resize(static_cast<size_t>(mp * MR * kc_max));

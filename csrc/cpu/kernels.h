@@ -9,13 +9,35 @@
 // with Wt_g = W_g^T packed once at load into panels [G][ceil(No/nr)][Ni][nr] (Ni = in/G,
 // No = out/G, nr = KernelTable::nr, the last panel of each group zero-padded).
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <new>
+#include <vector>
 
 #include "../common/cpu_features.h"
 #include "../common/thread_pool.h"
 
 namespace sqf {
 namespace cpu {
+
+// Storage for every buffer the kernels stream (packed weights, workspace, per-thread scratch):
+// 64-byte aligned, so a 64-byte vector or AMX tile row never straddles two cache lines (the
+// default allocator's 16-byte alignment split every one of them).
+template <class T>
+struct CacheAligned {
+  using value_type = T;
+  CacheAligned() = default;
+  template <class U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+template <class T>
+using aligned_vector = std::vector<T, CacheAligned<T>>;
 
 enum class Act : int { none = 0, gelu = 1, gelu_tanh = 2, relu = 3, silu = 4, tanh = 5 };
 
@@ -87,10 +109,14 @@ inline int64_t kt_stride(int64_t len) { return (len + 15) / 16 * 16 + 16; }
 inline int64_t attention_head_scratch_floats(int64_t len, int64_t d) {
   return d * kt_stride(len) + attn_block_q(len) * attn_block_k(len) + 2 * attn_block_q(len);
 }
-// Per-thread scratch of qkv_attention: one group's Q|K|V rows, the key masks (2 per key) and
-// attend()'s scratch.
+// The key masks of a sequence (2 floats per key), rounded to whole cache lines.
+inline int64_t key_mask_floats(int64_t len) { return (2 * len + 15) / 16 * 16; }
+// Per-thread scratch of qkv_attention: one group's Q|K|V rows, the key masks and attend()'s
+// scratch, in whole cache lines (each thread's part starts on a line when the base does).
 inline int64_t attention_scratch_floats(int64_t max_len, int64_t hidden, int64_t heads) {
-  return max_len * (3 * hidden + 2) + attention_head_scratch_floats(max_len, hidden / heads) + 64;
+  const int64_t n = max_len * 3 * hidden + key_mask_floats(max_len) +
+                    attention_head_scratch_floats(max_len, hidden / heads) + 64;
+  return (n + 15) / 16 * 16;
 }
 
 struct KernelTable {

@@ -39,7 +39,7 @@ struct VnniPanels {
   }
 };
 int64_t vnni_panels_size(int64_t K, int64_t N) { return ceil_div(N, kBf16Panel) * ceil_div(K, 32) * 32 * kBf16Panel; }
-VnniPanels vnni_panels(std::vector<uint16_t>& buf, int64_t K, int64_t N) {
+VnniPanels vnni_panels(aligned_vector<uint16_t>& buf, int64_t K, int64_t N) {
   const int64_t n = vnni_panels_size(K, N);
   if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
   return {buf.data(), ceil_div(K, 32) * 32};
@@ -47,7 +47,7 @@ VnniPanels vnni_panels(std::vector<uint16_t>& buf, int64_t K, int64_t N) {
 // K^T: B[c][j] = k[j][c] * scale (K = d, N = L keys). The 32-bit word (c, c+1) of key j is
 // one lane of the key's converted row, so 16 keys x 16 words are one 16 x 16 transpose.
 uint16_t* pack_kt_bf16(const float* k, int64_t ld, int64_t L, int64_t d, float scale,
-                       std::vector<uint16_t>& buf) {
+                       aligned_vector<uint16_t>& buf) {
   const VnniPanels b = vnni_panels(buf, d, L);
   const int64_t Kp = b.Kp, Np = ceil_div(L, kBf16Panel) * kBf16Panel;
   int64_t j0 = 0;
@@ -206,8 +206,8 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
   float* s = kt + d * ldkt;   // [BQ][BK]
   float* mrow = s + BQ * BK;  // [BQ] running max
   float* lrow = mrow + BQ;    // [BQ] running sum
-  thread_local std::vector<uint16_t> kt16, v16;
-  thread_local std::vector<float> pv;
+  thread_local aligned_vector<uint16_t> kt16, v16;
+  thread_local aligned_vector<float> pv;
   const uint16_t* ktb = nullptr;
   const uint16_t* vb = nullptr;
   const int64_t vblock = vnni_panels_size(BK, d);  // V of one key block, packed once per head
@@ -347,7 +347,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
       const float* q0 = a.qkv + base * ldq + (h / hpg) * 3 * No + (h % hpg) * d;
       float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
       attend(q0, q0 + No, q0 + 2 * No, ldq, L, d, scale, key_mask(a.key_valid + base, L, maskbuf),
-             maskbuf + 2 * L, a.ctx + base * H + h * d, H, sc, bf16);
+             maskbuf + key_mask_floats(L), a.ctx + base * H + h * d, H, sc, bf16);
     };
     parallel_for(pool, a.batch * a.heads, task);
     return;
@@ -361,11 +361,11 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
       const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;
       float* qkv = a.scratch + thread * a.scratch_per_thread;
       float* maskbuf = qkv + L * ld;
-      float* rest = maskbuf + 2 * L;
+      float* rest = maskbuf + key_mask_floats(L);
       const KeyMask mask = key_mask(a.key_valid + base, L, maskbuf);
       if (direct) {
-        thread_local std::vector<uint16_t> q16;
-        thread_local std::vector<uint32_t> kt32, v32;
+        thread_local aligned_vector<uint16_t> q16;
+        thread_local aligned_vector<uint32_t> kt32, v32;
         QkvBf16 e{L, No, d, attn_block_k(L), scale, w.qkv.bias ? w.qkv.bias + g * ld : nullptr,
                   nullptr, nullptr, nullptr};
         const int64_t Lp = ceil_div(L, 32) * 32;
@@ -408,7 +408,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
     const float* q0 = a.qkv + base * ld + h * d;
     float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
     attend(q0, q0 + H, q0 + 2 * H, ld, L, d, scale, key_mask(a.key_valid + base, L, maskbuf),
-           maskbuf + 2 * L, a.ctx + base * H + h * d, H, sc, bf16);
+           maskbuf + key_mask_floats(L), a.ctx + base * H + h * d, H, sc, bf16);
   };
   parallel_for(pool, a.batch * a.heads, task);
 }
