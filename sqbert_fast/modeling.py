@@ -201,11 +201,17 @@ class SqueezeBertPreTrainedModel(nn.Module):
         return _backends.select(self._backend_name, device, dtype)
 
     def _get_runner(self):
-        device, dtype = self._device_dtype()
-        key = (self._backend_name, device, dtype, weights_version(self.base_model))
-        if self._runner is None or self._runner_key != key:
+        """The runner for the current weights, rebuilt when the backend or any parameter changed.
+
+        Device and dtype are read from the parameters only then: both change only with a
+        parameter's storage, which moves its data_ptr (weights_version), or through ``.to()``
+        (``_apply`` drops the runner). A call costs one walk over the parameters (~60 us)."""
+        version = weights_version(self.base_model)
+        key = self._runner_key
+        if self._runner is None or key is None or key[0] != self._backend_name or key[3] != version:
+            device, dtype = self._device_dtype()
             self._runner = self._get_runner_backend().make_runner(self.base_model)
-            self._runner_key = key
+            self._runner_key = (self._backend_name, device, dtype, version)
         return self._runner
 
     def _prepare_backend(self, defer_gpu: bool) -> None:
@@ -278,11 +284,11 @@ class SqueezeBertPreTrainedModel(nn.Module):
     def _encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                 output_attentions, output_hidden_states, want_pooled: bool):
         base = self.base_model
-        device, dtype = self._device_dtype()
+        runner = self._get_runner()
+        device, dtype = self._runner_key[1:3]
         packed = pack(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, device=device)
         if packed.inputs_embeds is not None:
             packed.inputs_embeds = packed.inputs_embeds.to(dtype)
-        runner = self._get_runner()
         enc = runner.encode(packed, bool(output_hidden_states), bool(output_attentions), want_pooled and base.pooler is not None)
         hidden = tuple(packed.unpack(h) for h in enc.hidden_states) if output_hidden_states else None
         attentions = None

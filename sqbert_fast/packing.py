@@ -37,7 +37,7 @@ class Packed:
     pool_rows: torch.Tensor                 # [B] int64: packed row of each sequence's column 0
     flat_index: Optional[torch.Tensor]      # [T] int64 into B*S, None when nothing was dropped
     seqlens: list                           # python ints, len B
-    real: torch.Tensor                      # [B, S] bool: the attention_mask
+    real: Optional[torch.Tensor]            # [B, S] bool: the attention_mask; None when all real
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """[T, ...] packed rows -> [B, S, ...], zeros where no row was computed."""
@@ -81,7 +81,8 @@ def _as_2d(name: str, t: torch.Tensor, shape: tuple, integer: bool) -> torch.Ten
 def _check_range(name: str, t: torch.Tensor, hi: int, what: str) -> None:
     if t.numel() == 0:
         return
-    lo_v, hi_v = int(t.min()), int(t.max())
+    lo_t, hi_t = torch.aminmax(t)
+    lo_v, hi_v = int(lo_t), int(hi_t)
     if lo_v < 0 or hi_v >= hi:
         bad = lo_v if lo_v < 0 else hi_v
         raise IndexError(f"{name} contains {bad}, outside [0, {hi}) ({what})")
@@ -153,15 +154,26 @@ def pack(
             raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
         if tuple(attention_mask.shape) != shape:
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids/inputs_embeds imply {shape}")
-        if attention_mask.dtype != torch.bool:
+        # one reduction decides the common cases: all ones (dense) or 0/1 (integer masks)
+        if attention_mask.dtype == torch.bool:
+            dense = bool(attention_mask.all())
+        elif attention_mask.dtype.is_floating_point or attention_mask.dtype.is_complex:
             if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
                 raise ValueError("attention_mask must contain only 0 and 1")
-        real = attention_mask.to(device=device, dtype=torch.bool)
-        empty = (~real.any(dim=1)).nonzero().flatten()
-        if empty.numel():
-            raise ValueError(f"attention_mask row {int(empty[0])} masks every token; each sequence needs at least one")
-        if bool(real.all()):
-            real = None
+            dense = bool(attention_mask.all())
+        else:
+            lo_t, hi_t = torch.aminmax(attention_mask)
+            lo, hi = int(lo_t), int(hi_t)
+            if lo < 0 or hi > 1:
+                raise ValueError("attention_mask must contain only 0 and 1")
+            dense = lo == 1
+        real = None
+        if not dense:
+            real = attention_mask.to(device=device, dtype=torch.bool)
+            has_real = real.any(dim=1)
+            if not bool(has_real.all()):
+                row = int((~has_real).nonzero()[0])
+                raise ValueError(f"attention_mask row {row} masks every token; each sequence needs at least one")
 
     position_ids = position_ids.to(device=device, dtype=torch.long)
     token_type_ids = token_type_ids.to(device=device, dtype=torch.long)
@@ -172,17 +184,17 @@ def pack(
 
     if real is None:  # dense: nothing to drop, packing is a reshape
         T = B * S
+        cu = torch.arange(0, T + 1, S, dtype=torch.long, device=device)
         return Packed(
             batch=B, seq_len=S, tokens=T,
             input_ids=input_ids.reshape(T) if input_ids is not None else None,
             inputs_embeds=inputs_embeds.reshape(T, -1) if inputs_embeds is not None else None,
             token_type_ids=token_type_ids.reshape(T).contiguous(),
             position_ids=position_ids.reshape(T).contiguous(),
-            cu_seqlens=torch.arange(0, T + 1, S, dtype=torch.long, device=device),
+            cu_seqlens=cu,
             key_valid=torch.ones(T, dtype=torch.uint8, device=device),
-            pool_rows=torch.arange(0, T, S, dtype=torch.long, device=device),
-            flat_index=None, seqlens=[S] * B,
-            real=torch.ones(shape, dtype=torch.bool, device=device),
+            pool_rows=cu[:-1],
+            flat_index=None, seqlens=[S] * B, real=None,
         )
 
     keep = real.clone()

@@ -239,6 +239,13 @@ def test_in_place_weight_change_is_seen_by_the_kernels(tmp_path):
         hf.encoder.layers[1].attention.value.weight.mul_(0.5)
         ref = hf(ids, attention_mask=mask).last_hidden_state
     assert max_diff_real(m(ids, attention_mask=mask).last_hidden_state, ref, mask) <= 1e-4
+    # a parameter whose storage is swapped through .data (no registration, no version bump)
+    w = m.encoder.layers[0].post_attention.conv1d.weight
+    w.data = w.data * 3
+    with torch.no_grad():
+        hf.encoder.layers[0].post_attention.conv1d.weight.mul_(3)
+        ref = hf(ids, attention_mask=mask).last_hidden_state
+    assert max_diff_real(m(ids, attention_mask=mask).last_hidden_state, ref, mask) <= 1e-4
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

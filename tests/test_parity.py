@@ -161,6 +161,19 @@ def test_sequence_lengths(tmp_path, seq, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mask_dtype", [torch.long, torch.int32, torch.uint8, torch.bool, torch.float32])
+@pytest.mark.parametrize("pattern", ["none", "right", "holes"])
+def test_attention_mask_dtypes(checkpoints, mask_dtype, pattern, backend):
+    """Every mask dtype transformers takes, all ones (packing is a reshape) or padded (tokens dropped)."""
+    path, hf, cfg = checkpoints("SqueezeBertModel", "h64_d16_mixed")
+    ours = load_ours("SqueezeBertModel", path, backend)
+    ids, mask = padded_batch(3, 9, cfg.vocab_size, pattern, seed=4)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask)
+    assert_outputs_match(ours(input_ids=ids, attention_mask=mask.to(mask_dtype)), theirs, mask)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_inputs_embeds(checkpoints, backend):
     path, hf, cfg = checkpoints("SqueezeBertModel", "h96_d32_unaligned")
     ours = load_ours("SqueezeBertModel", path, backend)
