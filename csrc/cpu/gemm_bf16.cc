@@ -286,8 +286,6 @@ void pack_pairs(const float* acc, const float* bias, Act act, uint32_t* dst) {
     int t = 0;
 #if defined(__AVX512F__)
     if (act == Act::none || act == Act::gelu) {
-      const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
-      const __m512i hi_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
       for (; t < 32; t += 16) {
         __m512 v0 = _mm512_add_ps(_mm512_load_ps(r0 + t), _mm512_set1_ps(b0));
         __m512 v1 = _mm512_add_ps(_mm512_load_ps(r1 + t), _mm512_set1_ps(b1));
@@ -295,11 +293,17 @@ void pack_pairs(const float* acc, const float* bias, Act act, uint32_t* dst) {
           v0 = vgelu(v0);
           v1 = vgelu(v1);
         }
+#if defined(__AVX512BF16__)
+        _mm512_storeu_si512(dst + i * 32 + t, bf16_pairs(v0, v1));
+#else
+        const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
         __m512i u0 = _mm512_castps_si512(v0), u1 = _mm512_castps_si512(v1);
         u0 = _mm512_add_epi32(u0, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(u0, 16), one)));
         u1 = _mm512_add_epi32(u1, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(u1, 16), one)));
-        const __m512i pair = _mm512_or_si512(_mm512_srli_epi32(u0, 16), _mm512_and_si512(u1, hi_mask));
+        const __m512i pair = _mm512_or_si512(_mm512_srli_epi32(u0, 16),
+                                             _mm512_and_si512(u1, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
         _mm512_storeu_si512(dst + i * 32 + t, pair);
+#endif
       }
     }
 #endif

@@ -31,6 +31,17 @@ inline uint32_t bf16_pair(float lo, float hi) {
   return static_cast<uint32_t>(to_bf16(lo)) | static_cast<uint32_t>(to_bf16(hi)) << 16;
 }
 
+#if defined(__AVX512BF16__)
+// Rows a and b of 16 values, rounded to bf16 (nearest even), as 16 VNNI words (a_j, b_j): one
+// conversion of both rows, (a0 .. a15, b0 .. b15), then one 16-bit permutation.
+inline __m512i bf16_pairs(__m512 a, __m512 b) {
+  alignas(64) static const int16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512bh x = _mm512_cvtne2ps_pbh(b, a);
+  return _mm512_permutexvar_epi16(_mm512_load_si512(order), reinterpret_cast<const __m512i&>(x));
+}
+#endif
+
 // Runs f(task, thread_index) on the pool; F is instantiated per ISA namespace.
 template <typename F>
 void parallel_for(ThreadPool& pool, int64_t n, F& f) {

@@ -75,15 +75,6 @@ uint16_t* pack_kt_bf16(const float* k, int64_t ld, int64_t L, int64_t d, float s
   return b.out;
 }
 
-#if defined(__AVX512BF16__)
-// (a0 .. a15, b0 .. b15) -> (a0, b0, a1, b1, ...): two rows of 16 bf16 as 16 words of pairs
-inline __m512i interleave_halves(__m512bh x) {
-  alignas(64) static const int16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-                                                8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  return _mm512_permutexvar_epi16(_mm512_load_si512(order), reinterpret_cast<const __m512i&>(x));
-}
-#endif
-
 // V: B[j][c] = v[j][c] (K = L keys, N = d) into `out` (vnni_panels_size(L, d) values). Keys j and
 // j + 1 interleave: one 32 x 2 panel row per key pair and 32 dims, built from the pair's converted
 // rows by one 16-bit permutation.
@@ -98,8 +89,7 @@ const uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, ui
         const float* v0 = v + j0 * ld + c0;
         const float* v1 = v0 + ld;
         for (int h = 0; h < 2; ++h) {  // dims c0 + 16h .. c0 + 16h + 15 of keys j0, j0 + 1
-          const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(v1 + 16 * h), _mm512_loadu_ps(v0 + 16 * h));
-          _mm512_storeu_si512(&b.at(j0, c0 + 16 * h), interleave_halves(x));
+          _mm512_storeu_si512(&b.at(j0, c0 + 16 * h), bf16_pairs(_mm512_loadu_ps(v0 + 16 * h), _mm512_loadu_ps(v1 + 16 * h)));
         }
       }
   }
@@ -178,9 +168,8 @@ void qkv_epilogue(void* ctx, int64_t r0, int64_t p, const float* acc) {
 #if defined(__AVX512BF16__)
       for (; c < 32; c += 16) {
         const __m512 bb = _mm512_loadu_ps(b + c);
-        const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_add_ps(_mm512_loadu_ps(a1 + c), bb),
-                                               _mm512_add_ps(_mm512_loadu_ps(a0 + c), bb));
-        _mm512_storeu_si512(dst + kk * 32 + c, interleave_halves(x));
+        _mm512_storeu_si512(dst + kk * 32 + c, bf16_pairs(_mm512_add_ps(_mm512_loadu_ps(a0 + c), bb),
+                                                          _mm512_add_ps(_mm512_loadu_ps(a1 + c), bb)));
       }
 #endif
       for (; c < 32; ++c) dst[kk * 32 + c] = bf16_pair(a0[c] + b[c], a1[c] + b[c]);
