@@ -89,7 +89,8 @@ const uint16_t* pack_v_bf16(const float* v, int64_t ld, int64_t L, int64_t d, ui
         const float* v0 = v + j0 * ld + c0;
         const float* v1 = v0 + ld;
         for (int h = 0; h < 2; ++h) {  // dims c0 + 16h .. c0 + 16h + 15 of keys j0, j0 + 1
-          _mm512_storeu_si512(&b.at(j0, c0 + 16 * h), bf16_pairs(_mm512_loadu_ps(v0 + 16 * h), _mm512_loadu_ps(v1 + 16 * h)));
+          _mm512_storeu_si512(&b.at(j0, c0 + 16 * h),
+                              bf16_pairs(_mm512_loadu_ps(v0 + 16 * h), _mm512_loadu_ps(v1 + 16 * h)));
         }
       }
   }
