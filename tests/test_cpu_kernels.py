@@ -43,7 +43,7 @@ CONFIGS = {
 
 
 def _hf_and_sqf(name: str, dtype=torch.float32, layers: int = 2, seed: int = 0, act="gelu"):
-    kw = dict(CONFIGS[name], vocab_size=97, num_hidden_layers=layers, max_position_embeddings=520,
+    kw = dict(CONFIGS[name], vocab_size=97, num_hidden_layers=layers, max_position_embeddings=1104,
               hidden_act=act)
     kw["embedding_size"] = kw["hidden_size"]
     torch.manual_seed(seed)
@@ -210,7 +210,7 @@ BF16_ISAS = [i for i in ISAS if i in _C.cpu_info()["bf16_isas"]]
 
 @pytest.mark.skipif(not bf16_supported(), reason="this CPU has neither AMX-BF16 nor AVX512-BF16")
 @pytest.mark.parametrize("name", list(CONFIGS))
-@pytest.mark.parametrize("L", (1, 17, 64, 129, 300))
+@pytest.mark.parametrize("L", (1, 17, 64, 129, 300, 1100))
 def test_bf16_close_to_transformers_fp32(name, L):
     """Engine error (its outputs are fp32 activations) vs transformers fp32 is at most
     1e-2, or transformers' own bf16 error where that is larger (these tiny random models, whose
@@ -268,11 +268,13 @@ def test_bf16_default_config_within_1e2(tmp_path):
 
 
 @pytest.mark.parametrize("pattern", ["left", "holes"])
-@pytest.mark.parametrize("L", (300, 512))
+@pytest.mark.parametrize("L", (300, 512, 1100))
 def test_long_sequences_stream_through_key_blocks(pattern, L):
-    """Sequences past kAttnOneBlock (256) take the flash-style path (96 x 128 score tiles, online
-    softmax); left padding and holes put masked keys inside the packed sequence (column 0 is kept), so
-    whole key blocks can be masked. Attention probabilities and hidden states vs transformers, every ISA."""
+    """Sequences past kAttnOneBlock (256) take the flash-style path: score tiles of 96 queries x up to
+    512 keys, online softmax. 300 and 512 are several query blocks and one key block; 1100 is three key
+    blocks (512 + 512 + 76), so the running max and sum are rescaled. Left padding and holes put masked
+    keys inside the packed sequence (column 0 is kept), so whole key blocks can be masked. Attention
+    probabilities and hidden states vs transformers, every ISA."""
     hf, model = _hf_and_sqf("aligned", seed=L)
     with torch.no_grad():  # peaked softmax rows: the running max moves between key blocks
         for layer in hf.encoder.layers:
