@@ -9,13 +9,17 @@ Then: packed vs padded, 1 vs 2 threads, concurrent Python threads, bf16.
 
 from __future__ import annotations
 
+import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
 import sqbert_fast as sqf  # noqa: E402
+from sqbert_fast.backends import encoder_weights  # noqa: E402
+from sqbert_fast.backends import reference as ref  # noqa: E402
 from sqbert_fast.packing import pack  # noqa: E402
 from hf_utils import max_diff_real, max_diff_scores, padded_batch, save_default_config  # noqa: E402
 
@@ -265,6 +269,71 @@ def test_bf16_default_config_within_1e2(tmp_path):
     for isa in BF16_ISAS:
         err = ((_encode(CpuRunner(model, isa=isa), model, ids, mask) - want).abs() * real).max().item()
         assert err <= 1e-2, f"{isa}: {err:.2e}"
+
+
+def _attention_on_bf16_operands(x, p, w, layer, cfg):
+    """Layer `layer`'s attention context with the operands rounded to bf16 where the bf16 kernels
+    round them (x, then Q, K^T / sqrt(d) and V after the projection's fp32 accumulation), the
+    scores, softmax and P V in fp32. Also returns V, every query row's max probability and, per
+    sequence, each row's argmax key."""
+    H, heads = cfg.hidden_size, cfg.num_attention_heads
+    d = H // heads
+    rnd = lambda t: t.bfloat16().float()  # noqa: E731
+    xb = rnd(x)
+
+    def proj(name, groups):
+        return ref.grouped_linear(xb, w[f"layers.{layer}.{name}_weight"].float(),
+                                  w[f"layers.{layer}.{name}_bias"].float(), groups)
+
+    scale = torch.tensor(1.0 / math.sqrt(d), dtype=torch.float32)
+    q, k, v = rnd(proj("q", cfg.q_groups)), rnd(proj("k", cfg.k_groups) * scale), rnd(proj("v", cfg.v_groups))
+    ctx, top, arg = torch.empty_like(x), [], []
+    for start, L in zip(p.cu_seqlens[:-1].tolist(), p.seqlens):
+        rows = slice(start, start + L)
+        qh, kh, vh = (t[rows].view(L, heads, d).transpose(0, 1) for t in (q, k, v))
+        s = (qh @ kh.transpose(1, 2)).masked_fill((p.key_valid[rows] == 0)[None, None, :], float("-inf"))
+        prob = torch.softmax(s, dim=-1)
+        ctx[rows] = (prob @ vh).transpose(0, 1).reshape(L, H)
+        top.append(prob.max(-1).values.flatten())
+        arg.append(prob.argmax(-1).flatten())
+    return ctx, v, torch.cat(top), arg
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="this CPU has neither AMX-BF16 nor AVX512-BF16")
+@pytest.mark.parametrize("name", ["d32", "aligned"])
+@pytest.mark.parametrize("L", (300, 1100))
+def test_bf16_attention_streams_key_blocks(name, L):
+    """bf16 attention past kAttnOneBlock, one op on its own, against PyTorch given the same bf16
+    operands (_attention_on_bf16_operands): only the kernels' rounding of P to bf16 (2^-9 relative)
+    separates the two. Query weights x1000 make the softmax rows peaked, their max keys spread over
+    the key blocks (1100 = 512 + 512 + 76 keys): a missing rescale of the running context or the
+    wrong V block is an error of order |V|. The whole-model bf16 test cannot see those (its random
+    attention averages V over ~1000 keys). d32: the projection writes bf16 Q, K^T and V itself;
+    aligned (d = 4): they are packed per head. Left padding puts a masked key (column 0) in the
+    second sequence."""
+    hf, model = _hf_and_sqf(name, seed=L)
+    with torch.no_grad():  # scores of std 5 (aligned) to 13 (d32), from ~0.01
+        for layer in hf.encoder.layers:
+            layer.attention.query.weight.mul_(1000.0)
+    model.load_state_dict(hf.state_dict())
+    model.to(torch.bfloat16)
+    cfg, w = model.config, encoder_weights(model)
+    ids, mask = padded_batch(2, L, 97, "left", seed=L)
+    p = pack(cfg, ids, mask)
+    assert p.seqlens[0] == L and int((p.key_valid == 0).sum()) > 0
+    x = torch.randn(p.tokens, cfg.hidden_size, generator=torch.Generator().manual_seed(L))
+    want, v, top, arg = _attention_on_bf16_operands(x, p, w, 1, cfg)
+    # the premise: peaked rows (uniform would be ~1e-3), and max keys in every key block
+    assert float(top.median()) > 0.2
+    blocks = torch.bincount(arg[0] // 512)
+    assert len(blocks) == (L + 511) // 512 and bool((blocks > 0.02 * L).all()), blocks.tolist()
+    tol = 1e-2 * float(v.abs().max())
+    out = np.empty((p.tokens, cfg.hidden_size), dtype=np.float32)
+    for isa in BF16_ISAS + ["scalar"]:
+        CpuRunner(model, isa=isa).encoder.qkv_attention(1, x.numpy(), p.cu_seqlens.numpy(),
+                                                        p.key_valid.numpy(), out)
+        err = float((torch.from_numpy(out) - want).abs().max())
+        assert err <= tol, f"{name} {isa} L={L}: {err:.2e} (tolerance {tol:.2e})"
 
 
 @pytest.mark.parametrize("pattern", ["left", "holes"])
