@@ -1,6 +1,7 @@
 // Post-attention grouped conv + bias + residual + LayerNorm: the grouped GEMM (bias fused in
-// the micro-kernel epilogue) writes the rows, then each row block is normalised while still
-// hot in cache.
+// the micro-kernel epilogue) writes the rows, then a second parallel pass adds the residual and
+// normalises them (LayerNorm fused into each GEMM task measured no faster; at 8 x 128 bf16 the
+// pass is ~12% of this op).
 #include "kernel_common.h"
 
 namespace sqf {
