@@ -340,10 +340,11 @@ def test_bf16_attention_streams_key_blocks(name, L):
 @pytest.mark.parametrize("L", (300, 512, 1100))
 def test_long_sequences_stream_through_key_blocks(pattern, L):
     """Sequences past kAttnOneBlock (256) take the flash-style path: score tiles of 96 queries x up to
-    512 keys, online softmax. 300 and 512 are several query blocks and one key block; 1100 is three key
-    blocks (512 + 512 + 76), so the running max and sum are rescaled. Left padding and holes put masked
-    keys inside the packed sequence (column 0 is kept), so whole key blocks can be masked. Attention
-    probabilities and hidden states vs transformers, every ISA."""
+    512 keys, online softmax. With left padding the first sequence is all L tokens: 300 and 512 are
+    several query blocks and one key block, 1100 is three key blocks (512 + 512 + 76), so the running
+    max and sum are rescaled; the second keeps its padded column 0 as a masked key. Packing drops
+    holes, so those sequences are about 2L/3 long (1100: two key blocks; 300: one plain tile).
+    Attention probabilities and hidden states vs transformers, every ISA."""
     hf, model = _hf_and_sqf("aligned", seed=L)
     with torch.no_grad():  # peaked softmax rows: the running max moves between key blocks
         for layer in hf.encoder.layers:
