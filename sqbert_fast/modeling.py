@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,16 @@ from .outputs import (
     TokenClassifierOutput,
 )
 from .packing import Packed, pack
+
+
+class _RunnerKey(NamedTuple):
+    """What a cached runner was built for (``_get_runner``)."""
+
+    backend: str
+    device: torch.device
+    dtype: torch.dtype
+    weights: Any  # weights_version(base_model)
+
 
 logger = logging.getLogger("sqbert_fast")
 
@@ -208,10 +218,10 @@ class SqueezeBertPreTrainedModel(nn.Module):
         (``_apply`` drops the runner). A call costs one walk over the parameters (~60 us)."""
         version = weights_version(self.base_model)
         key = self._runner_key
-        if self._runner is None or key is None or key[0] != self._backend_name or key[3] != version:
+        if self._runner is None or key is None or key.backend != self._backend_name or key.weights != version:
             device, dtype = self._device_dtype()
             self._runner = self._get_runner_backend().make_runner(self.base_model)
-            self._runner_key = (self._backend_name, device, dtype, version)
+            self._runner_key = _RunnerKey(self._backend_name, device, dtype, version)
         return self._runner
 
     def _prepare_backend(self, defer_gpu: bool) -> None:
@@ -285,7 +295,7 @@ class SqueezeBertPreTrainedModel(nn.Module):
                 output_attentions, output_hidden_states, want_pooled: bool):
         base = self.base_model
         runner = self._get_runner()
-        device, dtype = self._runner_key[1:3]
+        device, dtype = self._runner_key.device, self._runner_key.dtype
         packed = pack(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, device=device)
         if packed.inputs_embeds is not None:
             packed.inputs_embeds = packed.inputs_embeds.to(dtype)
