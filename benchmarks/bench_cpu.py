@@ -6,7 +6,13 @@
 Prints, per shape: median ms of every provider x precision, the cpu backend's speed-up over
 each peer, its GFLOP/s and the % of the GEMM peak measured in the same run (torch.mm on the
 same threads, best of a few large shapes). Providers are timed round-robin, one call each per
-round, so a noisy neighbour slows all of them alike; medians over ``--reps`` rounds. After
+round, so a noisy neighbour slows all of them alike; medians over ``--reps`` rounds. Each
+speed-up is given twice: the ratio of the medians, and the median (with quartiles) of the
+per-round ratios, which pairs calls made seconds apart and so cancels the
+machine's slower minute-to-minute swings. In each round a provider waits ``--gap-ms``, then
+makes ``--settle`` untimed calls before its timed one: it pays nothing for the engine before it
+(ONNX Runtime's thread pool spins for 30-50 ms after a call by default, and another engine's
+call started inside that window ran up to 2x slower here) and is timed warm. After
 timing, every provider's output is checked against transformers fp32 (max abs diff on real
 tokens) — a fast wrong result is flagged, not hidden.
 
@@ -60,6 +66,15 @@ def gemm_peak(dtype, threads, reps=15) -> float:
     return best
 
 
+def paired_ratio(mine: list, peer: list) -> tuple[float, float, float]:
+    """Median and quartiles of the per-round speed-ups peer[r] / mine[r] (same-round calls)."""
+    ratios = [p / m for m, p in zip(mine, peer)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, med, q3 = statistics.quantiles(ratios, n=4)
+    return med, q1, q3
+
+
 def make_inputs(shape: str, vocab: int, gen: torch.Generator):
     if shape == "mixed":
         lens = torch.linspace(8, 128, 32).round().long()
@@ -79,6 +94,10 @@ def main() -> int:
     ap.add_argument("--shapes", default="1x32,1x128,8x128,1x512,mixed")
     ap.add_argument("--providers", default="cpu,transformers,torch.compile,onnxruntime,openvino")
     ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--gap-ms", type=float, default=100.0,
+                    help="idle time before each provider's calls in a round (other engines' threads stop spinning)")
+    ap.add_argument("--settle", type=int, default=1,
+                    help="untimed calls before each timed one (absorb the previous engine's spinning threads)")
     args = ap.parse_args()
 
     sqf.set_num_threads(args.threads)
@@ -111,7 +130,7 @@ def main() -> int:
     if ("cpu", "bf16") in prepared:
         peak["bf16"] = gemm_peak(torch.bfloat16, args.threads)
     isa = sqf._C.default_isa() if hasattr(sqf, "_C") else "?"
-    print(f"# threads={args.threads} isa={isa} torch={torch.__version__} reps={args.reps} "
+    print(f"# threads={args.threads} isa={isa} torch={torch.__version__} reps={args.reps} gap={args.gap_ms:g} ms settle={args.settle} "
           f"cpu={sqf._C.cpu_info()['brand']}")
     print("# GEMM peak (torch.mm, same threads, this run): " +
           ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
@@ -133,6 +152,9 @@ def main() -> int:
             times = {k: [] for k in prepared}
             for _ in range(args.reps):
                 for k, p in prepared.items():
+                    time.sleep(args.gap_ms / 1e3)
+                    for _ in range(args.settle):
+                        p(ids, mask)
                     t0 = time.perf_counter()
                     p(ids, mask)
                     times[k].append(time.perf_counter() - t0)
@@ -146,7 +168,10 @@ def main() -> int:
             pct = f"{100 * gf / pk:.0f}%" if pk else "-"
             print(f"| {k[0]} | {k[1]} | {med[k]:.2f} | {errs[k]:.1e} | {gf:.0f} | {pct} |")
         for mine in [k for k in prepared if k[0] == "cpu"]:
-            ratios = [f"{k[0]} {k[1]}: {med[k] / med[mine]:.2f}x" for k in prepared if k[0] != "cpu"]
+            ratios = []
+            for k in (k for k in prepared if k[0] != "cpu"):
+                pm, q1, q3 = paired_ratio(times[mine], times[k])
+                ratios.append(f"{k[0]} {k[1]}: {med[k] / med[mine]:.2f}x (per round {pm:.2f}x, {q1:.2f}-{q3:.2f})")
             print(f"speed-up of cpu {mine[1]} over: " + (", ".join(ratios) or "-"))
     print_memory(tmp, [prec for prov, prec in prepared if prov == "cpu"])
     return 0

@@ -193,15 +193,29 @@ def test_peer_matches_transformers(tiny_model_dir, provider, precision):
             p.close()
 
 
-def _bench_gpu():
-    """benchmarks/bench_gpu.py's CPU-side helpers (the script itself needs a GPU)."""
+def _benchmark_script(name: str):
+    """benchmarks/NAME.py as a module, for its helpers (the scripts themselves need peers or a GPU)."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_gpu.py")
-    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _bench_gpu():
+    return _benchmark_script("bench_gpu")
+
+
+def test_bench_cpu_paired_ratio():
+    paired_ratio = _benchmark_script("bench_cpu").paired_ratio
+    # the machine slows 2x in rounds 3-4, for both: each round's ratio stays 1.5
+    mine, peer = [10, 10, 20, 20, 10], [15, 15, 30, 30, 15]
+    assert paired_ratio(mine, peer) == pytest.approx((1.5, 1.5, 1.5))
+    med, q1, q3 = paired_ratio([10, 10, 10, 10], [10, 12, 14, 20])
+    assert med == pytest.approx(1.3) and q1 < med < q3
+    assert paired_ratio([4.0], [6.0]) == (1.5, 1.5, 1.5)
 
 
 def test_bench_gpu_correctness_and_targets():
