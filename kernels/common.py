@@ -216,7 +216,12 @@ def fuse_ln(tokens: int, device: torch.device | None = None, block_t: int = 64) 
     """
     if INTERPRET:
         return True  # tests pick each path explicitly
-    return triton.cdiv(tokens, block_t) >= 2 * _sm_count(torch.cuda.current_device() if device is None else device.index)
+    return triton.cdiv(tokens, block_t) >= 2 * sm_count(device)
+
+
+def sm_count(device: torch.device | None = None) -> int:
+    """Multiprocessors of a CUDA device (the current one for None)."""
+    return _sm_count(torch.cuda.current_device() if device is None or device.index is None else device.index)
 
 
 @functools.lru_cache(maxsize=None)

@@ -30,7 +30,7 @@ from sqbert_fast.packing import pack  # noqa: E402
 from sqbert_fast._triton import common  # noqa: E402
 from sqbert_fast._triton.attn_out_ln import attn_out_ln  # noqa: E402
 from sqbert_fast._triton.embed_ln import embed_ln  # noqa: E402
-from sqbert_fast._triton.ffn_ln import ffn_ln  # noqa: E402
+from sqbert_fast._triton.ffn_ln import ffn_ln, split_plan  # noqa: E402
 from sqbert_fast._triton.qkv_attention import qkv_attention, score_offsets  # noqa: E402
 
 interpreter = pytest.mark.skipif(not common.INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1 (this is a GPU run)")
@@ -164,17 +164,23 @@ def test_attn_out_ln_kernel(name, fuse, dtype):
 
 @interpreter
 @pytest.mark.parametrize("dtype", (torch.float32,) + LOW)
-@pytest.mark.parametrize("fuse", [True, False], ids=["rows-owned", "split+ln"])
-@pytest.mark.parametrize("name,on_chip", [("h128_d64_default_pattern", True), ("h48_d16_bert_gelu_new", True),
-                                          ("h64_d16_mixed", False), ("h96_d48_straddle", False)])
-def test_ffn_ln_kernel(name, on_chip, fuse, dtype):
+@pytest.mark.parametrize("name,on_chip,fuse,split", [
+    pytest.param(name, on_chip, fuse, split, id=f"{name}-{path}")
+    for name, on_chip in [("h128_d64_default_pattern", True), ("h48_d16_bert_gelu_new", True),
+                          ("h64_d16_mixed", False), ("h96_d48_straddle", False)]
+    for fuse, split, path in [(True, None, "rows-owned"), (False, None, "split+ln"), (False, 2, "split-k+ln")]
+    if on_chip or not split])  # split-k is a path of the on-chip kernel only
+def test_ffn_ln_kernel(name, on_chip, fuse, split, dtype):
     m, m32, p, runner = _kernel_case(name, dtype)
     x, x32 = _x(p, m, 4)
     want = ref.ffn_ln(x, encoder_weights(m), 0, m.config)
     want32 = ref.ffn_ln(x.float(), encoder_weights(m32), 0, m.config)
     layer = runner.layers[0]
     assert layer.ffn_fused == on_chip
-    out = ffn_ln(x, layer.inter, layer.out, runner.act, *layer.out_ln, layer.ffn_fused, fuse=fuse,
+    if split:  # 2 programs per row block and group share the group's intermediate slices (h48: 3, as 2 + 1)
+        n_split, per = split_plan(p.tokens, layer.inter, layer.out.chunks, False, split=split)
+        assert n_split == 2 and per < layer.inter.chunks // layer.out.chunks <= 2 * per
+    out = ffn_ln(x, layer.inter, layer.out, runner.act, *layer.out_ln, layer.ffn_fused, fuse=fuse, split=split,
                  workspace=None if on_chip else torch.empty(p.tokens, m.config.intermediate_size, dtype=dtype))
     _close(out, want, want32, dtype, "ffn_ln")
 
@@ -279,7 +285,11 @@ def compile_for_sm90(dtype: str) -> list:
     cases = [
         (aol._linear_kernel, dict(lo_ptr="*i32"), dict(BLOCK_N=128, ACT=-1, HAS_RES=True, FUSE_LN=True, BLOCK_C=256), aol._GPU_CONFIGS[1]),
         (aol._linear_kernel, dict(lo_ptr="*i32"), dict(BLOCK_N=64, ACT=0, HAS_RES=False, FUSE_LN=False, BLOCK_C=256), aol._GPU_CONFIGS[-1]),
-        (ffn._ffn_ln_kernel, dict(loi_ptr="*i32"), dict(BI=64, BLOCK_O=256, ACT=0, FUSE_LN=True, BLOCK_C=256), ffn._GPU_CONFIGS[1]),
+        (ffn._ffn_ln_kernel, dict(loi_ptr="*i32", part_ptr="*fp32"),
+         dict(BI=64, BLOCK_O=256, ACT=0, FUSE_LN=True, SPLIT_K=False, BLOCK_C=256), ffn._GPU_CONFIGS[1]),
+        (ffn._ffn_ln_kernel, dict(loi_ptr="*i32", part_ptr="*fp32"),
+         dict(BI=64, BLOCK_O=256, ACT=0, FUSE_LN=False, SPLIT_K=True, BLOCK_C=256), ffn._GPU_CONFIGS[0]),
+        (ffn._split_sum_ln_kernel, dict(part_ptr="*fp32"), dict(BLOCK_T=4, BLOCK_C=1024), None),
         (qkv._qkv_attention_kernel, dict(loq_ptr="*i32", lok_ptr="*i32", lov_ptr="*i32", cu_ptr="*i64", kv_ptr="*u8",
                                          soff_ptr="*i64"), dict(BLOCK_D=64, WANT_SCORES=True), qkv._GPU_CONFIGS[0]),
         (emb._embed_ln_kernel, dict(ids_ptr="*i64", pos_ptr="*i64", typ_ptr="*i64"), dict(HAS_IDS=True, BLOCK_T=8, BLOCK_C=256), None),
@@ -305,7 +315,7 @@ def test_kernels_compile_for_sm90():
     r = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__), capture_output=True, text=True,
                        env=dict(os.environ, TRITON_INTERPRET="0"), timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
-    assert r.stdout.count("_kernel") == 12
+    assert r.stdout.count("_kernel") == 16
 
 
 # ---- GPU ------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ try:
     from .._triton import common as _common
     from .._triton.attn_out_ln import attn_out_ln
     from .._triton.embed_ln import embed_ln
-    from .._triton.ffn_ln import ffn_ln, pack_ffn
+    from .._triton.ffn_ln import ffn_ln, pack_ffn, split_plan
     from .._triton.qkv_attention import qkv_attention, score_offsets
 except Exception as e:  # triton missing or broken: reasons() says so
     _common = None
@@ -92,14 +92,15 @@ class TritonRunner(Runner):
         self._lock = threading.Lock()
 
     # -- buffers -----------------------------------------------------------------------------
-    def _buffer(self, name: str, rows: int, cols: int, grow_only: bool) -> torch.Tensor:
-        """[rows, cols] scratch: a view of a grow-only workspace, or fresh (inside a CUDA graph
-        capture, whose memory must stay the graph's own)."""
+    def _buffer(self, name: str, rows: int, cols: int, grow_only: bool, dtype=None) -> torch.Tensor:
+        """[rows, cols] scratch (of the compute dtype by default): a view of a grow-only workspace,
+        or fresh (inside a CUDA graph capture, whose memory must stay the graph's own)."""
+        dtype = dtype or self.dtype
         if not grow_only:
-            return torch.empty(rows, cols, dtype=self.dtype, device=self.device)
+            return torch.empty(rows, cols, dtype=dtype, device=self.device)
         buf = self._workspace.get(name)
         if buf is None or buf.numel() < rows * cols:
-            buf = self._workspace[name] = torch.empty(rows * cols, dtype=self.dtype, device=self.device)
+            buf = self._workspace[name] = torch.empty(rows * cols, dtype=dtype, device=self.device)
         return buf[: rows * cols].view(rows, cols)
 
     # -- the encoder ---------------------------------------------------------------------------
@@ -115,6 +116,10 @@ class TritonRunner(Runner):
         ctx = self._buffer("ctx", T, H, workspace)
         mid = self._buffer("mid", T, H, workspace)
         inter = self._buffer("inter", T, cfg.intermediate_size, workspace) if self.needs_inter else None
+        part = None  # fp32 partial outputs of an FFN split over programs (small batches)
+        if not self.needs_inter and not _common.fuse_ln(T, self.device):
+            n_split = split_plan(T, self.layers[0].inter, self.layers[0].out.chunks, False, self.device)[0]
+            part = self._buffer("ffn_part", n_split * T, H, workspace, torch.float32) if n_split > 1 else None
         max_len = max(p.seqlens)
 
         x = embed_ln(p.input_ids, p.inputs_embeds, p.position_ids, p.token_type_ids, *self.embeddings,
@@ -124,7 +129,8 @@ class TritonRunner(Runner):
                           scores=scores[i] if want_scores else None, soff=soff[0])
             a = attn_out_ln(ctx, x, layer.post, *layer.post_ln, out=mid)
             dst = hidden[i + 1] if want_hidden else (last if i == nl - 1 else x_buf)
-            x = ffn_ln(a, layer.inter, layer.out, self.act, *layer.out_ln, layer.ffn_fused, out=dst, workspace=inter)
+            x = ffn_ln(a, layer.inter, layer.out, self.act, *layer.out_ln, layer.ffn_fused, out=dst, workspace=inter,
+                       partials=part)
         pooled = None
         if want_pooled:
             pooled = torch.tanh(F.linear(last[p.pool_rows], *self.pooler))
