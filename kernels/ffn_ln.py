@@ -151,7 +151,7 @@ def ffn_ln(x: torch.Tensor, inter: GroupedWeight, outw: GroupedWeight, act: int,
     part = out  # unused unless split
     if n_split > 1:
         need = n_split * T * H
-        part = partials[:need] if partials is not None and partials.numel() >= need else \
+        part = partials.view(-1)[:need] if partials is not None and partials.numel() >= need else \
             torch.empty(need, dtype=torch.float32, device=x.device)
     grid = lambda meta: (triton.cdiv(T, meta["BLOCK_T"]), 1 if fln else groups, n_split)  # noqa: E731
     _ffn_ln_kernel[grid](
