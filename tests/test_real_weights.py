@@ -80,12 +80,14 @@ def test_default_model_is_cached(tmp_path, monkeypatch):
     assert (tmp_path / "all-MiniLM-L6-v2-squeezebert" / "model.safetensors").stat().st_mtime_ns == mtime
 
 
-def test_convert_refuses_non_bert(tmp_path):
+def test_convert_refuses_non_bert(tmp_path, capsys):
     from hf_utils import SMALL_CONFIGS, hf_config, save_hf
 
     save_hf("SqueezeBertModel", hf_config(**SMALL_CONFIGS["h64_d16_mixed"]), tmp_path / "sq")
-    with pytest.raises(ValueError, match="expected a BERT config"):
-        sqf.cli.main(["convert", "--from-bert", str(tmp_path / "sq"), str(tmp_path / "out")])
+    capsys.readouterr()
+    assert sqf.cli.main(["convert", "--from-bert", str(tmp_path / "sq"), str(tmp_path / "out")]) != 0
+    assert "sqbert-fast convert: error: expected a BERT config" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def _gemm_weights_rounded_to_bf16(bert: transformers.BertModel) -> transformers.BertModel:
