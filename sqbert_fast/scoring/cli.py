@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("Ray (sqbert_fast.scoring.ray)")
     r.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'auto', 'local' or ray://host:10001")
     r.add_argument("--ray-actors", type=int, default=2, help="actors, one model each (default: 2)")
-    r.add_argument("--ray-cpus-per-actor", type=float, default=1.0, help="num_cpus per actor (default: 1)")
+    r.add_argument("--ray-cpus-per-actor", type=float,
+                   help="num_cpus per actor (default: an equal share of the cluster's CPUs, one kept for reading)")
     r.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="num_gpus per actor (default: 0)")
 
 
@@ -79,7 +80,7 @@ def _model_dir(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .readers import InputFormatError
-    from .writers import ResumeError
+    from .writers import PathCollisionError, ResumeError
 
     try:
         if not os.path.isfile(args.input) and not args.ray:
@@ -110,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except (InputFormatError, ResumeError, OSError, ValueError) as err:
         print(f"sqbert-fast score: error: {err}", file=sys.stderr)
+        parts = args.output + ".parts"
+        if not isinstance(err, (ResumeError, PathCollisionError)) and os.path.isdir(parts):
+            print(f"note: {parts} holds the work committed so far. Rerun with --resume to continue it "
+                  "(same input and options), or with --overwrite to start again", file=sys.stderr)
         return 1
     print(f"done: {summary}", file=sys.stderr)
     if summary.errors:

@@ -18,6 +18,11 @@ The checkpoint directory is shipped to the actors through the object store, so w
 of it; the input must be readable from every node (shared storage, or any URI pyarrow understands).
 Bad rows go to the errors file as locally; without line numbers (Ray's readers do not keep them).
 ``--resume`` is not offered here: Ray Data retries failed tasks itself.
+
+Sizing (``plan_actors``): Ray Data's read tasks ask for a CPU each, so one CPU is kept free of actors;
+a pool that holds every CPU leaves the readers unscheduled and the run waits forever. Left to itself
+(``num_cpus=None``) each actor gets an equal share of the rest; a plan that cannot be placed on the
+cluster's nodes next to that reserved CPU is refused before anything starts, saying why.
 """
 
 from __future__ import annotations
@@ -26,15 +31,19 @@ import os
 import pickle
 import shutil
 import tempfile
+import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .readers import Row, _pick, detect_format
 from .scorer import Progress, Scorer, Summary, Window
+from .tasks import check_positive_int
+from .writers import check_paths
 
-__all__ = ["score_dataset", "score_file_ray", "read_dataset"]
+__all__ = ["ActorPlan", "cluster_nodes", "plan_actors", "read_dataset", "score_dataset", "score_file_ray"]
 
 _RESULT = "_sqbert_fast_result"
 
@@ -50,6 +59,90 @@ def _ship_dir(path: str) -> Any:
             with open(full, "rb") as f:
                 files[name] = f.read()
     return files
+
+
+IO_CPUS = 1.0  # what Ray Data's read tasks ask for; kept free of actors
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    num_actors: int
+    num_cpus: float
+    num_gpus: float
+
+
+def _fits(nodes: list[dict], num_actors: int, cpus: float, gpus: float, io_cpus: float) -> bool:
+    """Whether ``num_actors`` actors of (cpus, gpus) fit on ``nodes`` with ``io_cpus`` left on one node."""
+    eps = 1e-9
+
+    def room(free_cpu: float, free_gpu: float) -> float:
+        if free_cpu < -eps or free_gpu < -eps:
+            return -1
+        by_cpu = math.floor((free_cpu + eps) / cpus) if cpus > 0 else math.inf
+        by_gpu = math.floor((free_gpu + eps) / gpus) if gpus > 0 else math.inf
+        return min(by_cpu, by_gpu)
+
+    for io_node in range(len(nodes)):  # the node that keeps the readers' CPU
+        total = 0.0
+        for i, node in enumerate(nodes):
+            n = room(node.get("CPU", 0.0) - (io_cpus if i == io_node else 0.0), node.get("GPU", 0.0))
+            if n < 0:
+                break
+            total += n
+        else:
+            if total >= num_actors:
+                return True
+    return False
+
+
+def plan_actors(nodes: list[dict], num_actors: int = 2, num_cpus: float | None = None, num_gpus: float = 0.0,
+                io_cpus: float = IO_CPUS) -> ActorPlan:
+    """Size the actor pool for ``nodes`` (``[{"CPU": n, "GPU": m}, ...]``, one dict per node), keeping
+    ``io_cpus`` free on one node for Ray Data's read tasks. ``num_cpus=None``: the largest equal share that
+    fits (rounded down to 0.01 CPU). Raises ValueError, saying why, for a plan that could never be scheduled."""
+    num_actors = check_positive_int("ray_actors", num_actors)
+    if num_cpus is not None and not num_cpus >= 0:
+        raise ValueError(f"--ray-cpus-per-actor must be >= 0, got {num_cpus}")
+    if not num_gpus >= 0:
+        raise ValueError(f"--ray-gpus-per-actor must be >= 0, got {num_gpus}")
+    cpu_total = sum(n.get("CPU", 0.0) for n in nodes)
+    gpu_total = sum(n.get("GPU", 0.0) for n in nodes)
+    have = (f"the cluster has {cpu_total:g} CPU(s) and {gpu_total:g} GPU(s) over {len(nodes)} node(s), and "
+            f"Ray Data's read tasks need {io_cpus:g} CPU beside the actors (else the run waits forever)")
+    if num_gpus > 0 and not _fits(nodes, num_actors, 0.0, num_gpus, io_cpus):
+        raise ValueError(f"cannot schedule {num_actors} actor(s) of {num_gpus:g} GPU(s) each: the cluster has "
+                         f"{gpu_total:g} GPU(s) over {len(nodes)} node(s); use fewer actors (--ray-actors) or "
+                         "fewer GPUs per actor (--ray-gpus-per-actor)")
+    if num_cpus is None:
+        shares = {(n.get("CPU", 0.0) - extra) / m for n in nodes for extra in (0.0, io_cpus)
+                  for m in range(1, num_actors + 1)}
+        fitting = [c for c in (math.floor(x * 100) / 100 for x in shares)
+                   if c > 0 and _fits(nodes, num_actors, c, num_gpus, io_cpus)]
+        if not fitting:
+            raise ValueError(f"cannot schedule {num_actors} actor(s): {have}; use fewer actors "
+                             "(--ray-actors) or a cluster with more CPUs")
+        return ActorPlan(num_actors, max(fitting), float(num_gpus))
+    if not _fits(nodes, num_actors, num_cpus, num_gpus, io_cpus):
+        hint = "use fewer actors (--ray-actors)"
+        try:
+            hint += f", or --ray-cpus-per-actor {plan_actors(nodes, num_actors, None, num_gpus, io_cpus).num_cpus:g}"
+        except ValueError:
+            pass
+        raise ValueError(f"cannot schedule {num_actors} actor(s) of {num_cpus:g} CPU(s) each: {have}; {hint} "
+                         "(leave --ray-cpus-per-actor out to size actors from the cluster)")
+    return ActorPlan(num_actors, float(num_cpus), float(num_gpus))
+
+
+def cluster_nodes() -> list[dict]:
+    """The CPUs and GPUs of each live node of the running Ray cluster (totals: busy ones free up later)."""
+    import ray
+
+    nodes = [{"CPU": float(n["Resources"].get("CPU", 0.0)), "GPU": float(n["Resources"].get("GPU", 0.0))}
+             for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        total = ray.cluster_resources()
+        nodes = [{"CPU": float(total.get("CPU", 0.0)), "GPU": float(total.get("GPU", 0.0))}]
+    return nodes
 
 
 class ScoringActor:
@@ -113,12 +206,15 @@ def read_dataset(path: str, fmt: str | None, columns: list):
     return ds if columns[0] == "text" else ds.rename_columns({"text": columns[0]})
 
 
-def score_dataset(ds, model: str, *, num_actors: int = 2, num_cpus: float = 1.0, num_gpus: float = 0.0,
+def score_dataset(ds, model: str, *, num_actors: int = 2, num_cpus: float | None = None, num_gpus: float = 0.0,
                   id_field: str | None = None, batch_rows: int | None = None, **scorer_kwargs: Any):
     """``ds`` -> a Dataset with one column of pickled ``(id, result, tokens)`` per row, in ``ds``'s order
-    (result is a dict, or a str: the reason the row is bad). ``scorer_kwargs`` go to ``Scorer``."""
+    (result is a dict, or a str: the reason the row is bad). ``scorer_kwargs`` go to ``Scorer``.
+    ``num_cpus=None`` sizes the actors from the cluster (``plan_actors``)."""
     import ray.data
 
+    plan = plan_actors(cluster_nodes(), num_actors, num_cpus, num_gpus)
+    num_actors, num_cpus, num_gpus = plan.num_actors, plan.num_cpus, plan.num_gpus
     probe_kwargs = dict(scorer_kwargs)
     if probe_kwargs.get("num_threads") is None:
         probe_kwargs["num_threads"] = max(1, int(num_cpus))
@@ -139,7 +235,7 @@ def score_dataset(ds, model: str, *, num_actors: int = 2, num_cpus: float = 1.0,
 
 
 def score_file_ray(model: str, input_path: str, output_path: str, *, address: str | None = None,
-                   num_actors: int = 2, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                   num_actors: int = 2, num_cpus: float | None = None, num_gpus: float = 0.0,
                    input_format: str | None = None, output_format: str | None = None, id_field: str | None = None,
                    errors_path: str | None = None, embeddings_npy: str | None = None, overwrite: bool = False,
                    progress: bool = False, **scorer_kwargs: Any) -> Summary:
@@ -151,8 +247,10 @@ def score_file_ray(model: str, input_path: str, output_path: str, *, address: st
     from ray.data import DataContext
 
     t0 = time.perf_counter()
+    check_paths(input_path, output_path, errors_path, embeddings_npy)  # before Ray starts, and again on opening
     if not ray.is_initialized():
         ray.init(address=None if address in (None, "local") else address)
+    plan = plan_actors(cluster_nodes(), num_actors, num_cpus, num_gpus)  # refused before any output exists
     DataContext.get_current().execution_options.preserve_order = True
     in_fmt = detect_format(input_path, input_format)
     # The driver's own Scorer decides the output schema and the fingerprint, like the local path.
@@ -160,8 +258,8 @@ def score_file_ray(model: str, input_path: str, output_path: str, *, address: st
     out = local.open_output(input_path, output_path, in_fmt, output_format, id_field, errors_path,
                             embeddings_npy, False, overwrite)
     columns = local.columns(id_field)
-    ds = score_dataset(read_dataset(input_path, in_fmt, columns), model, num_actors=num_actors, num_cpus=num_cpus,
-                       num_gpus=num_gpus, id_field=id_field, **scorer_kwargs)
+    ds = score_dataset(read_dataset(input_path, in_fmt, columns), model, num_actors=plan.num_actors,
+                       num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, id_field=id_field, **scorer_kwargs)
     stringify = bool(id_field) and out.fmt != "jsonl"
     window = local.window
     records: list = []

@@ -116,16 +116,21 @@ def _pick(record: dict, columns: Sequence[str]) -> tuple[dict[str, Any], str | N
     return out, None
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _lines(path: str, skip: int) -> Iterator[Row]:
-    """A Row per non-blank line (blank lines, e.g. a trailing one, are not rows), raw bytes in ``fields``."""
+    """A Row per non-blank line (blank lines, e.g. a trailing one, are not rows), raw bytes in ``fields``.
+    A UTF-8 byte order mark opening the file is not part of the first line (``nbytes`` still counts it)."""
     index = 0
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
-            if not raw.strip():
+            content = raw[len(_BOM):] if line_no == 1 and raw.startswith(_BOM) else raw
+            if not content.strip():
                 continue
             index += 1
             if index > skip:
-                yield Row(index - 1, line_no, len(raw), {"raw": raw})
+                yield Row(index - 1, line_no, len(raw), {"raw": content})
 
 
 def _read_jsonl(path: str, columns: Sequence[str], skip: int) -> Iterator[Row]:
@@ -163,9 +168,10 @@ def _read_csv(path: str, columns: Sequence[str], skip: int, delimiter: str) -> I
     kind = "TSV" if delimiter == "\t" else "CSV"
     with open(path, "rb") as raw:
         # surrogateescape keeps undecodable bytes as lone surrogates: the row holding them is reported bad,
-        # the rest of the file still parses.
+        # the rest of the file still parses. utf-8-sig drops a byte order mark opening the file (Excel
+        # writes one), which would otherwise stick to the first column's name.
         counter = _CountingReader(raw)
-        text = io.TextIOWrapper(io.BufferedReader(counter, 1 << 13), encoding="utf-8",
+        text = io.TextIOWrapper(io.BufferedReader(counter, 1 << 13), encoding="utf-8-sig",
                                 errors="surrogateescape", newline="")
         reader = csv.reader(text, delimiter=delimiter, strict=True)
         try:

@@ -13,6 +13,7 @@ tokens computed, so the ETA stays honest although the batches run longest-first.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import sys
@@ -25,8 +26,9 @@ from typing import Any
 import torch
 
 from .batching import pad_batch, plan_batches
+from .fingerprint import state_dict_fingerprint, weights_fingerprint
 from .readers import Row, detect_format, input_size, read_rows, rows_from_records
-from .tasks import TASKS, TaskOptions, make_task
+from .tasks import TASKS, TaskOptions, check_positive_int, make_task
 from .writers import ChunkedOutput, detect_output_format
 
 __all__ = ["Scorer", "Summary", "score"]
@@ -230,13 +232,18 @@ class Scorer:
             raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}")
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
+        window = check_positive_int("window", window)
+        max_tokens = check_positive_int("max_tokens", max_tokens)
+        max_batch_size = check_positive_int("max_batch_size", max_batch_size)
         self.options = TaskOptions(**task_options)
         if num_threads is not None:
             sqf.set_num_threads(num_threads)
+        # The weights' fingerprint, taken before they are read (see fingerprint.py); None: hash the state_dict.
+        self._weights: dict | None = None
         if isinstance(model, (str, os.PathLike)):
             self.model_name = os.fspath(model)
+            if os.path.isdir(model):
+                self._weights = weights_fingerprint(model)
             cls = getattr(sqf, TASKS[task].model_class)
             model = cls.from_pretrained(model, backend=backend, dtype=dtype)
             if tokenizer is None:
@@ -335,13 +342,28 @@ class Scorer:
             cols = [c for c in cols if c[0] != "embedding"]
         return cols
 
+    def weights_fingerprint(self) -> dict:
+        """The checkpoint files' fingerprints as they were when loaded, or (a model instance, a hub id) a
+        hash of the model's state_dict as it is now."""
+        if self._weights is not None:
+            return self._weights
+        return {"state_dict": state_dict_fingerprint(self.model)}
+
+    def compute_dtype(self) -> torch.dtype:
+        """The precision the model runs in: its GEMM weights' dtype (a bf16/fp16 CPU model keeps its
+        embeddings and LayerNorms in fp32, so the first parameter's dtype does not tell)."""
+        device_dtype = getattr(self.model, "_device_dtype", None)
+        return device_dtype()[1] if device_dtype else next(self.model.parameters()).dtype
+
     def fingerprint(self, input_path, in_fmt: str, out_fmt: str, id_field, embeddings_npy) -> dict:
         """Everything that decides the output bytes; a resumed run must match it."""
         st = os.stat(input_path)
         return {
             "input": os.path.abspath(input_path), "input_format": in_fmt, "input_size": st.st_size,
-            "input_mtime_ns": st.st_mtime_ns, "model": self.model_name, "backend": self.model.backend,
-            "dtype": str(next(self.model.parameters()).dtype), "task": self.task.name,
+            "input_mtime_ns": st.st_mtime_ns, "model": self.model_name, "weights": self.weights_fingerprint(),
+            "tokenizer": hashlib.sha256(self._tok.to_str().encode("utf-8")).hexdigest(),
+            "backend": self.model.backend,
+            "dtype": str(self.compute_dtype()), "task": self.task.name,
             "options": asdict(self.options), "max_length": self.max_length, "truncation": self.truncation,
             "max_tokens": self.max_tokens, "max_batch_size": self.max_batch_size, "window": self.window,
             "output_format": out_fmt, "id_field": id_field, "embeddings_npy": embeddings_npy,
@@ -355,7 +377,8 @@ class Scorer:
         return ChunkedOutput(
             output_path, out_fmt, self.output_columns(out_fmt, id_field, embeddings_npy),
             self.fingerprint(input_path, in_fmt, out_fmt, id_field, embeddings_npy),
-            errors_path=errors_path, npy_path=embeddings_npy, resume=resume, overwrite=overwrite)
+            errors_path=errors_path, npy_path=embeddings_npy, resume=resume, overwrite=overwrite,
+            input_path=input_path)
 
     # ---- the pipeline ------------------------------------------------------------------------------
     def run_windows(self, rows: Iterable[Row], meter: Progress | None = None,

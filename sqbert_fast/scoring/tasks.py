@@ -13,7 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["TASKS", "TaskOptions", "make_task"]
+__all__ = ["POOLINGS", "TASKS", "TaskOptions", "check_positive_int", "make_task"]
+
+POOLINGS = ("mean", "cls", "pooler")
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` as an int >= 1, or a ValueError naming the option (its ``--flag`` spelling too)."""
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a whole number >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 1, got {value}")
+    return int(value)
 
 
 @dataclass
@@ -27,6 +38,12 @@ class TaskOptions:
     pooling: str = "mean"             # embed: mean | cls | pooler
     normalize: bool = False           # embed: L2-normalise
     max_answer_tokens: int = 30       # qa: longest answer span
+
+    def __post_init__(self):
+        self.top_k = check_positive_int("top_k", self.top_k)
+        self.max_answer_tokens = check_positive_int("max_answer_tokens", self.max_answer_tokens)
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 
 
 class Task:
@@ -126,8 +143,8 @@ class Embed(Task):
             emb = out.last_hidden_state[:, 0]
         elif pooling == "pooler":
             emb = out.pooler_output
-        else:
-            raise ValueError(f"unknown pooling {pooling!r} (mean, cls, pooler)")
+        else:  # TaskOptions refuses other values
+            raise AssertionError(pooling)
         emb = emb.float()
         if self.opts.normalize:
             emb = torch.nn.functional.normalize(emb, p=2, dim=-1)

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OUTPUT_FORMATS", "ChunkedOutput", "ResumeError", "detect_output_format", "json_line"]
+__all__ = ["OUTPUT_FORMATS", "ChunkedOutput", "PathCollisionError", "ResumeError", "check_paths",
+           "default_errors_path", "detect_output_format", "json_line"]
 
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -35,6 +36,68 @@ _STATE_VERSION = 1
 
 class ResumeError(RuntimeError):
     """Output from an earlier run is in the way, or it cannot be continued with these options."""
+
+
+class PathCollisionError(ValueError):
+    """Two of a run's files are one file (or one lies in OUTPUT.parts): writing one would destroy the other."""
+
+
+def default_errors_path(output: str | os.PathLike) -> str:
+    return os.fspath(output) + ".errors.jsonl"
+
+
+def _same_file(a: str, b: str) -> bool:
+    """The same path spelled twice, through a symlink or a hard link (inodes are compared where both exist)."""
+    if os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _inside(path: str, folder: str) -> bool:
+    for p, d in ((os.path.abspath(path), os.path.abspath(folder)), (os.path.realpath(path), os.path.realpath(folder))):
+        if p == d or p.startswith(d.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def check_paths(input_path: str | os.PathLike | None, output: str | os.PathLike, errors_path: str | None = None,
+                npy_path: str | None = None) -> None:
+    """Refuse a run whose files overlap, before anything is opened for writing or removed.
+
+    The files a run writes are OUTPUT, the errors file, the embeddings .npy, the ``.tmp`` file beside each
+    (merged into, then renamed) and everything under ``OUTPUT.parts`` (removed when the run ends). None may
+    be the input, nor one another, however the path is spelled (``./x`` vs ``x``, a symlink, a hard link).
+    ``--overwrite`` replaces a finished run's output; it never makes a collision acceptable.
+    """
+    output = os.fspath(output)
+    parts = output + ".parts"
+    written = []
+    for role, path in (("OUTPUT", output), ("the errors file (--errors)", errors_path or default_errors_path(output)),
+                       ("the embeddings file (--embeddings-npy)", npy_path)):
+        if path:
+            path = os.fspath(path)
+            written += [(role, path), (f"the temporary file of {role}", path + ".tmp")]
+    files = ([("INPUT", os.fspath(input_path))] if input_path is not None else []) + written
+    for role, path in files:
+        if _inside(path, parts):
+            raise PathCollisionError(f"{role} {path} is inside {parts}, the folder where the run keeps its parts "
+                                     "(and removes when done): choose another path")
+    for i, (role_a, a) in enumerate(files):
+        for role_b, b in files[i + 1:]:
+            if not _same_file(a, b):
+                continue
+            same = os.path.abspath(a) == os.path.abspath(b)
+            role_b = role_b if same else f"{role_b} {b}"
+            how = "" if same else " (the same file by another path, a symlink or a link)"
+            if role_a == "INPUT":
+                raise PathCollisionError(f"{role_b} is the input file {a}{how}: the run would destroy its own "
+                                         "input; choose another path (--overwrite never allows this)")
+            raise PathCollisionError(f"{role_a} {a} and {role_b} are the same file{how}: one would overwrite the "
+                                     "other; choose different paths")
 
 
 def detect_output_format(path: str | os.PathLike, fmt: str | None = None) -> str:
@@ -87,6 +150,25 @@ def _fsync_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What changed between two fingerprints, one phrase per leaf (nested dicts: options, weights)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "weights" and not prefix:
+            a, b = a or {}, b or {}
+            files = [f for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)]
+            out.append(f"the model weights changed: {', '.join(files) or 'none recorded'} "
+                       f"differ from the interrupted run's")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}: was {a!r}, now {b!r}")
+    return out
+
+
 class ChunkedOutput:
     """Writes committed parts for OUTPUT and merges them at the end. See the module docstring.
 
@@ -97,12 +179,13 @@ class ChunkedOutput:
 
     def __init__(self, output: str | os.PathLike, fmt: str, columns: list, fingerprint: dict, *,
                  errors_path: str | None = None, npy_path: str | None = None, npy_column: str = "embedding",
-                 resume: bool = False, overwrite: bool = False):
+                 resume: bool = False, overwrite: bool = False, input_path: str | os.PathLike | None = None):
+        check_paths(input_path, output, errors_path, npy_path)
         self.output = os.fspath(output)
         self.fmt = fmt
         self.columns = columns
         self.names = [name for name, _ in columns]
-        self.errors_path = errors_path or self.output + ".errors.jsonl"
+        self.errors_path = errors_path or default_errors_path(self.output)
         self.npy_path = npy_path
         self.npy_column = npy_column
         self.parts = self.output + ".parts"
@@ -120,10 +203,10 @@ class ChunkedOutput:
             if state.get("version") != _STATE_VERSION:
                 raise ResumeError(f"{self.parts} was written by another version of sqbert-fast; remove it")
             old = state.get("fingerprint", {})
-            diff = [k for k in sorted(set(old) | set(self.fingerprint)) if old.get(k) != self.fingerprint.get(k)]
-            if diff:
-                detail = "; ".join(f"{k}: was {old.get(k)!r}, now {self.fingerprint.get(k)!r}" for k in diff)
-                raise ResumeError(f"cannot resume {self.output}: the run differs from the interrupted one ({detail})")
+            detail = "; ".join(_differences(old, self.fingerprint))
+            if detail:
+                raise ResumeError(f"cannot resume {self.output}: the run differs from the interrupted one ({detail}); "
+                                  f"pass --overwrite to discard {self.parts} and start again")
             self.state = state
             keep = {self._part_name(i, ext) for i in range(state["parts"]) for ext in self._exts()}
             for name in os.listdir(self.parts):  # parts written after the last commit: redo them
