@@ -218,11 +218,31 @@ class SqueezeBertPreTrainedModel(nn.Module):
         (``_apply`` drops the runner). A call costs one walk over the parameters (~60 us)."""
         version = weights_version(self.base_model)
         key = self._runner_key
-        if self._runner is None or key is None or key.backend != self._backend_name or key.weights != version:
+        if (self._runner is None or key is None or key.backend != self._backend_name or key.weights != version
+                or self._runner.stale()):
             device, dtype = self._device_dtype()
             self._runner = self._get_runner_backend().make_runner(self.base_model)
             self._runner_key = _RunnerKey(self._backend_name, device, dtype, version)
         return self._runner
+
+    def refresh_weights(self) -> "SqueezeBertPreTrainedModel":
+        """Re-reads every parameter on the next call (drops the backend's packed copies).
+
+        Edits are noticed by themselves when they replace a parameter, go through an in-place op on it
+        (``load_state_dict``, ``p.mul_()`` under ``no_grad``), ``.to()``, or, on the cpu backend, change any
+        output channel's sampled element through ``.data``. Call this after an edit through ``.data`` of a
+        model on a GPU backend, or of a few single elements."""
+        self._runner = None
+        return self
+
+    def __getstate__(self):
+        # The native runner (packed weights, C++ objects) is a cache: rebuilt on the first call after
+        # unpickling or deepcopy, from the parameters, which carry everything.
+        state = dict(super().__getstate__())
+        state["_runner"] = None
+        state["_runner_key"] = None
+        state.pop("_sqf_param_list", None)
+        return state
 
     def _prepare_backend(self, defer_gpu: bool) -> None:
         try:

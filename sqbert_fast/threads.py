@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -14,6 +16,11 @@ def set_num_threads(n: int) -> None:
     except ImportError:
         _C = None
     if _C is not None:
+        limit = _C.max_threads()
+        if n > limit:
+            warnings.warn(f"set_num_threads({n}): capped at {limit} threads (a few per hardware thread; more only "
+                          "add context switches)", RuntimeWarning, stacklevel=2)
+            n = limit
         _C.set_num_threads(n)
     torch.set_num_threads(n)
 

@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -85,6 +87,12 @@ class PyEncoder {
     c.bf16 = bf16;
     c.fp16 = fp16;
     if (bf16 && fp16) throw py::value_error("give at most one of bf16 and fp16");
+    // Sizes first: each divides or sizes something below (heads = 0 would be a division by zero).
+    for (auto [name, v] : {std::pair<const char*, int64_t>{"vocab_size", c.vocab}, {"hidden_size", c.hidden},
+                           {"num_attention_heads", c.heads}, {"intermediate_size", c.intermediate},
+                           {"max_position_embeddings", c.max_positions}, {"type_vocab_size", c.type_vocab}})
+      if (v < 1) throw py::value_error(str_cat(name, " must be >= 1, got ", v));
+    if (c.layers < 0) throw py::value_error(str_cat("num_hidden_layers must be >= 0, got ", c.layers));
     const int64_t H = c.hidden, I = c.intermediate;
     auto check_groups = [&](int64_t g, int64_t in, int64_t out, const char* name) {
       if (g < 1 || in % g || out % g)
@@ -258,6 +266,57 @@ class PyEncoder {
   std::unique_ptr<sqf::cpu::Encoder> enc_;
 };
 
+// A digest of a sample of each given weight, for noticing in-place edits (`p.data.mul_(2)`, a merged
+// LoRA update, weights copied in by hand, magnitude pruning) that move neither a parameter's data_ptr
+// nor its version counter while the Encoder holds packed copies. kRowsSampled rows spread over each
+// array, one element each, at columns that differ row to row; the addresses are fixed at construction,
+// so a check is kRowsSampled loads per array (1.2k for the default config, 40-80 us cold). An edit that
+// touches none of the sampled elements (one pruned channel of 768) goes unseen: refresh_weights().
+class WeightSampler {
+ public:
+  static constexpr int64_t kRowsSampled = 16;
+
+  explicit WeightSampler(py::list arrays) {
+    for (py::handle h : arrays) {
+      if (!py::isinstance<py::array>(h)) throw py::type_error("WeightSampler takes numpy arrays");
+      py::array a = py::reinterpret_borrow<py::array>(h);
+      if (!(a.flags() & py::array::c_style)) throw py::value_error("WeightSampler arrays must be C-contiguous");
+      const int64_t esize = a.itemsize();
+      if (esize != 2 && esize != 4) throw py::type_error("WeightSampler arrays must have 2- or 4-byte elements");
+      const int64_t rows = a.ndim() ? a.shape(0) : 1;
+      const int64_t cols = rows ? a.size() / rows : 0;
+      const auto* base = static_cast<const uint8_t*>(a.data());
+      const int64_t n = std::min(rows, kRowsSampled);
+      for (int64_t i = 0; cols && i < n; ++i) {
+        const int64_t r = n > 1 ? i * (rows - 1) / (n - 1) : 0;  // first and last rows included
+        const int64_t c = (r * 40507 + static_cast<int64_t>(keep_.size()) * 7919) % cols;
+        samples_.push_back({base + (r * cols + c) * esize, esize});
+      }
+      keep_.push_back(a);
+    }
+    digest_ = digest();
+  }
+  bool changed() const { return digest() != digest_; }
+
+ private:
+  struct Sample {
+    const uint8_t* p;
+    int64_t esize;
+  };
+  uint64_t digest() const {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the sampled words
+    for (const Sample& s : samples_) {
+      uint32_t v = 0;
+      std::memcpy(&v, s.p, static_cast<size_t>(s.esize));
+      h = (h ^ v) * 1099511628211ull;
+    }
+    return h;
+  }
+  std::vector<py::array> keep_;
+  std::vector<Sample> samples_;
+  uint64_t digest_;
+};
+
 py::dict cpu_info() {
   const auto& f = sqf::cpu_features();
   py::dict d;
@@ -316,6 +375,12 @@ PYBIND11_MODULE(_C, m) {
     sqf::ThreadPool::global().set_num_threads(n);
   });
   m.def("get_num_threads", [] { return sqf::ThreadPool::global().num_threads(); });
+  m.def("max_threads", &sqf::ThreadPool::max_threads,
+        "largest thread count set_num_threads accepts (a multiple of the hardware threads)");
+  py::class_<WeightSampler>(m, "WeightSampler")
+      .def(py::init<py::list>(), py::arg("arrays"))
+      .def("changed", &WeightSampler::changed,
+           "True when a sampled element differs from its value at construction");
   py::class_<PyEncoder>(m, "Encoder")
       .def(py::init<py::dict, py::dict, const std::string&, bool, bool>(), py::arg("config"),
            py::arg("weights"), py::arg("isa"), py::arg("bf16") = false,

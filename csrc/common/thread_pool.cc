@@ -1,5 +1,8 @@
 #include "thread_pool.h"
 
+#include <pthread.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #if defined(__x86_64__) || defined(__i386__)
@@ -12,6 +15,7 @@ namespace sqf {
 namespace {
 
 constexpr int kSpinIterations = 2000;
+constexpr int kMaxThreadsPerCore = 4;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -31,19 +35,104 @@ bool spin_until(F ready) {
   return ready();
 }
 
-}  // namespace
-
-int default_num_threads() {
-  if (const char* env = std::getenv("SQBERT_FAST_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
+int hardware_threads() {
   unsigned hw = std::thread::hardware_concurrency();
   return hw ? static_cast<int>(hw) : 1;
 }
 
+}  // namespace
+
+// Everything the workers touch. Abandoned (never destroyed) in a forked child, where its threads
+// do not exist and its mutex or condition variables may be mid-use.
+struct ThreadPool::Core {
+  explicit Core(int n) : num_threads(n) {
+    for (int i = 1; i < n; ++i) workers.emplace_back(&Core::worker, this, i, uint64_t{0});
+  }
+  ~Core() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      quit.store(true, std::memory_order_release);
+    }
+    wake.notify_all();
+    for (auto& t : workers) t.join();
+  }
+
+  void run_tasks(int thread_index) {
+    for (;;) {
+      int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n) break;
+      fn(ctx, i, thread_index);
+    }
+  }
+
+  void worker(int index, uint64_t seen) {
+    for (;;) {
+      auto ready = [&] {
+        return quit.load(std::memory_order_acquire) || generation.load(std::memory_order_acquire) != seen;
+      };
+      if (!spin_until(ready)) {
+        std::unique_lock<std::mutex> lock(mutex);
+        wake.wait(lock, ready);
+      }
+      if (quit.load(std::memory_order_acquire)) return;
+      seen = generation.load(std::memory_order_acquire);
+      run_tasks(index);
+      if (active.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex);  // a caller past its spin waits under mutex
+        done.notify_one();
+      }
+    }
+  }
+
+  void run(int64_t count, TaskFn f, void* c) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      fn = f;
+      ctx = c;
+      n = count;
+      next.store(0, std::memory_order_relaxed);
+      active.store(num_threads - 1, std::memory_order_relaxed);
+      generation.fetch_add(1, std::memory_order_release);  // publishes the job to spinning workers
+    }
+    wake.notify_all();
+    run_tasks(0);
+    auto finished = [&] { return active.load(std::memory_order_acquire) == 0; };
+    if (!spin_until(finished)) {
+      std::unique_lock<std::mutex> lock(mutex);
+      done.wait(lock, finished);
+    }
+  }
+
+  const int num_threads;
+  std::mutex mutex;
+  std::condition_variable wake, done;
+  std::vector<std::thread> workers;
+  std::atomic<uint64_t> generation{0};  // written under mutex, read by spinning workers
+  std::atomic<bool> quit{false};
+  std::atomic<int> active{0};  // workers still running the current job
+  TaskFn fn = nullptr;
+  void* ctx = nullptr;
+  int64_t n = 0;
+  std::atomic<int64_t> next{0};
+};
+
+int ThreadPool::max_threads() { return kMaxThreadsPerCore * hardware_threads(); }
+
+int default_num_threads() {
+  if (const char* env = std::getenv("SQBERT_FAST_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return std::min(n, ThreadPool::max_threads());
+  }
+  return hardware_threads();
+}
+
 ThreadPool& ThreadPool::global() {
-  static ThreadPool* pool = new ThreadPool(default_num_threads());  // leaked: outlives atexit
+  static ThreadPool* pool = [] {
+    auto* p = new ThreadPool(default_num_threads());  // leaked: outlives atexit
+    pthread_atfork([] { global().fork_prepare(); }, [] { global().fork_parent(); },
+                   [] { global().fork_child(); });
+    return p;
+  }();
   return *pool;
 }
 
@@ -52,23 +141,13 @@ ThreadPool::~ThreadPool() { stop(); }
 
 void ThreadPool::start(int n) {
   SQF_CHECK(n >= 1, "number of threads must be >= 1, got ", n);
+  SQF_CHECK(n <= max_threads(), "number of threads must be <= ", max_threads(), " (", kMaxThreadsPerCore,
+            " x the ", hardware_threads(), " hardware threads), got ", n);
   num_threads_ = n;
-  quit_.store(false, std::memory_order_relaxed);
-  // A new worker waits for the job after the current generation (jobs of a previous pool size
-  // are done); starting from 0 it would run a stale hand-off and decrement active_ twice.
-  const uint64_t current = generation_.load(std::memory_order_relaxed);
-  for (int i = 1; i < n; ++i) workers_.emplace_back(&ThreadPool::worker, this, i, current);
+  core_.reset();  // workers start at the first parallel_for
 }
 
-void ThreadPool::stop() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    quit_.store(true, std::memory_order_release);
-  }
-  wake_.notify_all();
-  for (auto& t : workers_) t.join();
-  workers_.clear();
-}
+void ThreadPool::stop() { core_.reset(); }
 
 void ThreadPool::set_num_threads(int n) {
   SQF_CHECK(n >= 1, "number of threads must be >= 1, got ", n);
@@ -78,29 +157,11 @@ void ThreadPool::set_num_threads(int n) {
   start(n);
 }
 
-void ThreadPool::run_tasks(int thread_index) {
-  for (;;) {
-    int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= n_) break;
-    fn_(ctx_, i, thread_index);
-  }
-}
-
-void ThreadPool::worker(int index, uint64_t seen) {
-  for (;;) {
-    auto ready = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
-    if (!spin_until(ready)) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, ready);
-    }
-    if (quit_.load(std::memory_order_acquire)) return;
-    seen = generation_.load(std::memory_order_acquire);
-    run_tasks(index);
-    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lock(mutex_);  // a caller past its spin waits under mutex_
-      done_.notify_one();
-    }
-  }
+void ThreadPool::fork_prepare() { call_mutex_.lock(); }
+void ThreadPool::fork_parent() { call_mutex_.unlock(); }
+void ThreadPool::fork_child() {
+  (void)core_.release();  // its threads are the parent's: leaked, never joined
+  call_mutex_.unlock();   // taken by this (the forking) thread in fork_prepare
 }
 
 void ThreadPool::parallel_for(int64_t n, TaskFn fn, void* ctx) {
@@ -110,22 +171,8 @@ void ThreadPool::parallel_for(int64_t n, TaskFn fn, void* ctx) {
     for (int64_t i = 0; i < n; ++i) fn(ctx, i, 0);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    fn_ = fn;
-    ctx_ = ctx;
-    n_ = n;
-    next_.store(0, std::memory_order_relaxed);
-    active_.store(num_threads_ - 1, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);  // publishes the job to spinning workers
-  }
-  wake_.notify_all();
-  run_tasks(0);
-  auto finished = [&] { return active_.load(std::memory_order_acquire) == 0; };
-  if (!spin_until(finished)) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, finished);
-  }
+  if (!core_) core_ = std::make_unique<Core>(num_threads_);
+  core_->run(n, fn, ctx);
 }
 
 }  // namespace sqf

@@ -10,10 +10,16 @@
 // a condition variable. A forward pass is ~60 back-to-back parallel_for calls microseconds
 // apart, so they pass without futex syscalls or wake-up latency; an idle pool goes back to sleep
 // within ~100 us (OpenMP runtimes spin for up to 200 ms by default).
+// fork(): only the forking thread exists in the child, so the workers, and any lock or condition
+// variable they held, are gone there. The global pool holds every piece of worker state in one
+// heap block (Core); a pthread_atfork handler takes call_mutex_ across fork() (no job is half
+// handed out at that instant), and in the child abandons the parent's Core (leaked: its threads
+// cannot be joined) and starts a fresh one lazily, at the child's first parallel_for.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -35,25 +41,21 @@ class ThreadPool {
   // Runs fn(ctx, i, thread_index) for every i in [0, n); thread_index < num_threads().
   void parallel_for(int64_t n, TaskFn fn, void* ctx);
 
+  // Largest accepted set_num_threads(): a multiple of the hardware threads (oversubscription
+  // beyond it only adds context switches; 10,000 threads exhaust the process).
+  static int max_threads();
+
  private:
+  struct Core;  // workers + the hand-off state they share (thread_pool.cc)
   void start(int n);
   void stop();
-  void worker(int index, uint64_t seen);  // seen: the last generation already done
-  void run_tasks(int thread_index);
+  void fork_prepare();
+  void fork_parent();
+  void fork_child();
 
-  std::mutex call_mutex_;  // one parallel_for at a time
-  std::mutex mutex_;
-  std::condition_variable wake_, done_;
-  std::vector<std::thread> workers_;
+  std::mutex call_mutex_;  // one parallel_for (or resize, or fork) at a time
   int num_threads_ = 1;
-  std::atomic<uint64_t> generation_{0};  // written under mutex_, read by spinning workers
-  std::atomic<bool> quit_{false};
-  std::atomic<int> active_{0};  // workers still running the current job
-  // current job
-  TaskFn fn_ = nullptr;
-  void* ctx_ = nullptr;
-  int64_t n_ = 0;
-  std::atomic<int64_t> next_{0};
+  std::unique_ptr<Core> core_;  // null until the first parallel_for of a (forked) process
 };
 
 int default_num_threads();

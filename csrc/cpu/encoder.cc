@@ -213,8 +213,8 @@ int64_t Encoder::check_batch(const ForwardArgs& a) const {
   for (int64_t b = 0; b < B; ++b) {
     const int64_t L = a.cu_seqlens[b + 1] - a.cu_seqlens[b];
     SQF_CHECK(L >= 1, "sequence ", b, " is empty");
-    SQF_CHECK(L <= cfg_.max_positions, "sequence ", b, " has ", L,
-              " tokens, more than max_position_embeddings=", cfg_.max_positions);
+    // No length limit: attention streams key blocks, and embed_ln range-checks position_ids (a
+    // sequence longer than max_position_embeddings is fine when its position ids are in range).
     bool any_key = false;
     for (int64_t t = a.cu_seqlens[b]; t < a.cu_seqlens[b + 1]; ++t) any_key |= a.key_valid[t] != 0;
     SQF_CHECK(any_key, "sequence ", b, " has no unmasked token to attend to");

@@ -15,6 +15,7 @@
 // Keys whose key_valid is 0 (padding kept only for the pooler) get transformers' additive mask
 // (float lowest), i.e. probability exactly 0.
 #include <cfloat>
+#include <cmath>
 #include <vector>
 
 #include "kernel_common.h"
@@ -219,7 +220,7 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
   for (int64_t q0 = 0; q0 < L; q0 += BQ) {
     const int64_t nq = imin(BQ, L - q0);
     for (int64_t i = 0; i < nq; ++i) {
-      mrow[i] = -FLT_MAX;
+      mrow[i] = -INFINITY;  // as PyTorch: a row of -inf scores (or any NaN) makes the row NaN, not zeros
       lrow[i] = 0.f;
     }
     for (int64_t k0 = 0; k0 < L; k0 += BK) {
@@ -244,7 +245,7 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
         }
         if (scores)
           for (int64_t j = 0; j < nk; ++j) scores[(q0 + i) * L + k0 + j] = sr[j];
-        vf mx = vset1(-FLT_MAX);
+        vf mx = vset1(-INFINITY);
         for (int64_t j = 0; j < nv; j += W) mx = vmax(mx, vload(sr + j));
         float m = vmaxall(mx);
         for (int64_t j = nv; j < nk; ++j) m = sr[j] > m ? sr[j] : m;

@@ -150,9 +150,11 @@ inline vf vgelu(vf a) { SQF_LANES(0.5f * a.v[i] * (1.0f + std::erf(a.v[i] * 0.70
 
 #ifdef SQF_SIMD_POLY
 // exp(x): Cephes expf (range reduction by ln2, degree-6 polynomial), ~1 ulp on the clamped
-// range; inputs below -87.3 give ~1e-38, not 0 (callers that need exact zeros mask).
+// range; inputs below -87.3 give ~1e-38, not 0 (callers that need exact zeros mask). NaN stays
+// NaN: x86 min/max return their *second* operand when either is NaN, so x goes second (a NaN
+// score clamped to -87.3 would vanish from a softmax; PyTorch's softmax turns the row NaN).
 inline vf vexp(vf x) {
-  x = vmin(vmax(x, vset1(-87.3f)), vset1(88.3f));
+  x = vmin(vset1(88.3f), vmax(vset1(-87.3f), x));
   const vf n = vround(vmul(x, vset1(1.44269504088896341f)));
   vf r = vfnma(n, vset1(0.693359375f), x);
   r = vfnma(n, vset1(-2.12194440e-4f), r);

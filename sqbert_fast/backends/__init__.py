@@ -55,6 +55,11 @@ def select(name: str, device, dtype) -> Backend:
     if name == "auto":
         name = os.environ.get("SQBERT_FAST_BACKEND", "auto") or "auto"
     if name == "auto":
+        # An override naming what this machine lacks (SQBERT_FAST_FORCE_CPU_ISA=avx512 on an AVX2 CPU) is an
+        # error under auto too: falling back to another backend would hide it.
+        wrong = [f"{n}: {why}" for n, b in backends.items() for why in b.misconfigured(device)]
+        if wrong:
+            raise RuntimeError(f"backend 'auto' on {device}: {'; '.join(wrong)}")
         for candidate in _PRIORITY.get(device.type, ["reference"]):
             b = backends.get(candidate)
             if b is not None and not b.reasons(device, dtype):

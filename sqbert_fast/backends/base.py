@@ -28,12 +28,23 @@ class Runner:
     def encode(self, packed: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
         raise NotImplementedError
 
+    def stale(self) -> bool:
+        """True when the parameters changed in a way ``weights_version`` cannot see (an in-place edit
+        through ``.data``) and this runner's packed copies are out of date. Runners that read the
+        parameters in place, or cannot check cheaply, return False (``refresh_weights()`` is the way there)."""
+        return False
+
 
 class Backend:
     name = "?"
 
     def reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
         raise NotImplementedError
+
+    def misconfigured(self, device: torch.device) -> list[str]:
+        """Reasons that are the user's explicit settings (an override naming something this machine lacks):
+        ``auto`` raises them instead of quietly taking the next backend."""
+        return []
 
     def make_runner(self, model) -> Runner:
         raise NotImplementedError

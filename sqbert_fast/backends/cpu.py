@@ -64,6 +64,11 @@ def default_isa() -> str:
     return _C.default_isa()
 
 
+def _bits(t: torch.Tensor):
+    """A zero-copy NumPy view of a CPU tensor's storage (bf16/fp16 as uint16: NumPy has no bfloat16)."""
+    return (t.view(torch.uint16) if t.element_size() == 2 else t).numpy()
+
+
 class CpuRunner(Runner):
     def __init__(self, base_model, isa: str | None = None):
         cfg = base_model.config
@@ -86,6 +91,13 @@ class CpuRunner(Runner):
 
         weights = {k: host(k, v) for k, v in raw.items()}
         self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16, fp16=fp16)
+        # The packed copies go stale when a GEMM weight is edited in place through .data (no new data_ptr,
+        # no version bump): one sampled element per output channel is compared on every call.
+        self._sampler = _C.WeightSampler([_bits(v) for k, v in raw.items()
+                                          if k.endswith("_weight") and v.dim() >= 2 and v.is_contiguous()])
+
+    def stale(self) -> bool:
+        return self._sampler.changed()
 
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
         cfg, T, H = self.cfg, p.tokens, self.cfg.hidden_size
@@ -130,12 +142,15 @@ class CpuBackend(Backend):
         elif dtype != torch.float32:
             r.append(f"runs float32, bfloat16 (where the CPU has bf16 dot products) and float16 (ARM fp16), "
                      f"the model is {dtype}")
-        if _C is not None and os.environ.get("SQBERT_FAST_FORCE_CPU_ISA"):
+        return r + self.misconfigured(device)
+
+    def misconfigured(self, device):
+        if _C is not None and device.type == "cpu" and os.environ.get("SQBERT_FAST_FORCE_CPU_ISA"):
             try:
                 _C.default_isa()
             except ValueError as e:
-                r.append(str(e))
-        return r
+                return [str(e)]
+        return []
 
     def make_runner(self, model):
         return CpuRunner(model)
