@@ -6,7 +6,7 @@ PIP ?= $(PY) -m pip
 EXTRAS ?= test,hub,triton,bench,scoring,ray
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo bench test clean
+.PHONY: setup demo bench test sanitize clean
 
 setup:
 	# CPU torch first, pinned, so no dependency can pull a CUDA build; then the build tools, and
@@ -26,6 +26,11 @@ test: setup
 	SQBERT_FAST_BENCH_SMOKE=1 $(PY) -m pytest -q -rs benchmarks
 	# aarch64: cross-build _C and run the NEON tests under qemu (default CPU and cortex-a53)
 	PYTHON=$(PY) bash scripts/arm/check.sh
+
+# _C built with -fsanitize=address,undefined (build/sanitize), the CPU kernel tests and the hypothesis
+# shape fuzzer run against it (CI runs this after `make test`)
+sanitize: setup
+	PYTHON=$(PY) bash scripts/sanitize.sh
 
 clean:
 	rm -rf build *.egg-info sqbert_fast/*.so .pytest_cache
