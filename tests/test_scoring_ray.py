@@ -76,3 +76,28 @@ def test_ray_embed_text_to_npy_via_cli(models, local_ray, tmp_path):
     a, b = np.load(tmp_path / "local.npy"), np.load(tmp_path / "ray.npy")
     assert a.shape == b.shape == (30, 32)
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_ray_defaults_schedule_on_two_cpus(models, local_ray, tmp_path, capsys):
+    """Two actors of 1 CPU each (the old defaults) left Ray Data's readers no CPU on this 2-CPU cluster and
+    the run waited forever: now such a plan is refused before any output exists, and the defaults fit."""
+    src = _write(tmp_path / "in.jsonl", "jsonl", _rows(_texts(20, seed=13)))
+    base = ["score", models["classify"], src]
+    common = ["--task", "classify", "--window", "8", "--no-progress", "--ray", "local"]
+    assert cli_main([*base, str(tmp_path / "old.jsonl"), *common, "--ray-actors", "2",
+                     "--ray-cpus-per-actor", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot schedule 2 actor(s) of 1 CPU(s)" in err and "--ray-cpus-per-actor 0.5" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    assert cli_main([*base, str(tmp_path / "new.jsonl"), *common]) == 0  # hung here before
+    assert [r["id"] for r in _read_output(str(tmp_path / "new.jsonl"))] == list(range(20))
+
+
+def test_ray_refuses_to_overwrite_its_input(models, local_ray, tmp_path, capsys):
+    src = _write(tmp_path / "in.jsonl", "jsonl", _rows(_texts(5, seed=14)))
+    before = (tmp_path / "in.jsonl").read_bytes()
+    rc = cli_main(["score", models["classify"], src, str(tmp_path / "o.jsonl"), "--task", "classify",
+                   "--errors", str(tmp_path / "." / "in.jsonl"), "--ray", "local", "--no-progress"])
+    assert rc == 1 and "destroy its own input" in capsys.readouterr().err
+    assert (tmp_path / "in.jsonl").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
