@@ -22,3 +22,14 @@ function(sqf_add_isa name flags)
   target_compile_options(sqf_isa_${name} PRIVATE ${_flags} -fno-math-errno)
   set(SQF_ISA_OBJECTS ${SQF_ISA_OBJECTS} $<TARGET_OBJECTS:sqf_isa_${name}> PARENT_SCOPE)
 endfunction()
+
+# sqf_add_int8_isa(name flags): gemm_i8.cc alone for one int8 variant (isa_<name> namespace, the
+# SQF_I8_<NAME> micro-kernel); appended to SQF_ISA_OBJECTS like the full variants.
+function(sqf_add_int8_isa name flags)
+  add_library(sqf_isa_${name} OBJECT ${SQF_ROOT}/csrc/cpu/gemm_i8.cc)
+  string(TOUPPER ${name} _upper)
+  target_compile_definitions(sqf_isa_${name} PRIVATE SQF_ISA_NS=isa_${name} SQF_ISA_NAME=${name} SQF_${_upper})
+  separate_arguments(_flags UNIX_COMMAND "${flags}")
+  target_compile_options(sqf_isa_${name} PRIVATE ${_flags} -fno-math-errno)
+  set(SQF_ISA_OBJECTS ${SQF_ISA_OBJECTS} $<TARGET_OBJECTS:sqf_isa_${name}> PARENT_SCOPE)
+endfunction()

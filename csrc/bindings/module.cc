@@ -25,6 +25,7 @@ const char* dtype_name() {
   if (std::is_same<T, float>::value) return "float32";
   if (std::is_same<T, int64_t>::value) return "int64";
   if (std::is_same<T, uint8_t>::value) return "uint8";
+  if (std::is_same<T, int8_t>::value) return "int8";
   return "?";
 }
 
@@ -63,7 +64,8 @@ T* optional_ptr(const py::object& obj, const char* name, std::vector<int64_t> sh
 
 class PyEncoder {
  public:
-  PyEncoder(py::dict config, py::dict weights, const std::string& isa, bool bf16, bool fp16) {
+  PyEncoder(py::dict config, py::dict weights, const std::string& isa, bool bf16, bool fp16, bool int8,
+            const std::string& int8_isa) {
     auto geti = [&](const char* k) {
       if (!config.contains(k)) throw py::key_error(str_cat("config is missing '", k, "'"));
       return config[k].cast<int64_t>();
@@ -86,7 +88,8 @@ class PyEncoder {
     c.act = sqf::cpu::act_from_name(config["hidden_act"].cast<std::string>());
     c.bf16 = bf16;
     c.fp16 = fp16;
-    if (bf16 && fp16) throw py::value_error("give at most one of bf16 and fp16");
+    c.int8 = int8;
+    if (bf16 + fp16 + int8 > 1) throw py::value_error("give at most one of bf16, fp16 and int8");
     // Sizes first: each divides or sizes something below (heads = 0 would be a division by zero).
     for (auto [name, v] : {std::pair<const char*, int64_t>{"vocab_size", c.vocab}, {"hidden_size", c.hidden},
                            {"num_attention_heads", c.heads}, {"intermediate_size", c.intermediate},
@@ -130,6 +133,15 @@ class PyEncoder {
       if (ffn_in_place) keep_.push_back(o);
       return array_ptr<float>(o, key.c_str(), std::move(shape));
     };
+    // an int8 conv weight [out, in/groups, 1] and its fp32 scales [out] (key + "_scale"); both are
+    // only read while packing
+    auto w8 = [&](const std::string& key, std::vector<int64_t> shape) {
+      sqf::cpu::RawInt8 r;
+      r.w = array_ptr<int8_t>(get(key), key.c_str(), shape);
+      const std::string sk = key + "_scale";
+      r.scale = array_ptr<float>(get(sk), sk.c_str(), {shape[0]});
+      return r;
+    };
     sqf::cpu::RawWeights raw;
     raw.word = w("word_embeddings", {c.vocab, H});
     raw.position = w("position_embeddings", {c.max_positions, H});
@@ -138,20 +150,29 @@ class PyEncoder {
     raw.emb_ln_b = w("embeddings_ln_bias", {H});
     for (int64_t l = 0; l < c.layers; ++l) {
       auto k = [&](const char* name) { return str_cat("layers.", l, ".", name); };
-      sqf::cpu::RawLayer r;
-      r.q_w = w(k("q_weight"), {H, H / c.q_groups, 1});
+      sqf::cpu::RawLayer r{};
+      if (int8) {
+        r.q8 = w8(k("q_weight"), {H, H / c.q_groups, 1});
+        r.k8 = w8(k("k_weight"), {H, H / c.k_groups, 1});
+        r.v8 = w8(k("v_weight"), {H, H / c.v_groups, 1});
+        r.post8 = w8(k("post_weight"), {H, H / c.post_attention_groups, 1});
+        r.inter8 = w8(k("inter_weight"), {I, H / c.intermediate_groups, 1});
+        r.out8 = w8(k("out_weight"), {H, I / c.output_groups, 1});
+      } else {
+        r.q_w = w(k("q_weight"), {H, H / c.q_groups, 1});
+        r.k_w = w(k("k_weight"), {H, H / c.k_groups, 1});
+        r.v_w = w(k("v_weight"), {H, H / c.v_groups, 1});
+        r.post_w = w(k("post_weight"), {H, H / c.post_attention_groups, 1});
+        r.inter_w = ffn_w(k("inter_weight"), {I, H / c.intermediate_groups, 1}, &r.inter_w16);
+        r.out_w = ffn_w(k("out_weight"), {H, I / c.output_groups, 1}, &r.out_w16);
+      }
       r.q_b = w(k("q_bias"), {H});
-      r.k_w = w(k("k_weight"), {H, H / c.k_groups, 1});
       r.k_b = w(k("k_bias"), {H});
-      r.v_w = w(k("v_weight"), {H, H / c.v_groups, 1});
       r.v_b = w(k("v_bias"), {H});
-      r.post_w = w(k("post_weight"), {H, H / c.post_attention_groups, 1});
       r.post_b = w(k("post_bias"), {H});
       r.post_ln_w = w(k("post_ln_weight"), {H});
       r.post_ln_b = w(k("post_ln_bias"), {H});
-      r.inter_w = ffn_w(k("inter_weight"), {I, H / c.intermediate_groups, 1}, &r.inter_w16);
       r.inter_b = w(k("inter_bias"), {I});
-      r.out_w = ffn_w(k("out_weight"), {H, I / c.output_groups, 1}, &r.out_w16);
       r.out_b = w(k("out_bias"), {H});
       r.out_ln_w = w(k("out_ln_weight"), {H});
       r.out_ln_b = w(k("out_ln_bias"), {H});
@@ -161,7 +182,12 @@ class PyEncoder {
       raw.pooler_w = w("pooler_weight", {H, H});
       raw.pooler_b = w("pooler_bias", {H});
     }
-    enc_ = std::make_unique<sqf::cpu::Encoder>(c, raw, sqf::isa_from_name(isa));
+    const sqf::Isa main_isa = sqf::isa_from_name(isa);
+    const sqf::cpu::Int8Kernels* i8 =
+        int8 ? &sqf::cpu::int8_kernels(int8_isa.empty() ? sqf::default_int8_isa(main_isa)
+                                                        : sqf::int8_isa_from_name(int8_isa))
+             : nullptr;
+    enc_ = std::make_unique<sqf::cpu::Encoder>(c, raw, main_isa, i8);
   }
 
   // cu_seqlens + key_valid of a packed batch, checked.
@@ -259,6 +285,7 @@ class PyEncoder {
   }
 
   std::string isa() const { return enc_->isa(); }
+  std::string int8_isa() const { return enc_->int8_isa(); }
   int64_t packed_weight_bytes() const { return enc_->packed_weight_bytes(); }
 
  private:
@@ -282,7 +309,8 @@ class WeightSampler {
       py::array a = py::reinterpret_borrow<py::array>(h);
       if (!(a.flags() & py::array::c_style)) throw py::value_error("WeightSampler arrays must be C-contiguous");
       const int64_t esize = a.itemsize();
-      if (esize != 2 && esize != 4) throw py::type_error("WeightSampler arrays must have 2- or 4-byte elements");
+      if (esize != 1 && esize != 2 && esize != 4)
+        throw py::type_error("WeightSampler arrays must have 1-, 2- or 4-byte elements");
       const int64_t rows = a.ndim() ? a.shape(0) : 1;
       const int64_t cols = rows ? a.size() / rows : 0;
       const auto* base = static_cast<const uint8_t*>(a.data());
@@ -316,6 +344,36 @@ class WeightSampler {
   std::vector<Sample> samples_;
   uint64_t digest_;
 };
+
+// C[M, N] = act(int8 GEMM of A [M, K] fp32 and W [N, K] int8 with scales [N]) on one int8 variant, packed
+// here: the op-level face of gemm_i8.cc for tests and microbenchmarks. w_scale None: C = the exact int32
+// products (as floats).
+py::array_t<float> int8_gemm(const std::string& variant, py::object a, py::object w, py::object w_scale,
+                             py::object bias, const std::string& act) {
+  const auto& k = sqf::cpu::int8_kernels(sqf::int8_isa_from_name(variant));
+  const float* A = array_ptr<float>(a, "a", {-1, -1});
+  const int64_t M = py::reinterpret_borrow<py::array>(a).shape(0), K = py::reinterpret_borrow<py::array>(a).shape(1);
+  const int8_t* W = array_ptr<int8_t>(w, "w", {-1, K});
+  const int64_t N = py::reinterpret_borrow<py::array>(w).shape(0);
+  if (M < 1 || N < 1 || K < 1) throw py::value_error("int8_gemm needs M, N, K >= 1");
+  const float* ws = optional_ptr<float>(w_scale, "w_scale", {N});
+  const float* b = optional_ptr<float>(bias, "bias", {N});
+  const sqf::cpu::Act ac = act.empty() ? sqf::cpu::Act::none : sqf::cpu::act_from_name(act);
+  const int64_t panels = (N + k.nr - 1) / k.nr, pb = k.panel_bytes(K);
+  sqf::cpu::aligned_vector<int8_t> packed(static_cast<size_t>(panels * pb));
+  std::vector<int32_t> sum(static_cast<size_t>(N), 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < K; ++i) sum[n] += W[n * K + i];
+  for (int64_t p = 0; p < panels; ++p)
+    k.pack_panel(W + p * k.nr * K, K, K, std::min(k.nr, N - p * k.nr), packed.data() + p * pb);
+  py::array_t<float> out({M, N});
+  float* C = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k.gemm(A, K, packed.data(), K, ws, sum.data(), C, N, M, N, b, ac);
+  }
+  return out;
+}
 
 py::dict cpu_info() {
   const auto& f = sqf::cpu_features();
@@ -351,6 +409,25 @@ py::dict cpu_info() {
 #elif defined(SQF_HAVE_NEON)
   d["neon_impl"] = "native";
 #endif
+  py::list built8, usable8;
+  for (auto i8 : sqf::built_int8_isas()) {
+    built8.append(sqf::int8_isa_name(i8));
+    if (sqf::int8_isa_supported(i8)) usable8.append(sqf::int8_isa_name(i8));
+  }
+  d["built_int8_isas"] = built8;
+  d["usable_int8_isas"] = usable8;
+  feats["avx_vnni"] = f.avx_vnni;
+  feats["avx512_vnni"] = f.avx512_vnni;
+  sqf::Isa main_isa = sqf::best_isa();
+  try {
+    main_isa = sqf::default_isa();
+  } catch (const std::exception&) {  // a bad SQBERT_FAST_FORCE_CPU_ISA is reported by default_isa()
+  }
+  try {
+    d["int8_isa"] = sqf::int8_isa_name(sqf::default_int8_isa(main_isa));
+  } catch (const std::exception& e) {  // a bad SQBERT_FAST_FORCE_INT8_ISA
+    d["int8_isa_error"] = std::string(e.what());
+  }
   d["bf16_isas"] = py::cast(std::vector<std::string>{"avx512_bf16", "amx"});
   d["fp16_isas"] = py::cast(std::vector<std::string>{"neon_fp16"});
   return d;
@@ -368,6 +445,8 @@ PYBIND11_MODULE(_C, m) {
     }
   });
   m.def("cpu_info", &cpu_info, "CPU features detected and ISA variants built/usable");
+  m.def("int8_gemm", &int8_gemm, py::arg("variant"), py::arg("a"), py::arg("w"), py::arg("w_scale") = py::none(),
+        py::arg("bias") = py::none(), py::arg("act") = "", "one int8 GEMM on one int8 variant (tests, benchmarks)");
   m.def("default_isa", [] { return std::string(sqf::isa_name(sqf::default_isa())); },
         "ISA the cpu backend uses: SQBERT_FAST_FORCE_CPU_ISA if set (validated), else the best");
   m.def("set_num_threads", [](int n) {
@@ -382,9 +461,9 @@ PYBIND11_MODULE(_C, m) {
       .def("changed", &WeightSampler::changed,
            "True when a sampled element differs from its value at construction");
   py::class_<PyEncoder>(m, "Encoder")
-      .def(py::init<py::dict, py::dict, const std::string&, bool, bool>(), py::arg("config"),
-           py::arg("weights"), py::arg("isa"), py::arg("bf16") = false,
-           py::arg("fp16") = false)
+      .def(py::init<py::dict, py::dict, const std::string&, bool, bool, bool, const std::string&>(),
+           py::arg("config"), py::arg("weights"), py::arg("isa"), py::arg("bf16") = false,
+           py::arg("fp16") = false, py::arg("int8") = false, py::arg("int8_isa") = "")
       .def("forward", &PyEncoder::forward, py::arg("input_ids"), py::arg("inputs_embeds"),
            py::arg("token_type_ids"), py::arg("position_ids"), py::arg("cu_seqlens"),
            py::arg("key_valid"), py::arg("last_hidden"), py::arg("hidden_states") = py::none(),
@@ -401,5 +480,6 @@ PYBIND11_MODULE(_C, m) {
       .def("ffn_ln", &PyEncoder::ffn_ln, py::arg("layer"), py::arg("x"), py::arg("out"),
            "grouped FFN + activation + output conv + residual + LayerNorm")
       .def_property_readonly("isa", &PyEncoder::isa)
+      .def_property_readonly("int8_isa", &PyEncoder::int8_isa)
       .def_property_readonly("packed_weight_bytes", &PyEncoder::packed_weight_bytes);
 }

@@ -71,11 +71,13 @@ CpuFeatures detect() {
     f.avx512dq = (b & (1u << 17)) && zmm_os;
     f.avx512bw = (b & (1u << 30)) && zmm_os;
     f.avx512vl = (b & (1u << 31)) && zmm_os;
+    f.avx512_vnni = (c & (1u << 11)) && zmm_os;
     f.amx_bf16 = (d & (1u << 22)) && amx_os;
     f.amx_tile = (d & (1u << 24)) && amx_os;
     f.amx_int8 = (d & (1u << 25)) && amx_os;
     __cpuid_count(7, 1, a, b, c, d);
     f.avx512_bf16 = (a & (1u << 5)) && zmm_os;
+    f.avx_vnni = (a & (1u << 4)) && ymm_os;
     f.amx_permitted = f.amx_tile && f.amx_bf16 && request_amx_permission();
   }
   unsigned ext = __get_cpuid_max(0x80000000, nullptr);
@@ -206,6 +208,92 @@ Isa default_isa() {
     return want;
   }
   return best_isa();
+}
+
+namespace {
+bool int8_cpu_has(Int8Isa isa) {
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case Int8Isa::i8_scalar: return true;
+    case Int8Isa::i8_avx2: return cpu_has(Isa::avx2);
+    case Int8Isa::i8_avx_vnni: return cpu_has(Isa::avx2) && f.avx_vnni;
+    case Int8Isa::i8_avx512_vnni: return cpu_has(Isa::avx512) && f.avx512_vnni;
+    case Int8Isa::i8_neon_dot: return (f.neon && f.asimddp) || kNeonViaSimde;
+  }
+  return false;
+}
+// The newest Isa an int8 variant belongs with (a forced Isa caps the int8 choice).
+Isa int8_tier(Int8Isa isa) {
+  switch (isa) {
+    case Int8Isa::i8_scalar: return Isa::scalar;
+    case Int8Isa::i8_avx2:
+    case Int8Isa::i8_avx_vnni: return Isa::avx2;
+    case Int8Isa::i8_avx512_vnni: return Isa::avx512;
+    case Int8Isa::i8_neon_dot: return Isa::neon;
+  }
+  return Isa::scalar;
+}
+bool is_neon(Isa isa) { return isa == Isa::neon || isa == Isa::neon_fp16; }
+}  // namespace
+
+const char* int8_isa_name(Int8Isa isa) {
+  switch (isa) {
+    case Int8Isa::i8_scalar: return "i8_scalar";
+    case Int8Isa::i8_avx2: return "i8_avx2";
+    case Int8Isa::i8_avx_vnni: return "i8_avx_vnni";
+    case Int8Isa::i8_avx512_vnni: return "i8_avx512_vnni";
+    case Int8Isa::i8_neon_dot: return "i8_neon_dot";
+  }
+  return "?";
+}
+
+Int8Isa int8_isa_from_name(const std::string& name) {
+  for (Int8Isa i : {Int8Isa::i8_scalar, Int8Isa::i8_avx2, Int8Isa::i8_avx_vnni, Int8Isa::i8_avx512_vnni,
+                    Int8Isa::i8_neon_dot})
+    if (name == int8_isa_name(i)) return i;
+  throw std::invalid_argument(str_cat("unknown int8 ISA '", name, "' (expected one of i8_scalar, i8_avx2, "
+                                      "i8_avx_vnni, i8_avx512_vnni, i8_neon_dot)"));
+}
+
+std::vector<Int8Isa> built_int8_isas() {
+  std::vector<Int8Isa> v{Int8Isa::i8_scalar};
+#ifdef SQF_HAVE_I8_AVX2
+  v.push_back(Int8Isa::i8_avx2);
+#endif
+#ifdef SQF_HAVE_I8_AVX_VNNI
+  v.push_back(Int8Isa::i8_avx_vnni);
+#endif
+#ifdef SQF_HAVE_I8_AVX512_VNNI
+  v.push_back(Int8Isa::i8_avx512_vnni);
+#endif
+#ifdef SQF_HAVE_I8_NEON_DOT
+  v.push_back(Int8Isa::i8_neon_dot);
+#endif
+  return v;
+}
+
+bool int8_isa_supported(Int8Isa isa) {
+  for (Int8Isa b : built_int8_isas())
+    if (b == isa) return int8_cpu_has(isa);
+  return false;
+}
+
+Int8Isa default_int8_isa(Isa isa) {
+  const char* env = std::getenv("SQBERT_FAST_FORCE_INT8_ISA");
+  if (env && *env) {
+    Int8Isa want = int8_isa_from_name(env);
+    SQF_CHECK(int8_isa_supported(want), "SQBERT_FAST_FORCE_INT8_ISA=", env, " is not available: ",
+              int8_cpu_has(want) ? "not built into this binary" : "this CPU lacks it");
+    return want;
+  }
+  Int8Isa best = Int8Isa::i8_scalar;
+  for (Int8Isa b : built_int8_isas()) {
+    const Isa tier = int8_tier(b);
+    // NEON int8 with a NEON Isa only; x86 ones up to the Isa's level (never with a NEON Isa)
+    const bool fits = is_neon(tier) ? is_neon(isa) : !is_neon(isa) && static_cast<int>(tier) <= static_cast<int>(isa);
+    if (fits && int8_isa_supported(b) && static_cast<int>(b) > static_cast<int>(best)) best = b;
+  }
+  return best;
 }
 
 }  // namespace sqf

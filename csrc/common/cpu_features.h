@@ -11,8 +11,15 @@ namespace sqf {
 // differ in the bf16 GEMM (vdpbf16ps register tiles vs AMX tiles).
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, amx = 4, neon = 5, neon_fp16 = 6 };
 
+// int8 GEMM variants (csrc/cpu/gemm_i8.cc), chosen apart from Isa: the int8 dot-product
+// instructions come and go independently of AVX-512 and bf16 (AVX-VNNI on Alder Lake without
+// AVX-512, AVX512-VNNI on Cascade Lake without bf16). Only the GEMM differs; the rest of an int8
+// model runs the Isa variant's kernels.
+enum class Int8Isa { i8_scalar = 0, i8_avx2 = 1, i8_avx_vnni = 2, i8_avx512_vnni = 3, i8_neon_dot = 4 };
+
 struct CpuFeatures {
   bool avx2 = false, fma = false;
+  bool avx_vnni = false, avx512_vnni = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512_bf16 = false, amx_tile = false, amx_bf16 = false, amx_int8 = false;
   bool amx_permitted = false;  // Linux granted XTILEDATA (arch_prctl ARCH_REQ_XCOMP_PERM)
@@ -27,5 +34,14 @@ bool isa_supported(Isa isa);                 // built into this binary AND suppo
 std::vector<Isa> built_isas();               // ISAs compiled into this binary
 Isa best_isa();                              // best supported (ignores the env override)
 Isa default_isa();                           // env override if set (validated), else best_isa()
+
+const char* int8_isa_name(Int8Isa isa);
+Int8Isa int8_isa_from_name(const std::string& name);  // throws std::invalid_argument on unknown names
+bool int8_isa_supported(Int8Isa isa);               // built AND supported by the CPU
+std::vector<Int8Isa> built_int8_isas();
+// The int8 variant an Encoder of ISA `isa` uses: SQBERT_FAST_FORCE_INT8_ISA if set (validated), else the
+// best supported one no newer than `isa` (a forced SQBERT_FAST_FORCE_CPU_ISA=avx2 gives an AVX2 machine's
+// choice: i8_avx_vnni where the CPU has AVX-VNNI, else i8_avx2).
+Int8Isa default_int8_isa(Isa isa);
 
 }  // namespace sqf

@@ -54,5 +54,43 @@ const KernelTable& kernel_table(Isa isa) {
   }
 }
 
+#define SQF_DECLARE_INT8(ns)        \
+  namespace ns {                    \
+  const Int8Kernels& int8_table();  \
+  }
+SQF_DECLARE_INT8(isa_i8_scalar)
+#ifdef SQF_HAVE_I8_AVX2
+SQF_DECLARE_INT8(isa_i8_avx2)
+#endif
+#ifdef SQF_HAVE_I8_AVX_VNNI
+SQF_DECLARE_INT8(isa_i8_avx_vnni)
+#endif
+#ifdef SQF_HAVE_I8_AVX512_VNNI
+SQF_DECLARE_INT8(isa_i8_avx512_vnni)
+#endif
+#ifdef SQF_HAVE_I8_NEON_DOT
+SQF_DECLARE_INT8(isa_i8_neon_dot)
+#endif
+
+const Int8Kernels& int8_kernels(Int8Isa isa) {
+  SQF_CHECK(int8_isa_supported(isa), "int8 ISA '", int8_isa_name(isa),
+            "' is not usable here (not built, or the CPU lacks it)");
+  switch (isa) {
+#ifdef SQF_HAVE_I8_AVX2
+    case Int8Isa::i8_avx2: return isa_i8_avx2::int8_table();
+#endif
+#ifdef SQF_HAVE_I8_AVX_VNNI
+    case Int8Isa::i8_avx_vnni: return isa_i8_avx_vnni::int8_table();
+#endif
+#ifdef SQF_HAVE_I8_AVX512_VNNI
+    case Int8Isa::i8_avx512_vnni: return isa_i8_avx512_vnni::int8_table();
+#endif
+#ifdef SQF_HAVE_I8_NEON_DOT
+    case Int8Isa::i8_neon_dot: return isa_i8_neon_dot::int8_table();
+#endif
+    default: return isa_i8_scalar::int8_table();
+  }
+}
+
 }  // namespace cpu
 }  // namespace sqf

@@ -134,8 +134,63 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
   return gl;
 }
 
-Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
+GroupedLinear Encoder::pack_i8(const std::vector<PackPart8>& parts, int64_t in, int64_t groups) {
+  // As pack(): group g stacks the parts' groups g side by side, in panels of the int8 variant's
+  // width, each laid out by the variant (Int8Kernels::pack_panel). Scales and column sums follow the
+  // same column order.
+  const int64_t nr = i8_->nr, Ni = in / groups, pb = i8_->panel_bytes(Ni);
+  int64_t No = 0;
+  for (const PackPart8& p : parts) No += p.out / groups;
+  const int64_t panels = (No + nr - 1) / nr;
+  aligned_vector<int8_t> wq(static_cast<size_t>(groups * panels * pb));
+  aligned_vector<float> scale(static_cast<size_t>(groups * No)), bias(static_cast<size_t>(groups * No), 0.f);
+  aligned_vector<int32_t> sum(static_cast<size_t>(groups * No), 0);
+  std::vector<int8_t> rows(static_cast<size_t>(nr * Ni));
+  bool any_bias = false;
+  for (int64_t g = 0; g < groups; ++g) {
+    std::vector<const int8_t*> src;
+    for (const PackPart8& p : parts) {
+      const int64_t Np = p.out / groups;
+      for (int64_t o = 0; o < Np; ++o) {
+        const int64_t col = g * No + static_cast<int64_t>(src.size());
+        src.push_back(p.w.w + (g * Np + o) * Ni);
+        scale[col] = p.w.scale[g * Np + o];
+        for (int64_t k = 0; k < Ni; ++k) sum[col] += src.back()[k];
+        if (p.b) {
+          bias[col] = p.b[g * Np + o];
+          any_bias = true;
+        }
+      }
+    }
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t nb = std::min(nr, No - p * nr);
+      for (int64_t n = 0; n < nb; ++n) std::memcpy(rows.data() + n * Ni, src[p * nr + n], static_cast<size_t>(Ni));
+      i8_->pack_panel(rows.data(), Ni, Ni, nb, wq.data() + (g * panels + p) * pb);
+    }
+  }
+  GroupedLinear gl;
+  gl.in = in;
+  gl.out = groups * No;
+  gl.groups = groups;
+  gl.i8 = i8_;
+  packed8_.push_back(std::move(wq));
+  gl.wq8 = packed8_.back().data();
+  packed_.push_back(std::move(scale));
+  gl.wscale = packed_.back().data();
+  packed32_.push_back(std::move(sum));
+  gl.wsum = packed32_.back().data();
+  if (parts.size() == 1) {
+    gl.bias = parts[0].b;  // read in place
+  } else if (any_bias) {
+    packed_.push_back(std::move(bias));
+    gl.bias = packed_.back().data();
+  }
+  return gl;
+}
+
+Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const Int8Kernels* i8)
     : cfg_(cfg), kernels_(&kernel_table(isa)), raw_(w) {
+  if (cfg.int8) i8_ = i8 ? i8 : &int8_kernels(default_int8_isa(isa));
   const int64_t H = cfg.hidden, I = cfg.intermediate;
   SQF_CHECK(H > 0 && cfg.heads > 0 && H % cfg.heads == 0, "hidden_size ", H,
             " must be a positive multiple of num_attention_heads ", cfg.heads);
@@ -153,6 +208,26 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa)
   ffn_in_place_ = !w.layers.empty();
   for (const RawLayer& l : w.layers) {
     LayerWeights lw;
+    if (cfg.int8) {
+      SQF_CHECK(l.q8.w && l.k8.w && l.v8.w && l.post8.w && l.inter8.w && l.out8.w, "int8 layer weights missing");
+      if (fused_qkv) {
+        lw.qkv = pack_i8({{l.q8, l.q_b, H}, {l.k8, l.k_b, H}, {l.v8, l.v_b, H}}, H, cfg.q_groups);
+      } else {
+        lw.q = pack_i8({{l.q8, l.q_b, H}}, H, cfg.q_groups);
+        lw.k = pack_i8({{l.k8, l.k_b, H}}, H, cfg.k_groups);
+        lw.v = pack_i8({{l.v8, l.v_b, H}}, H, cfg.v_groups);
+      }
+      lw.post = pack_i8({{l.post8, l.post_b, H}}, H, cfg.post_attention_groups);
+      lw.inter = pack_i8({{l.inter8, l.inter_b, I}}, H, cfg.intermediate_groups);
+      lw.out = pack_i8({{l.out8, l.out_b, H}}, I, cfg.output_groups);
+      ffn_in_place_ = false;
+      lw.post_ln_w = l.post_ln_w;
+      lw.post_ln_b = l.post_ln_b;
+      lw.out_ln_w = l.out_ln_w;
+      lw.out_ln_b = l.out_ln_b;
+      layers_.push_back(lw);
+      continue;
+    }
     if (fused_qkv) {
       lw.qkv = pack({{l.q_w, l.q_b, H}, {l.k_w, l.k_b, H}, {l.v_w, l.v_b, H}}, H, cfg.q_groups);
     } else {
@@ -188,6 +263,8 @@ int64_t Encoder::packed_weight_bytes() const {
   int64_t n = 0;
   for (const auto& p : packed_) n += static_cast<int64_t>(p.size() * sizeof(float));
   for (const auto& p : packed16_) n += static_cast<int64_t>(p.size() * sizeof(uint16_t));
+  for (const auto& p : packed8_) n += static_cast<int64_t>(p.size());
+  for (const auto& p : packed32_) n += static_cast<int64_t>(p.size() * sizeof(int32_t));
   return n;
 }
 

@@ -30,6 +30,15 @@ struct EncoderConfig {
   // fp16: conv weights packed as IEEE half (fp16 FMAs on neon_fp16, flushed to fp32 every 32 k);
   // activations, LayerNorm and softmax stay fp32.
   bool fp16 = false;
+  // int8: the six conv weights given as int8 + a scale per output channel, activations quantized per
+  // row on the fly (the int8 variant's GEMM); attention, softmax, LayerNorm stay fp32.
+  bool int8 = false;
+};
+
+// An int8 conv weight [out, in/groups] and its per-output-channel scales.
+struct RawInt8 {
+  const int8_t* w = nullptr;
+  const float* scale = nullptr;
 };
 
 // Raw weights in transformers' layout (conv weights [out, in/groups, 1], linear [out, in]).
@@ -39,6 +48,8 @@ struct RawLayer {
   // bf16 models may give the FFN weights as bf16 bits instead (then inter_w / out_w are null):
   // read in place when ffn_bf16_in_place(), else widened to fp32 for packing
   const uint16_t *inter_w16 = nullptr, *out_w16 = nullptr;
+  // int8 models give the six convs here instead (then the fp32 conv pointers are null)
+  RawInt8 q8, k8, v8, post8, inter8, out8;
 };
 struct RawWeights {
   const float *word, *position, *token_type, *emb_ln_w, *emb_ln_b;
@@ -63,11 +74,12 @@ struct ForwardArgs {
 
 class Encoder {
  public:
-  Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa);
+  // int8 models: `i8` is the int8 GEMM (default: default_int8_isa(isa))
+  Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const Int8Kernels* i8 = nullptr);
   // Whether fp32 FFN conv weights are read in place for the Encoder's whole life (fp32 and one
   // group count: the fused FFN's transposed GEMMs) rather than only while packing.
   static bool ffn_reads_in_place(const EncoderConfig& cfg) {
-    return !cfg.bf16 && !cfg.fp16 && cfg.intermediate_groups == cfg.output_groups;
+    return !cfg.bf16 && !cfg.fp16 && !cfg.int8 && cfg.intermediate_groups == cfg.output_groups;
   }
   // Whether bf16 FFN weights given as bf16 (RawLayer::inter_w16 / out_w16) are read in place: one
   // group count, and every group's rows and columns in whole 32s (the AMX kernel reads A in
@@ -86,6 +98,7 @@ class Encoder {
   void ffn_ln(int64_t layer, int64_t tokens, const float* x, float* out);
   const EncoderConfig& config() const { return cfg_; }
   const char* isa() const { return kernels_->isa; }
+  const char* int8_isa() const { return i8_ ? i8_->name : ""; }  // "" unless an int8 model
   int64_t packed_weight_bytes() const;
 
  private:
@@ -99,6 +112,12 @@ class Encoder {
     int64_t out;
   };
   GroupedLinear pack(const std::vector<PackPart>& parts, int64_t in, int64_t groups);
+  struct PackPart8 {
+    RawInt8 w;
+    const float* b;
+    int64_t out;
+  };
+  GroupedLinear pack_i8(const std::vector<PackPart8>& parts, int64_t in, int64_t groups);
   // A workspace borrowed from the pool for one call, handed back on scope exit (exceptions too).
   struct Lease {
     Encoder* owner;
@@ -135,6 +154,9 @@ class Encoder {
   GroupedLinear pooler_;
   std::list<aligned_vector<float>> packed_;  // a list: pointers into it stay valid
   std::list<aligned_vector<uint16_t>> packed16_;
+  std::list<aligned_vector<int8_t>> packed8_;
+  std::list<aligned_vector<int32_t>> packed32_;
+  const Int8Kernels* i8_ = nullptr;
   std::mutex ws_mutex_;
   std::vector<std::unique_ptr<Workspace>> free_ws_;
 };

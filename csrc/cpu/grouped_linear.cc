@@ -213,7 +213,11 @@ void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const 
                 int64_t lda, float* C, int64_t ldc, int64_t M, Act act) {
   const int64_t Ni = w.in / w.groups, No = w.out / w.groups;
   const float* bias = w.bias ? w.bias + g * No + j0 : nullptr;
-  if (w.wt16) {
+  if (w.wq8) {
+    const int64_t panels = ceil_div(No, w.i8->nr), col = g * No + j0;
+    w.i8->gemm(A, lda, w.wq8 + (g * panels + j0 / w.i8->nr) * w.i8->panel_bytes(Ni), Ni, w.wscale + col,
+               w.wsum + col, C, ldc, M, n, bias, act);
+  } else if (w.wt16) {
     const int64_t Kp = ceil_div(Ni, 32) * 32, panels = ceil_div(No, kBf16Panel);
     gemm_bf16(A, lda, w.wt16 + (g * panels + j0 / kBf16Panel) * Kp * kBf16Panel, Ni, C, ldc, M, n,
               bias, act);

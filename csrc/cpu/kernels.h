@@ -48,6 +48,22 @@ constexpr int64_t kBf16Panel = 32;
 // [groups][ceil((out/groups)/16)][in/groups][16] IEEE half.
 constexpr int64_t kF16Panel = 16;
 
+// The int8 GEMM of one int8 variant (gemm_i8.cc; sqbert_fast/quantization.py is the definition).
+// Weights are int8 per output column with a scale each; activations are quantized per row inside
+// gemm. Each variant packs the weights of a column panel its own way (pack_panel); panel p of a
+// group starts at p * panel_bytes(K) of that group's packed bytes.
+struct Int8Kernels {
+  const char* name;
+  int64_t nr;                            // columns per panel
+  int64_t (*panel_bytes)(int64_t K);     // bytes of one packed panel of depth K
+  // one panel from w[n * ldw + k] (n < nb <= nr, k < K), zero-padded
+  void (*pack_panel)(const int8_t* w, int64_t ldw, int64_t K, int64_t nb, int8_t* dst);
+  // C[M, N] = act(float(quant(A) @ B) * (a_scale[r] * w_scale[n]) + bias[n]); w_sum[n] = sum_k B[k][n].
+  // w_scale == nullptr: C = the exact integer products (tests).
+  void (*gemm)(const float* A, int64_t lda, const int8_t* B, int64_t K, const float* w_scale,
+               const int32_t* w_sum, float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act);
+};
+
 struct GroupedLinear {
   int64_t in = 0, out = 0, groups = 1;
   const float* wt = nullptr;      // fp32 panels [groups][ceil((out/groups)/nr)][in/groups][nr]
@@ -57,8 +73,14 @@ struct GroupedLinear {
   // fused FFN reads it (ffn_ln.cc), as the broadcast operand of a transposed GEMM
   const float* wnat = nullptr;
   const uint16_t* wnat16 = nullptr;  // or bf16 in the conv's own layout, read in place likewise
+  // or int8 panels of the int8 variant i8 ([groups][ceil((out/groups)/i8->nr)] panels of
+  // i8->panel_bytes(in/groups) bytes), with a scale and a column sum per output channel
+  const int8_t* wq8 = nullptr;
+  const float* wscale = nullptr;
+  const int32_t* wsum = nullptr;
+  const Int8Kernels* i8 = nullptr;
   const float* bias = nullptr;    // [out] or nullptr
-  bool packed() const { return wt || wt16 || wt_f16 || wnat || wnat16; }
+  bool packed() const { return wt || wt16 || wt_f16 || wnat || wnat16 || wq8; }
 };
 
 struct LayerWeights {
@@ -142,6 +164,7 @@ struct KernelTable {
 };
 
 const KernelTable& kernel_table(Isa isa);  // throws if `isa` is not usable here
+const Int8Kernels& int8_kernels(Int8Isa isa);  // throws if `isa` is not usable here
 
 }  // namespace cpu
 }  // namespace sqf

@@ -14,6 +14,11 @@ run in fp32, and the outputs stay fp32: rounding hidden
 states of magnitude ~4 to bf16 alone would cost 1.6e-2, more than the whole engine's error. The
 task heads in modeling.py cast to their own weight dtype.
 
+int8 models (``sqbert_fast.quantization``): the six convs of every layer arrive as int8 weights with a scale
+per output channel and are packed for the int8 GEMM variant chosen apart from the ISA (``_C.cpu_info()``
+"int8_isa": i8_avx512_vnni, i8_avx_vnni, i8_avx2, i8_neon_dot, i8_scalar; SQBERT_FAST_FORCE_INT8_ISA forces
+one); activations are quantized per row and conv group inside the GEMM; everything else is the fp32 path.
+
 float16 models (ARMv8.2-A cores with fp16 arithmetic, variant neon_fp16): the conv weights are packed as
 IEEE half and the GEMMs run fp16 FMAs whose partial sums are flushed into fp32 every 32 products;
 everything else is as for bfloat16.
@@ -57,6 +62,16 @@ def fp16_supported() -> bool:
     return info.get("neon_impl") == "native" and any(isa in info["usable_isas"] for isa in info["fp16_isas"])
 
 
+def default_int8_isa() -> str:
+    """The int8 GEMM variant int8 models use here (SQBERT_FAST_FORCE_INT8_ISA if set, validated)."""
+    if _C is None:
+        raise RuntimeError(f"the C++ extension is not available: {_IMPORT_ERROR}")
+    info = _C.cpu_info()
+    if "int8_isa_error" in info:
+        raise ValueError(info["int8_isa_error"])
+    return info["int8_isa"]
+
+
 def default_isa() -> str:
     """The ISA the cpu backend will use (SQBERT_FAST_FORCE_CPU_ISA if set, validated)."""
     if _C is None:
@@ -70,15 +85,15 @@ def _bits(t: torch.Tensor):
 
 
 class CpuRunner(Runner):
-    def __init__(self, base_model, isa: str | None = None):
+    def __init__(self, base_model, isa: str | None = None, int8_isa: str | None = None):
         cfg = base_model.config
         self.cfg = cfg
         self.isa = isa or default_isa()
         raw = encoder_weights(base_model)
         self.dtype = compute_dtype(raw)
-        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"the cpu backend runs float32, bfloat16 or float16 models, not {self.dtype}")
-        bf16, fp16 = self.dtype == torch.bfloat16, self.dtype == torch.float16
+        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.int8):
+            raise ValueError(f"the cpu backend runs float32, bfloat16, float16 or int8 models, not {self.dtype}")
+        bf16, fp16, int8 = self.dtype == torch.bfloat16, self.dtype == torch.float16, self.dtype == torch.int8
         self.out_dtype = torch.float32  # the engine computes fp32 activations; see the module docstring
         # fp32 tensors (all of an fp32 model; embeddings, LayerNorms and biases of a model loaded with
         # dtype=bf16/fp16) are zero-copy views; bf16/fp16 ones become fp32 copies, the GEMM weights' freed once
@@ -87,10 +102,14 @@ class CpuRunner(Runner):
         def host(k, v):
             if bf16 and k.endswith((".inter_weight", ".out_weight")):
                 return v.to(torch.bfloat16).contiguous().view(torch.uint16).numpy()
-            return (v.float() if bf16 or fp16 else v).contiguous().numpy()
+            if v.dtype == torch.int8:  # int8 conv weights (with their fp32 *_weight_scale), packed by C++
+                return v.contiguous().numpy()
+            return (v.float() if bf16 or fp16 or v.dtype != torch.float32 else v).contiguous().numpy()
 
         weights = {k: host(k, v) for k, v in raw.items()}
-        self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16, fp16=fp16)
+        self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16, fp16=fp16,
+                                  int8=int8, int8_isa=int8_isa or "")
+        self.int8_isa = self.encoder.int8_isa or None
         # The packed copies go stale when a GEMM weight is edited in place through .data (no new data_ptr,
         # no version bump): one sampled element per output channel is compared on every call.
         self._sampler = _C.WeightSampler([_bits(v) for k, v in raw.items()
@@ -139,18 +158,22 @@ class CpuBackend(Backend):
             if _C is not None and not fp16_supported():
                 r.append("float16 needs an ARMv8.2-A core with fp16 arithmetic (ISA neon_fp16), which this CPU "
                          "(or build) lacks")
-        elif dtype != torch.float32:
-            r.append(f"runs float32, bfloat16 (where the CPU has bf16 dot products) and float16 (ARM fp16), "
+        elif dtype not in (torch.float32, torch.int8):
+            r.append(f"runs float32, int8, bfloat16 (where the CPU has bf16 dot products) and float16 (ARM fp16), "
                      f"the model is {dtype}")
         return r + self.misconfigured(device)
 
     def misconfigured(self, device):
-        if _C is not None and device.type == "cpu" and os.environ.get("SQBERT_FAST_FORCE_CPU_ISA"):
-            try:
-                _C.default_isa()
-            except ValueError as e:
-                return [str(e)]
-        return []
+        if _C is None or device.type != "cpu":
+            return []
+        wrong = []
+        for var, check in (("SQBERT_FAST_FORCE_CPU_ISA", default_isa), ("SQBERT_FAST_FORCE_INT8_ISA", default_int8_isa)):
+            if os.environ.get(var):
+                try:
+                    check()
+                except ValueError as e:
+                    wrong.append(str(e))
+        return wrong
 
     def make_runner(self, model):
         return CpuRunner(model)

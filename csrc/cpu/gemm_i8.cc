@@ -1,0 +1,267 @@
+// int8 GEMM of the grouped convs (sqbert_fast/quantization.py is the definition):
+//   C[M, N] = act(float(quant(A) @ B) * (a_scale[r] * w_scale[n]) + bias[n])
+// A: fp32 activation rows, quantized here, per row (symmetric: inv = 127 / max|a|, q = rne(a * inv));
+// B: int8 weights, symmetric per output column, packed at load by this variant's pack_panel.
+// The int32 products are exact: every variant's accumulators equal the scalar ones bit for bit
+// (gemm with w_scale == nullptr returns them, as floats, for the tests).
+//
+// Compiled once per int8 variant (CMake: sqf_add_int8_isa), each in its own namespace, chosen at run
+// time by int8_kernels() (dispatch.cc). Micro-kernels, one accumulator tile of MR rows x NR columns
+// in registers, K streaming:
+//   i8_scalar       [K/4][16][4] int8, plain int32 loops: the reference.
+//   i8_avx2         [K/2][16][2] int16 (weights widened at load), vpmaddwd + vpaddd, 6 x 16. No
+//                   vpmaddubsw: its u8 x s8 pair sums saturate at int16 (2 x 255 x 127 > 32767).
+//   i8_avx_vnni     [K/4][16][4] int8, vpdpbusd ymm (AVX-VNNI), 6 x 16.
+//   i8_avx512_vnni  [K/4][32][4] int8, vpdpbusd zmm, 12 x 32.
+//   i8_neon_dot     [K/4][16][4] int8, sdot (vdotq_s32), 4-6 x 16; signed activations, no shift.
+// vpdpbusd multiplies unsigned by signed bytes: activations go in as q + 128 and the epilogue takes
+// 128 * sum_k w[k][n] (w_sum, from the packing) off each accumulator, which is the same integer.
+#include <algorithm>
+
+#include "kernel_common.h"
+
+#if defined(SQF_I8_AVX512_VNNI) || defined(SQF_I8_AVX_VNNI) || defined(SQF_I8_AVX2)
+#include <immintrin.h>
+#endif
+
+namespace sqf {
+namespace cpu {
+namespace SQF_ISA_NS {
+namespace {
+
+#if defined(SQF_I8_AVX512_VNNI)
+constexpr int64_t NR = 32, KS = 4;
+constexpr int MR = 12;
+constexpr bool kUnsigned = true;
+using AType = uint8_t;
+using BType = int8_t;
+#elif defined(SQF_I8_AVX_VNNI)
+constexpr int64_t NR = 16, KS = 4;
+constexpr int MR = 6;
+constexpr bool kUnsigned = true;
+using AType = uint8_t;
+using BType = int8_t;
+#elif defined(SQF_I8_AVX2)
+constexpr int64_t NR = 16, KS = 2;
+constexpr int MR = 6;
+constexpr bool kUnsigned = false;
+using AType = int16_t;
+using BType = int16_t;
+#elif defined(SQF_I8_NEON_DOT)
+constexpr int64_t NR = 16, KS = 4;
+#if defined(__aarch64__)
+constexpr int MR = 6;
+#else
+constexpr int MR = 4;  // SIMDe on x86: 16 xmm registers
+#endif
+constexpr bool kUnsigned = false;
+using AType = int8_t;
+using BType = int8_t;
+#else
+constexpr int64_t NR = 16, KS = 4;
+constexpr int MR = 4;
+constexpr bool kUnsigned = false;
+using AType = int8_t;
+using BType = int8_t;
+#endif
+
+constexpr int64_t kQmax = 127;
+
+inline int64_t ksteps(int64_t K) { return ceil_div(K, KS); }
+int64_t panel_bytes(int64_t K) { return ksteps(K) * KS * NR * static_cast<int64_t>(sizeof(BType)); }
+
+// dst (one panel, [ceil(K/KS)][NR][KS] of BType) from w[n * ldw + k], n < nb, k < K; zero-padded.
+void pack_panel(const int8_t* w, int64_t ldw, int64_t K, int64_t nb, int8_t* dst_bytes) {
+  BType* dst = reinterpret_cast<BType*>(dst_bytes);
+  const int64_t ks = ksteps(K);
+  std::fill(dst, dst + ks * NR * KS, BType(0));
+  for (int64_t n = 0; n < nb; ++n)
+    for (int64_t k = 0; k < K; ++k) dst[(k / KS) * NR * KS + n * KS + k % KS] = static_cast<BType>(w[n * ldw + k]);
+}
+
+// One row: q[k] (+128 for the unsigned variants) for k < K, zeros up to Kq; returns the scale
+// max|a| / 127, NaN when the row holds a NaN or an Inf (the output row is NaN then, as PyTorch's is).
+float quantize_row(const float* a, int64_t K, int64_t Kq, AType* q) {
+  float amax = 0.f, poison = 0.f;
+  for (int64_t k = 0; k < K; ++k) {
+    const float v = std::fabs(a[k]);
+    amax = v > amax ? v : amax;
+    poison += a[k] * 0.f;  // NaN * 0 and Inf * 0 are NaN
+  }
+  const float inv = amax > 0.f ? static_cast<float>(kQmax) / amax : 0.f;
+  const int offset = kUnsigned ? 128 : 0;
+  if (poison != poison) {  // keep the integer part defined; the scale carries the NaN
+    std::fill(q, q + Kq, static_cast<AType>(offset));
+    return poison;
+  }
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  const __m512 vi = _mm512_set1_ps(inv);
+  const __m512i off = _mm512_set1_epi32(offset);
+  for (; k + 16 <= K; k += 16) {  // round to nearest even (MXCSR default), as torch.round
+    __m512i x = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(a + k), vi)), off);
+    if (kUnsigned)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtusepi32_epi8(x));
+    else
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtsepi32_epi8(x));
+  }
+#endif
+  for (; k < K; ++k) {
+    float r = std::nearbyint(a[k] * inv);
+    r = std::min(std::max(r, -static_cast<float>(kQmax)), static_cast<float>(kQmax));
+    q[k] = static_cast<AType>(static_cast<int>(r) + offset);
+  }
+  for (; k < Kq; ++k) q[k] = static_cast<AType>(offset);
+  return amax / static_cast<float>(kQmax);
+}
+
+// acc[R][NR] = A rows (each Kq = ksteps * KS values, row stride lda) . one B panel
+template <int R>
+void ukernel(const AType* A, int64_t lda, const BType* B, int64_t ks, int32_t* acc) {
+#if defined(SQF_I8_AVX512_VNNI)
+  __m512i c0[R], c1[R];
+  for (int r = 0; r < R; ++r) c0[r] = c1[r] = _mm512_setzero_si512();
+  for (int64_t s = 0; s < ks; ++s) {
+    const __m512i b0 = _mm512_load_si512(B), b1 = _mm512_load_si512(B + 64);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, A + r * lda + s * 4, 4);
+      const __m512i a = _mm512_set1_epi32(a4);
+      c0[r] = _mm512_dpbusd_epi32(c0[r], a, b0);
+      c1[r] = _mm512_dpbusd_epi32(c1[r], a, b1);
+    }
+    B += NR * KS;
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_si512(acc + r * NR, c0[r]);
+    _mm512_storeu_si512(acc + r * NR + 16, c1[r]);
+  }
+#elif defined(SQF_I8_AVX_VNNI) || defined(SQF_I8_AVX2)
+  __m256i c0[R], c1[R];
+  for (int r = 0; r < R; ++r) c0[r] = c1[r] = _mm256_setzero_si256();
+  for (int64_t s = 0; s < ks; ++s) {
+    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B));
+    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + 32 / sizeof(BType)));
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      int32_t a4;  // 4 u8 (VNNI) or 2 int16 (AVX2): one 32-bit word either way
+      std::memcpy(&a4, A + r * lda + s * KS, 4);
+      const __m256i a = _mm256_set1_epi32(a4);
+#if defined(SQF_I8_AVX_VNNI)
+      c0[r] = _mm256_dpbusd_avx_epi32(c0[r], a, b0);
+      c1[r] = _mm256_dpbusd_avx_epi32(c1[r], a, b1);
+#else
+      c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(b0, a));
+      c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(b1, a));
+#endif
+    }
+    B += NR * KS;
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * NR), c0[r]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * NR + 8), c1[r]);
+  }
+#elif defined(SQF_I8_NEON_DOT)
+  int32x4_t c[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < 4; ++v) c[r][v] = vdupq_n_s32(0);
+  for (int64_t s = 0; s < ks; ++s) {
+    const int8x16_t b0 = vld1q_s8(B), b1 = vld1q_s8(B + 16), b2 = vld1q_s8(B + 32), b3 = vld1q_s8(B + 48);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, A + r * lda + s * 4, 4);
+      const int8x16_t a = vreinterpretq_s8_s32(vdupq_n_s32(a4));
+      c[r][0] = vdotq_s32(c[r][0], b0, a);
+      c[r][1] = vdotq_s32(c[r][1], b1, a);
+      c[r][2] = vdotq_s32(c[r][2], b2, a);
+      c[r][3] = vdotq_s32(c[r][3], b3, a);
+    }
+    B += NR * KS;
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < 4; ++v) vst1q_s32(acc + r * NR + 4 * v, c[r][v]);
+#else
+  for (int r = 0; r < R; ++r)
+    for (int64_t n = 0; n < NR; ++n) acc[r * NR + n] = 0;
+  for (int64_t s = 0; s < ks; ++s) {
+    for (int r = 0; r < R; ++r) {
+      const AType* a = A + r * lda + s * KS;
+      for (int64_t n = 0; n < NR; ++n) {
+        int32_t sum = 0;
+        for (int64_t i = 0; i < KS; ++i) sum += static_cast<int32_t>(a[i]) * static_cast<int32_t>(B[n * KS + i]);
+        acc[r * NR + n] += sum;
+      }
+    }
+    B += NR * KS;
+  }
+#endif
+}
+
+template <int R>
+void tail_rows(int r, const AType* A, int64_t lda, const BType* B, int64_t ks, int32_t* acc) {
+  if (r == R) return ukernel<R>(A, lda, B, ks, acc);
+  if constexpr (R > 1) tail_rows<R - 1>(r, A, lda, B, ks, acc);
+}
+
+// C row segment [nb] from the accumulators: dequantize, + bias, activation.
+void epilogue(const int32_t* acc, const int32_t* wsum, float a_scale, const float* w_scale, const float* bias,
+              float* c, int64_t nb, Act act) {
+  if (!w_scale) {  // raw integers (tests): exact below 2^24
+    for (int64_t j = 0; j < nb; ++j) c[j] = static_cast<float>(acc[j] - (kUnsigned ? 128 * wsum[j] : 0));
+    return;
+  }
+  for (int64_t j = 0; j < nb; ++j) {
+    const int32_t v = acc[j] - (kUnsigned ? 128 * wsum[j] : 0);
+    c[j] = static_cast<float>(v) * (a_scale * w_scale[j]) + (bias ? bias[j] : 0.f);
+  }
+  if (act == Act::gelu) {
+    int64_t j = 0;
+    for (; j + W <= nb; j += W) vstore(c + j, vgelu(vload(c + j)));
+    if (j < nb) {
+      const vmask m = tail_mask(nb - j);
+      vstore(c + j, vgelu(vload(c + j, m)), m);
+    }
+  } else if (act != Act::none) {
+    for (int64_t j = 0; j < nb; ++j) c[j] = activate(c[j], act);
+  }
+}
+
+void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const float* w_scale,
+          const int32_t* w_sum, float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t ks = ksteps(K), Kq = ks * KS;
+  thread_local aligned_vector<AType> aq;
+  thread_local aligned_vector<float> as;
+  if (static_cast<int64_t>(aq.size()) < M * Kq) aq.resize(static_cast<size_t>(M * Kq));
+  if (static_cast<int64_t>(as.size()) < M) as.resize(static_cast<size_t>(M));
+  for (int64_t r = 0; r < M; ++r) as[r] = quantize_row(A + r * lda, K, Kq, aq.data() + r * Kq);
+  const BType* B = reinterpret_cast<const BType*>(Bbytes);
+  alignas(64) int32_t acc[MR * NR];
+  for (int64_t j0 = 0; j0 < N; j0 += NR) {
+    const int64_t nb = imin(NR, N - j0);
+    const BType* Bp = B + (j0 / NR) * ks * KS * NR;
+    for (int64_t m = 0; m < M; m += MR) {
+      const int rows = static_cast<int>(imin(MR, M - m));
+      tail_rows<MR>(rows, aq.data() + m * Kq, Kq, Bp, ks, acc);
+      for (int r = 0; r < rows; ++r)
+        epilogue(acc + r * NR, w_sum ? w_sum + j0 : nullptr, as[m + r], w_scale ? w_scale + j0 : nullptr,
+                 bias ? bias + j0 : nullptr, C + (m + r) * ldc + j0, nb, act);
+    }
+  }
+}
+
+}  // namespace
+
+#define SQF_STR2(x) #x
+#define SQF_STR(x) SQF_STR2(x)
+
+const Int8Kernels& int8_table() {
+  static const Int8Kernels t{SQF_STR(SQF_ISA_NAME), NR, panel_bytes, pack_panel, gemm};
+  return t;
+}
+
+}  // namespace SQF_ISA_NS
+}  // namespace cpu
+}  // namespace sqf
