@@ -1,6 +1,7 @@
 """Streaming readers: JSONL, CSV/TSV, Parquet and plain text lines -> ``Row`` records, in file order.
 
 Memory stays bounded whatever the file size: text formats are read line by line, Parquet batch by batch.
+A UTF-8 byte order mark opening a JSONL, CSV/TSV or text file is skipped (Excel and Notepad write one).
 
 Two kinds of trouble are told apart:
 - a *bad row* (undecodable bytes, a missing or non-string field) is yielded with ``error`` set, so the
