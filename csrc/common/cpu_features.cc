@@ -78,7 +78,7 @@ CpuFeatures detect() {
     __cpuid_count(7, 1, a, b, c, d);
     f.avx512_bf16 = (a & (1u << 5)) && zmm_os;
     f.avx_vnni = (a & (1u << 4)) && ymm_os;
-    f.amx_permitted = f.amx_tile && f.amx_bf16 && request_amx_permission();
+    f.amx_permitted = f.amx_tile && (f.amx_bf16 || f.amx_int8) && request_amx_permission();
   }
   unsigned ext = __get_cpuid_max(0x80000000, nullptr);
   if (ext >= 0x80000004) {
@@ -218,6 +218,7 @@ bool int8_cpu_has(Int8Isa isa) {
     case Int8Isa::i8_avx2: return cpu_has(Isa::avx2);
     case Int8Isa::i8_avx_vnni: return cpu_has(Isa::avx2) && f.avx_vnni;
     case Int8Isa::i8_avx512_vnni: return cpu_has(Isa::avx512) && f.avx512_vnni;
+    case Int8Isa::i8_amx: return cpu_has(Isa::avx512) && f.amx_int8 && f.amx_permitted;
     case Int8Isa::i8_neon_dot: return (f.neon && f.asimddp) || kNeonViaSimde;
   }
   return false;
@@ -229,6 +230,7 @@ Isa int8_tier(Int8Isa isa) {
     case Int8Isa::i8_avx2:
     case Int8Isa::i8_avx_vnni: return Isa::avx2;
     case Int8Isa::i8_avx512_vnni: return Isa::avx512;
+    case Int8Isa::i8_amx: return Isa::amx;
     case Int8Isa::i8_neon_dot: return Isa::neon;
   }
   return Isa::scalar;
@@ -242,6 +244,7 @@ const char* int8_isa_name(Int8Isa isa) {
     case Int8Isa::i8_avx2: return "i8_avx2";
     case Int8Isa::i8_avx_vnni: return "i8_avx_vnni";
     case Int8Isa::i8_avx512_vnni: return "i8_avx512_vnni";
+    case Int8Isa::i8_amx: return "i8_amx";
     case Int8Isa::i8_neon_dot: return "i8_neon_dot";
   }
   return "?";
@@ -249,10 +252,10 @@ const char* int8_isa_name(Int8Isa isa) {
 
 Int8Isa int8_isa_from_name(const std::string& name) {
   for (Int8Isa i : {Int8Isa::i8_scalar, Int8Isa::i8_avx2, Int8Isa::i8_avx_vnni, Int8Isa::i8_avx512_vnni,
-                    Int8Isa::i8_neon_dot})
+                    Int8Isa::i8_amx, Int8Isa::i8_neon_dot})
     if (name == int8_isa_name(i)) return i;
   throw std::invalid_argument(str_cat("unknown int8 ISA '", name, "' (expected one of i8_scalar, i8_avx2, "
-                                      "i8_avx_vnni, i8_avx512_vnni, i8_neon_dot)"));
+                                      "i8_avx_vnni, i8_avx512_vnni, i8_amx, i8_neon_dot)"));
 }
 
 std::vector<Int8Isa> built_int8_isas() {
@@ -265,6 +268,9 @@ std::vector<Int8Isa> built_int8_isas() {
 #endif
 #ifdef SQF_HAVE_I8_AVX512_VNNI
   v.push_back(Int8Isa::i8_avx512_vnni);
+#endif
+#ifdef SQF_HAVE_I8_AMX
+  v.push_back(Int8Isa::i8_amx);
 #endif
 #ifdef SQF_HAVE_I8_NEON_DOT
   v.push_back(Int8Isa::i8_neon_dot);

@@ -15,7 +15,7 @@ enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, amx = 4, neo
 // instructions come and go independently of AVX-512 and bf16 (AVX-VNNI on Alder Lake without
 // AVX-512, AVX512-VNNI on Cascade Lake without bf16). Only the GEMM differs; the rest of an int8
 // model runs the Isa variant's kernels.
-enum class Int8Isa { i8_scalar = 0, i8_avx2 = 1, i8_avx_vnni = 2, i8_avx512_vnni = 3, i8_neon_dot = 4 };
+enum class Int8Isa { i8_scalar = 0, i8_avx2 = 1, i8_avx_vnni = 2, i8_avx512_vnni = 3, i8_amx = 4, i8_neon_dot = 5 };
 
 struct CpuFeatures {
   bool avx2 = false, fma = false;

@@ -68,6 +68,9 @@ SQF_DECLARE_INT8(isa_i8_avx_vnni)
 #ifdef SQF_HAVE_I8_AVX512_VNNI
 SQF_DECLARE_INT8(isa_i8_avx512_vnni)
 #endif
+#ifdef SQF_HAVE_I8_AMX
+SQF_DECLARE_INT8(isa_i8_amx)
+#endif
 #ifdef SQF_HAVE_I8_NEON_DOT
 SQF_DECLARE_INT8(isa_i8_neon_dot)
 #endif
@@ -84,6 +87,9 @@ const Int8Kernels& int8_kernels(Int8Isa isa) {
 #endif
 #ifdef SQF_HAVE_I8_AVX512_VNNI
     case Int8Isa::i8_avx512_vnni: return isa_i8_avx512_vnni::int8_table();
+#endif
+#ifdef SQF_HAVE_I8_AMX
+    case Int8Isa::i8_amx: return isa_i8_amx::int8_table();
 #endif
 #ifdef SQF_HAVE_I8_NEON_DOT
     case Int8Isa::i8_neon_dot: return isa_i8_neon_dot::int8_table();

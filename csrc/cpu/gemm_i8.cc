@@ -13,6 +13,9 @@
 //                   vpmaddubsw: its u8 x s8 pair sums saturate at int16 (2 x 255 x 127 > 32767).
 //   i8_avx_vnni     [K/4][16][4] int8, vpdpbusd ymm (AVX-VNNI), 6 x 16.
 //   i8_avx512_vnni  [K/4][32][4] int8, vpdpbusd zmm, 12 x 32.
+//   i8_amx          [K/4][32][4] int8 (K padded to 64): a 16 x 64-byte B tile is 16 k-quads of one
+//                   16-column half of a panel (row stride 128 bytes); a 32 x 32 int32 C block = 4
+//                   tiles, 2 A + 2 B tiles per 64-deep step (tdpbssd: signed x signed, no shift).
 //   i8_neon_dot     [K/4][16][4] int8, sdot (vdotq_s32), 4-6 x 16; signed activations, no shift.
 // vpdpbusd multiplies unsigned by signed bytes: activations go in as q + 128 and the epilogue takes
 // 128 * sum_k w[k][n] (w_sum, from the packing) off each accumulator, which is the same integer.
@@ -20,7 +23,7 @@
 
 #include "kernel_common.h"
 
-#if defined(SQF_I8_AVX512_VNNI) || defined(SQF_I8_AVX_VNNI) || defined(SQF_I8_AVX2)
+#if defined(SQF_I8_AVX512_VNNI) || defined(SQF_I8_AVX_VNNI) || defined(SQF_I8_AVX2) || defined(SQF_I8_AMX)
 #include <immintrin.h>
 #endif
 
@@ -29,7 +32,13 @@ namespace cpu {
 namespace SQF_ISA_NS {
 namespace {
 
-#if defined(SQF_I8_AVX512_VNNI)
+#if defined(SQF_I8_AMX)
+constexpr int64_t NR = 32, KS = 4, KPAD = 64;
+constexpr int MR = 32;
+constexpr bool kUnsigned = false;
+using AType = int8_t;
+using BType = int8_t;
+#elif defined(SQF_I8_AVX512_VNNI)
 constexpr int64_t NR = 32, KS = 4;
 constexpr int MR = 12;
 constexpr bool kUnsigned = true;
@@ -66,8 +75,11 @@ using BType = int8_t;
 #endif
 
 constexpr int64_t kQmax = 127;
+#if !defined(SQF_I8_AMX)
+constexpr int64_t KPAD = KS;  // K of a panel is padded to this (zero weights)
+#endif
 
-inline int64_t ksteps(int64_t K) { return ceil_div(K, KS); }
+inline int64_t ksteps(int64_t K) { return ceil_div(K, KPAD) * (KPAD / KS); }
 int64_t panel_bytes(int64_t K) { return ksteps(K) * KS * NR * static_cast<int64_t>(sizeof(BType)); }
 
 // dst (one panel, [ceil(K/KS)][NR][KS] of BType) from w[n * ldw + k], n < nb, k < K; zero-padded.
@@ -115,6 +127,7 @@ float quantize_row(const float* a, int64_t K, int64_t Kq, AType* q) {
   return amax / static_cast<float>(kQmax);
 }
 
+#if !defined(SQF_I8_AMX)
 // acc[R][NR] = A rows (each Kq = ksteps * KS values, row stride lda) . one B panel
 template <int R>
 void ukernel(const AType* A, int64_t lda, const BType* B, int64_t ks, int32_t* acc) {
@@ -205,6 +218,41 @@ void tail_rows(int r, const AType* A, int64_t lda, const BType* B, int64_t ks, i
   if constexpr (R > 1) tail_rows<R - 1>(r, A, lda, B, ks, acc);
 }
 
+#else
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// acc[32][32] (rows of a 32-row block; rows past M are zero rows of A) = A block . one B panel:
+// tiles 0-3 the int32 C block, 4-5 A, 6-7 B, configured per call (other code on this thread, oneDNN
+// inside torch, may reconfigure the tiles).
+void amx_block(const AType* A, int64_t lda, const BType* B, int64_t ks, int32_t* acc) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t kb = 0; kb < ks / 16; ++kb) {
+    _tile_loadd(4, A + kb * 64, lda);
+    _tile_loadd(5, A + 16 * lda + kb * 64, lda);
+    _tile_loadd(6, B + kb * 16 * 128, 128);
+    _tile_loadd(7, B + kb * 16 * 128 + 64, 128);
+    _tile_dpbssd(0, 4, 6);
+    _tile_dpbssd(1, 4, 7);
+    _tile_dpbssd(2, 5, 6);
+    _tile_dpbssd(3, 5, 7);
+  }
+  _tile_stored(0, acc, 128);
+  _tile_stored(1, acc + 16, 128);
+  _tile_stored(2, acc + 16 * 32, 128);
+  _tile_stored(3, acc + 16 * 32 + 16, 128);
+}
+
+#endif
+
 // C row segment [nb] from the accumulators: dequantize, + bias, activation.
 void epilogue(const int32_t* acc, const int32_t* wsum, float a_scale, const float* w_scale, const float* bias,
               float* c, int64_t nb, Act act) {
@@ -231,25 +279,41 @@ void epilogue(const int32_t* acc, const int32_t* wsum, float a_scale, const floa
 void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const float* w_scale,
           const int32_t* w_sum, float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act) {
   if (M <= 0 || N <= 0) return;
-  const int64_t ks = ksteps(K), Kq = ks * KS;
+  const int64_t ks = ksteps(K), Kq = ks * KS, Mp = ceil_div(M, MR) * MR;
   thread_local aligned_vector<AType> aq;
   thread_local aligned_vector<float> as;
-  if (static_cast<int64_t>(aq.size()) < M * Kq) aq.resize(static_cast<size_t>(M * Kq));
+  if (static_cast<int64_t>(aq.size()) < Mp * Kq) aq.resize(static_cast<size_t>(Mp * Kq));
   if (static_cast<int64_t>(as.size()) < M) as.resize(static_cast<size_t>(M));
   for (int64_t r = 0; r < M; ++r) as[r] = quantize_row(A + r * lda, K, Kq, aq.data() + r * Kq);
+  std::fill(aq.data() + M * Kq, aq.data() + Mp * Kq, AType(0));  // whole tiles read rows up to Mp
   const BType* B = reinterpret_cast<const BType*>(Bbytes);
   alignas(64) int32_t acc[MR * NR];
+#if defined(SQF_I8_AMX)
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+#endif
   for (int64_t j0 = 0; j0 < N; j0 += NR) {
     const int64_t nb = imin(NR, N - j0);
     const BType* Bp = B + (j0 / NR) * ks * KS * NR;
     for (int64_t m = 0; m < M; m += MR) {
       const int rows = static_cast<int>(imin(MR, M - m));
+#if defined(SQF_I8_AMX)
+      amx_block(aq.data() + m * Kq, Kq, Bp, ks, acc);
+#else
       tail_rows<MR>(rows, aq.data() + m * Kq, Kq, Bp, ks, acc);
+#endif
       for (int r = 0; r < rows; ++r)
         epilogue(acc + r * NR, w_sum ? w_sum + j0 : nullptr, as[m + r], w_scale ? w_scale + j0 : nullptr,
                  bias ? bias + j0 : nullptr, C + (m + r) * ldc + j0, nb, act);
     }
   }
+#if defined(SQF_I8_AMX)
+  _tile_release();
+#endif
 }
 
 }  // namespace
