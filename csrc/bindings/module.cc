@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -375,6 +376,34 @@ py::array_t<float> int8_gemm(const std::string& variant, py::object a, py::objec
   return out;
 }
 
+// GOP/s of one int8 variant's GEMM on M x K activations and N x K weights (random, packed once,
+// outside the timing), best of repeated calls over about `seconds`, one thread: the practical int8 peak
+// the benchmark reports beside the theoretical one.
+double int8_gemm_peak(const std::string& variant, int64_t M, int64_t N, int64_t K, double seconds) {
+  if (M < 1 || N < 1 || K < 1) throw py::value_error("int8_gemm_peak needs M, N, K >= 1");
+  const auto& k = sqf::cpu::int8_kernels(sqf::int8_isa_from_name(variant));
+  std::vector<float> A(static_cast<size_t>(M * K)), C(static_cast<size_t>(M * N)), ws(static_cast<size_t>(N), 1e-3f);
+  std::vector<int8_t> W(static_cast<size_t>(N * K));
+  uint32_t x = 12345;
+  for (auto& v : A) v = static_cast<float>((x = x * 1664525u + 1013904223u) >> 8) / 16777216.f - 0.5f;
+  for (auto& v : W) v = static_cast<int8_t>(static_cast<int>((x = x * 1664525u + 1013904223u) >> 24) - 128);
+  const int64_t panels = (N + k.nr - 1) / k.nr, pb = k.panel_bytes(K);
+  sqf::cpu::aligned_vector<int8_t> packed(static_cast<size_t>(panels * pb));
+  std::vector<int32_t> sum(static_cast<size_t>(N), 0);
+  for (int64_t p = 0; p < panels; ++p)
+    k.pack_panel(W.data() + p * k.nr * K, K, K, std::min(k.nr, N - p * k.nr), packed.data() + p * pb);
+  py::gil_scoped_release release;
+  double best = 1e30, spent = 0;
+  for (int rep = 0; rep < 3 || spent < seconds; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    k.gemm(A.data(), K, packed.data(), K, ws.data(), sum.data(), C.data(), N, M, N, nullptr, sqf::cpu::Act::none);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::min(best, dt);
+    spent += dt;
+  }
+  return 2.0 * M * N * K / best / 1e9;
+}
+
 py::dict cpu_info() {
   const auto& f = sqf::cpu_features();
   py::dict d;
@@ -447,6 +476,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_info", &cpu_info, "CPU features detected and ISA variants built/usable");
   m.def("int8_gemm", &int8_gemm, py::arg("variant"), py::arg("a"), py::arg("w"), py::arg("w_scale") = py::none(),
         py::arg("bias") = py::none(), py::arg("act") = "", "one int8 GEMM on one int8 variant (tests, benchmarks)");
+  m.def("int8_gemm_peak", &int8_gemm_peak, py::arg("variant"), py::arg("m") = 128, py::arg("n") = 768,
+        py::arg("k") = 768, py::arg("seconds") = 0.3, "GOP/s of one int8 variant's GEMM, one thread, packing excluded");
   m.def("default_isa", [] { return std::string(sqf::isa_name(sqf::default_isa())); },
         "ISA the cpu backend uses: SQBERT_FAST_FORCE_CPU_ISA if set (validated), else the best");
   m.def("set_num_threads", [](int n) {

@@ -91,39 +91,74 @@ void pack_panel(const int8_t* w, int64_t ldw, int64_t K, int64_t nb, int8_t* dst
     for (int64_t k = 0; k < K; ++k) dst[(k / KS) * NR * KS + n * KS + k % KS] = static_cast<BType>(w[n * ldw + k]);
 }
 
+// Rounds v * inv to the nearest integer (ties to even, as torch.round), clamped to [-127, 127], + the
+// unsigned offset; n values of v -> q (n <= 16 per call on the vector paths).
+inline void quantize_chunk(const float* v, float inv, int64_t n, AType* q) {
+  const int offset = kUnsigned ? 128 : 0;
+#if defined(__AVX512F__)
+  if (n == 16) {  // |v * inv| <= 127 up to rounding, so saturating narrows never clip a real value
+    const __m512i x = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v), _mm512_set1_ps(inv))),
+                                       _mm512_set1_epi32(offset));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), kUnsigned ? _mm512_cvtusepi32_epi8(x) : _mm512_cvtsepi32_epi8(x));
+    return;
+  }
+#elif defined(__AVX2__)
+  if (n == 16) {
+    const __m256 vi = _mm256_set1_ps(inv);
+    const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v), vi));
+    const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + 8), vi));
+    const __m256i s16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8);  // 16 int16, in order
+    if (sizeof(AType) == 2) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), s16);
+    } else {
+      const __m256i u = _mm256_add_epi16(s16, _mm256_set1_epi16(static_cast<int16_t>(offset)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q),
+                       _mm_packus_epi16(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1)));
+    }
+    return;
+  }
+#elif defined(SQF_NEON)
+  if (n == 16) {  // FCVTNS rounds ties to even
+    const float32x4_t vi = vdupq_n_f32(inv);
+    int16x8_t h0 = vcombine_s16(vqmovn_s32(vcvtnq_s32_f32(vmulq_f32(vld1q_f32(v), vi))),
+                                vqmovn_s32(vcvtnq_s32_f32(vmulq_f32(vld1q_f32(v + 4), vi))));
+    int16x8_t h1 = vcombine_s16(vqmovn_s32(vcvtnq_s32_f32(vmulq_f32(vld1q_f32(v + 8), vi))),
+                                vqmovn_s32(vcvtnq_s32_f32(vmulq_f32(vld1q_f32(v + 12), vi))));
+    vst1q_s8(reinterpret_cast<int8_t*>(q), vcombine_s8(vqmovn_s16(h0), vqmovn_s16(h1)));
+    return;
+  }
+#endif
+  for (int64_t k = 0; k < n; ++k) {
+    float r = std::nearbyint(v[k] * inv);
+    r = std::min(std::max(r, -static_cast<float>(kQmax)), static_cast<float>(kQmax));
+    q[k] = static_cast<AType>(static_cast<int>(r) + offset);
+  }
+}
+
 // One row: q[k] (+128 for the unsigned variants) for k < K, zeros up to Kq; returns the scale
 // max|a| / 127, NaN when the row holds a NaN or an Inf (the output row is NaN then, as PyTorch's is).
 float quantize_row(const float* a, int64_t K, int64_t Kq, AType* q) {
-  float amax = 0.f, poison = 0.f;
-  for (int64_t k = 0; k < K; ++k) {
-    const float v = std::fabs(a[k]);
-    amax = v > amax ? v : amax;
-    poison += a[k] * 0.f;  // NaN * 0 and Inf * 0 are NaN
+  vf vamax = vzero(), vpoison = vzero();
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    const vf x = vload(a + k);
+    vamax = vmax(vamax, vabs(x));
+    vpoison = vfma(x, vzero(), vpoison);  // NaN * 0 and Inf * 0 are NaN
   }
+  if (k < K) {
+    const vf x = vload(a + k, tail_mask(K - k));
+    vamax = vmax(vamax, vabs(x));
+    vpoison = vfma(x, vzero(), vpoison);
+  }
+  const float amax = vmaxall(vamax), poison = vsum(vpoison);
   const float inv = amax > 0.f ? static_cast<float>(kQmax) / amax : 0.f;
   const int offset = kUnsigned ? 128 : 0;
   if (poison != poison) {  // keep the integer part defined; the scale carries the NaN
     std::fill(q, q + Kq, static_cast<AType>(offset));
     return poison;
   }
-  int64_t k = 0;
-#if defined(__AVX512F__)
-  const __m512 vi = _mm512_set1_ps(inv);
-  const __m512i off = _mm512_set1_epi32(offset);
-  for (; k + 16 <= K; k += 16) {  // round to nearest even (MXCSR default), as torch.round
-    __m512i x = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(a + k), vi)), off);
-    if (kUnsigned)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtusepi32_epi8(x));
-    else
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtsepi32_epi8(x));
-  }
-#endif
-  for (; k < K; ++k) {
-    float r = std::nearbyint(a[k] * inv);
-    r = std::min(std::max(r, -static_cast<float>(kQmax)), static_cast<float>(kQmax));
-    q[k] = static_cast<AType>(static_cast<int>(r) + offset);
-  }
-  for (; k < Kq; ++k) q[k] = static_cast<AType>(offset);
+  for (k = 0; k < K; k += 16) quantize_chunk(a + k, inv, imin(16, K - k), q + k);
+  std::fill(q + K, q + Kq, static_cast<AType>(offset));
   return amax / static_cast<float>(kQmax);
 }
 
@@ -253,27 +288,52 @@ void amx_block(const AType* A, int64_t lda, const BType* B, int64_t ks, int32_t*
 
 #endif
 
-// C row segment [nb] from the accumulators: dequantize, + bias, activation.
-void epilogue(const int32_t* acc, const int32_t* wsum, float a_scale, const float* w_scale, const float* bias,
-              float* c, int64_t nb, Act act) {
-  if (!w_scale) {  // raw integers (tests): exact below 2^24
-    for (int64_t j = 0; j < nb; ++j) c[j] = static_cast<float>(acc[j] - (kUnsigned ? 128 * wsum[j] : 0));
-    return;
-  }
-  for (int64_t j = 0; j < nb; ++j) {
-    const int32_t v = acc[j] - (kUnsigned ? 128 * wsum[j] : 0);
-    c[j] = static_cast<float>(v) * (a_scale * w_scale[j]) + (bias ? bias[j] : 0.f);
-  }
-  if (act == Act::gelu) {
-    int64_t j = 0;
-    for (; j + W <= nb; j += W) vstore(c + j, vgelu(vload(c + j)));
-    if (j < nb) {
-      const vmask m = tail_mask(nb - j);
-      vstore(c + j, vgelu(vload(c + j, m)), m);
+// The W accumulators at acc, less the unsigned variants' 128 * column sum (comp), as floats.
+inline vf acc_to_float(const int32_t* acc, const int32_t* comp) {
+#if defined(__AVX512F__)
+  return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512(acc), _mm512_load_si512(comp)));
+#elif defined(__AVX2__)
+  return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc)),
+                                             _mm256_load_si256(reinterpret_cast<const __m256i*>(comp))));
+#elif defined(SQF_NEON)
+  return vcvtq_f32_s32(vsubq_s32(vld1q_s32(acc), vld1q_s32(comp)));
+#else
+  vf r;
+  for (int i = 0; i < W; ++i) r.v[i] = static_cast<float>(acc[i] - comp[i]);
+  return r;
+#endif
+}
+
+// One panel's per-column epilogue operands, zero-padded to NR (the vector loads read whole panels).
+struct PanelCols {
+  alignas(64) int32_t comp[NR];
+  alignas(64) float scale[NR];
+  alignas(64) float bias[NR];
+  PanelCols(const int32_t* wsum, const float* w_scale, const float* b, int64_t nb) {
+    for (int64_t j = 0; j < NR; ++j) {
+      comp[j] = j < nb && kUnsigned ? 128 * wsum[j] : 0;
+      scale[j] = j < nb && w_scale ? w_scale[j] : 0.f;
+      bias[j] = j < nb && b ? b[j] : 0.f;
     }
-  } else if (act != Act::none) {
-    for (int64_t j = 0; j < nb; ++j) c[j] = activate(c[j], act);
   }
+};
+
+// C row segment [nb] from one row of accumulators: dequantize, + bias, activation. raw: the integers.
+void epilogue(const int32_t* acc, const PanelCols& pc, float a_scale, bool raw, float* c, int64_t nb, Act act) {
+  const vf va = vset1(a_scale);
+  for (int64_t j = 0; j < nb; j += W) {
+    vf v = acc_to_float(acc + j, pc.comp + j);
+    if (!raw) {
+      v = vfma(v, vmul(va, vload(pc.scale + j)), vload(pc.bias + j));
+      if (act == Act::gelu) v = vgelu(v);
+    }
+    if (j + W <= nb)
+      vstore(c + j, v);
+    else
+      vstore(c + j, v, tail_mask(nb - j));
+  }
+  if (!raw && act != Act::none && act != Act::gelu)
+    for (int64_t j = 0; j < nb; ++j) c[j] = activate(c[j], act);
 }
 
 void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const float* w_scale,
@@ -299,6 +359,7 @@ void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const fl
   for (int64_t j0 = 0; j0 < N; j0 += NR) {
     const int64_t nb = imin(NR, N - j0);
     const BType* Bp = B + (j0 / NR) * ks * KS * NR;
+    const PanelCols pc(w_sum ? w_sum + j0 : nullptr, w_scale ? w_scale + j0 : nullptr, bias ? bias + j0 : nullptr, nb);
     for (int64_t m = 0; m < M; m += MR) {
       const int rows = static_cast<int>(imin(MR, M - m));
 #if defined(SQF_I8_AMX)
@@ -306,9 +367,7 @@ void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const fl
 #else
       tail_rows<MR>(rows, aq.data() + m * Kq, Kq, Bp, ks, acc);
 #endif
-      for (int r = 0; r < rows; ++r)
-        epilogue(acc + r * NR, w_sum ? w_sum + j0 : nullptr, as[m + r], w_scale ? w_scale + j0 : nullptr,
-                 bias ? bias + j0 : nullptr, C + (m + r) * ldc + j0, nb, act);
+      for (int r = 0; r < rows; ++r) epilogue(acc + r * NR, pc, as[m + r], !w_scale, C + (m + r) * ldc + j0, nb, act);
     }
   }
 #if defined(SQF_I8_AMX)
