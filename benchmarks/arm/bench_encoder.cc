@@ -4,6 +4,7 @@
 // prints ms per sequence and GFLOP/s (total and per thread = per core when threads <= cores).
 //
 //   bench_encoder [--seq 128] [--batch 1] [--threads 1] [--iters 20] [--warmup 3] [--isa NAME] [--fp16]
+//                 [--layers 12]
 //
 // --fp16 packs the conv weights as IEEE half: fp16 FMAs on neon_fp16 (ARMv8.2-A FP16 cores), the
 // portable fp16-weight path elsewhere.
@@ -76,10 +77,11 @@ int main(int argc, char** argv) {
   c.max_positions = 512, c.type_vocab = 2;
   c.q_groups = c.k_groups = c.v_groups = c.intermediate_groups = c.output_groups = 4;
   c.post_attention_groups = 1;
+  c.layers = arg(argc, argv, "--layers", 12);
   for (int i = 1; i < argc; ++i)
     if (!std::strcmp(argv[i], "--fp16")) c.fp16 = true;
-  if (L < 1 || L > c.max_positions || B < 1 || threads < 1 || iters < 1) {
-    std::fprintf(stderr, "bench_encoder: need 1 <= --seq <= 512, --batch/--threads/--iters >= 1\n");
+  if (L < 1 || L > c.max_positions || B < 1 || threads < 1 || iters < 1 || c.layers < 1) {
+    std::fprintf(stderr, "bench_encoder: need 1 <= --seq <= 512, --batch/--threads/--iters/--layers >= 1\n");
     return 2;
   }
   const int64_t H = c.hidden, I = c.intermediate;

@@ -199,6 +199,31 @@ void gemm_panels(const float* A, int64_t lda, const float* B, int64_t K, float* 
 
 void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* C,
           int64_t ldc, int64_t M, int64_t N, const float* bias, Act act, bool accumulate, bool bias_rows) {
+  if (bias_rows) {
+    // A = conv weights in their own layout (the FFN's transposed tasks): rows outer, so each MR-row
+    // block is read from memory once and stays in L1 across the column blocks (B, the task's tokens,
+    // stays in L2), instead of the whole weight matrix streaming once per column block: a group's FFN
+    // weights (2 x 590 KB in the default config) do not fit a 512 KB L2 (AMD Zen 1). Cachegrind,
+    // avx2, default config, one layer at 8 x 128 twice, caches of a Zen 1 core (32 KB D1, 512 KB L2 as
+    // LL): LL read misses of this kernel 10.1M -> 2.0M, of the whole run 12.8M -> 4.7M. Time on the
+    // Xeon (2 MB L2) unchanged. The first column block of each row block prefetches the next one's rows.
+    for (int64_t m = 0; m < M; m += MR) {
+      const int rows = static_cast<int>(imin(MR, M - m));
+      const char* next = lda == K && m + MR < M ? reinterpret_cast<const char*>(A + (m + MR) * lda) : nullptr;
+      for (int64_t j0 = 0; j0 < N; j0 += NR) {
+        const int64_t nb = imin(NR, N - j0);
+        const char* pf = j0 == 0 ? next : nullptr;
+        const float* bm = bias ? bias + m : nullptr;
+        if (nb == NR)
+          tail_rows<MR, true, false>(rows, A + m * lda, lda, B + j0, ldb, K, bm, C + m * ldc + j0, ldc, nb, act,
+                                     !accumulate, true, pf, true);
+        else
+          tail_rows<MR, false, false>(rows, A + m * lda, lda, B + j0, ldb, K, bm, C + m * ldc + j0, ldc, nb, act,
+                                      !accumulate, true, pf, true);
+      }
+    }
+    return;
+  }
   for (int64_t j0 = 0; j0 < N; j0 += NR) {
     const int64_t nb = imin(NR, N - j0);
     const float* bj = bias && !bias_rows ? bias + j0 : bias;
