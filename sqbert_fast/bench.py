@@ -12,17 +12,30 @@ each shape is timed separately (it is where torch.compile compiles) and excluded
 compared with transformers fp32 on the non-padded positions.
 
 FLOPs are the GEMM work of the encoder counted on the real (unpadded) lengths (``encoder_flops``),
-so GFLOP/s is useful work per second, and a padded engine pays for its padding. The GEMM peak of
-this machine is measured in the same run (a large torch.matmul per precision, best of a few).
+so GFLOP/s is useful work per second, and a padded engine pays for its padding. Each row is given as
+% of two ceilings of this machine: the theoretical peak (cores x clock x FLOPs/cycle of the ISA in
+use, ``theoretical_peak``) and our own kernel's best GFLOP/s on a large GEMM-bound op
+(``measure_kernel_peak``: the practical peak). torch.matmul is shown as a peer's number only: on some
+CPUs (MKL on AMD) it is far below what the CPU can do.
+
+Any CPU, in minutes. Precisions this CPU would emulate (bf16 without AVX512-BF16/AMX, where PyTorch
+runs about 0.2 GFLOP/s) are left out before anything runs, each with the reason (``select_cells``);
+``SQBERT_FAST_FORCE_CPU_ISA`` makes the run behave as on a CPU whose best ISA is the forced one. A
+provider whose first call at a shape exceeds ``--call-limit`` is reported and dropped from later
+shapes; timing at a shape stops at ``--shape-limit`` even below ``--min-reps``. Progress lines (with
+the elapsed time) go to stderr as the run goes.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -186,11 +199,319 @@ def machine_info(threads: int, device: str) -> dict:
     return info
 
 
+# ---- this CPU: which precisions it runs natively, and its peak ---------------------------------
+# features each ISA variant of the cpu backend implies; SQBERT_FAST_FORCE_CPU_ISA=<variant> makes the
+# benchmark treat the CPU as having only these (the run behaves as on a CPU whose best variant it is)
+ISA_FEATURES = {
+    "scalar": frozenset(),
+    "avx2": frozenset({"avx2", "fma"}),
+    "avx512": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}),
+    "avx512_bf16": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}),
+    "amx": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile",
+                      "amx_bf16", "amx_int8", "amx_permitted"}),
+    "neon": frozenset({"neon"}),
+    "neon_fp16": frozenset({"neon", "asimdhp"}),
+}
+# flags read from /proc/cpuinfo that _C.cpu_info() does not report (ARM bf16, x86 fp16 arithmetic)
+_EXTRA_FLAGS = ("bf16", "avx512_fp16", "amx_fp16")
+
+
+@dataclass
+class CpuCaps:
+    """What the benchmark believes this CPU runs: features (after a forced ISA), vendor, family/model."""
+
+    arch: str                      # "x86" or "arm"
+    features: frozenset
+    vendor: str = ""
+    family: Optional[int] = None
+    model: Optional[int] = None
+    isa: Optional[str] = None      # the cpu backend's variant in use
+    forced: Optional[str] = None   # SQBERT_FAST_FORCE_CPU_ISA, when it names a known variant
+    neon_impl: Optional[str] = None
+
+    def has(self, *names: str) -> bool:
+        return all(n in self.features for n in names)
+
+    def restricted(self, isa: str) -> "CpuCaps":
+        """These caps as seen by one ISA variant (features above it hidden)."""
+        keep = ISA_FEATURES.get(isa, frozenset())
+        if isa in ("amx", "neon_fp16"):  # the top variants hide nothing
+            keep = keep | frozenset(_EXTRA_FLAGS)
+        feats = frozenset(f for f in self.features if f in keep)
+        return CpuCaps(self.arch, feats, self.vendor, self.family, self.model, isa, self.forced, self.neon_impl)
+
+    def emulated(self, precision: str) -> Optional[str]:
+        """None when ``precision`` runs natively here, else why it would be emulated."""
+        forced = f"; SQBERT_FAST_FORCE_CPU_ISA={self.forced}" if self.forced else ""
+        if precision in ("fp32", "default"):
+            return None
+        if precision == "bf16":
+            if self.arch == "x86":
+                if self.has("avx512_bf16") or self.has("amx_bf16", "amx_permitted"):
+                    return None
+                return f"bf16 would be emulated on this CPU (no AVX512-BF16/AMX{forced})"
+            if self.has("bf16"):
+                return None
+            return f"bf16 would be emulated on this CPU (no ARM BF16 extension{forced})"
+        if precision == "fp16":
+            if self.arch == "arm":
+                if self.has("asimdhp"):
+                    return None
+                return f"fp16 would be emulated on this CPU (no ARMv8.2-A FP16 arithmetic{forced})"
+            if self.has("avx512_fp16") or self.has("amx_fp16"):
+                return None
+            return f"fp16 would be emulated on this CPU (no AVX512-FP16/AMX-FP16{forced})"
+        return None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _cpuinfo_fields(text: str) -> dict:
+    """The first processor block of /proc/cpuinfo as {key: value}."""
+    out: dict = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if out:
+                break
+            continue
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out.setdefault(k.strip(), v.strip())
+    return out
+
+
+def cpu_caps(info: Optional[dict] = None, cpuinfo_text: Optional[str] = None,
+             forced: Optional[str] = "env") -> CpuCaps:
+    """This CPU's capabilities: ``info`` is ``_C.cpu_info()`` (read when None), ``cpuinfo_text`` the text of
+    /proc/cpuinfo (read when None), ``forced`` the forced ISA variant (default: $SQBERT_FAST_FORCE_CPU_ISA).
+    Tests pass all three to stand in for another CPU."""
+    if info is None:
+        try:
+            from . import _C
+
+            info = _C.cpu_info()
+        except ImportError:
+            info = {}
+    if cpuinfo_text is None:
+        cpuinfo_text = _read("/proc/cpuinfo")
+    if forced == "env":
+        forced = os.environ.get("SQBERT_FAST_FORCE_CPU_ISA") or None
+    fields = _cpuinfo_fields(cpuinfo_text)
+    feats = {k for k, v in (info.get("features") or {}).items() if v}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    feats |= {f for f in _EXTRA_FLAGS if f in flags}
+    vendor = info.get("vendor") or fields.get("vendor_id") or ""
+    arm = "neon" in feats or "asimd" in flags or (not fields and platform.machine().lower() in ("aarch64", "arm64"))
+
+    def num(key):
+        try:
+            return int(fields[key], 0)
+        except (KeyError, ValueError):
+            return None
+
+    caps = CpuCaps("arm" if arm else "x86", frozenset(feats), vendor, num("cpu family"), num("model"),
+                   info.get("best_isa"), None, info.get("neon_impl"))
+    if forced in ISA_FEATURES:
+        caps = caps.restricted(forced)
+        caps.forced = forced
+    return caps
+
+
+def openvino_default_precision(caps: CpuCaps) -> str:
+    """What OpenVINO's CPU plugin runs without a precision hint: bf16 where bf16 is native on x86, fp16 on
+    ARM cores with fp16 arithmetic, fp32 elsewhere."""
+    if caps.arch == "x86":
+        return "bf16" if caps.emulated("bf16") is None else "fp32"
+    return "fp16" if caps.emulated("fp16") is None else "fp32"
+
+
+def skip_reason(provider: str, precision: str, caps: CpuCaps, device: str = "cpu",
+                cells=()) -> Optional[str]:
+    """Why the benchmark leaves (provider, precision) out on this CPU (None: run it).
+
+    Left out: a precision this CPU would emulate (emulated bf16 runs at a fraction of a GFLOP/s, a single
+    call can take minutes); an ISA variant above a forced one, or NEON emulated through SIMDe; OpenVINO's
+    "default" where it would be fp32 and openvino:fp32 is run anyway."""
+    from .peers import split_isa
+
+    backend, isa = split_isa(provider)
+    if backend in ("cuda", "triton") or (str(device).startswith("cuda") and provider in ("transformers", "torch.compile")):
+        return None  # GPU work: the CPU's features do not matter (off a GPU these say why themselves)
+    if isa is not None:
+        if caps.forced and isa in ISA_FEATURES and not ISA_FEATURES[isa] <= ISA_FEATURES[caps.forced]:
+            return f"ISA variant {isa} is above the forced SQBERT_FAST_FORCE_CPU_ISA={caps.forced}"
+        if isa.startswith("neon") and caps.neon_impl == "simde":
+            return f"{isa} runs emulated through SIMDe on this x86 CPU"
+        caps = caps.restricted(isa)
+    if provider == "openvino" and precision == "default":
+        ov = openvino_default_precision(caps)
+        if ov == "fp32" and ("openvino", "fp32") in list(cells):
+            why = caps.emulated("bf16" if caps.arch == "x86" else "fp16")
+            return f"openvino's default precision here is fp32, the same run as openvino:fp32 ({why})"
+        return None
+    return caps.emulated(precision)
+
+
+def select_cells(cells, caps: CpuCaps, device: str = "cpu") -> tuple[list, list]:
+    """(cells to run, [{"provider", "precision", "reason"}] left out and why)."""
+    keep, skipped = [], []
+    for prov, prec in cells:
+        why = skip_reason(prov, prec, caps, device, cells)
+        if why:
+            skipped.append({"provider": prov, "precision": prec, "reason": f"skipped: {why}"})
+        else:
+            keep.append((prov, prec))
+    return keep, skipped
+
+
+def cpu_clock_ghz(max_freq_text: Optional[str] = None, lscpu_text: Optional[str] = None,
+                  cpuinfo_text: Optional[str] = None) -> tuple[Optional[float], str]:
+    """(GHz, where it came from): cpufreq's cpuinfo_max_freq, else lscpu's "CPU max MHz", else /proc/cpuinfo's
+    "cpu MHz" (the current clock of cpu0, what a VM shows). Texts are read when None."""
+    if max_freq_text is None:
+        max_freq_text = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    try:
+        khz = float(max_freq_text.strip())
+        if khz > 0:
+            return khz / 1e6, "cpufreq cpuinfo_max_freq"
+    except ValueError:
+        pass
+    if lscpu_text is None:
+        lscpu_text = ""
+        if shutil.which("lscpu"):
+            try:
+                lscpu_text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                                            env={**os.environ, "LC_ALL": "C"}).stdout
+            except (OSError, subprocess.SubprocessError):
+                pass
+    for line in lscpu_text.splitlines():
+        if line.startswith("CPU max MHz:"):
+            try:
+                return float(line.split(":", 1)[1]) / 1e3, "lscpu CPU max MHz"
+            except ValueError:
+                pass
+    if cpuinfo_text is None:
+        cpuinfo_text = _read("/proc/cpuinfo")
+    try:
+        return float(_cpuinfo_fields(cpuinfo_text)["cpu MHz"]) / 1e3, "/proc/cpuinfo cpu MHz"
+    except (KeyError, ValueError):
+        return None, "no clock found (no cpufreq, lscpu max MHz or /proc/cpuinfo cpu MHz)"
+
+
+def flops_per_cycle(caps: CpuCaps) -> dict:
+    """{precision: (FLOPs per cycle per core, basis)} for the precisions this CPU runs natively."""
+    out = {}
+    zen1 = caps.vendor == "AuthenticAMD" and caps.family == 0x17 and (caps.model or 0) < 0x30
+    zen4 = caps.vendor == "AuthenticAMD" and caps.family == 0x19
+    if caps.arch == "arm":
+        out["fp32"] = (16, "NEON, two 128-bit FMA pipes")
+        if caps.emulated("fp16") is None:
+            out["fp16"] = (32, "NEON FP16, two 128-bit FMA pipes")
+        if caps.emulated("bf16") is None:
+            out["bf16"] = (32, "NEON BFDOT, two 128-bit pipes")
+        return out
+    if caps.has("avx512f"):
+        out["fp32"] = (32, "AVX-512 on Zen 4's 256-bit FMA pipes") if zen4 else (64, "AVX-512, two FMA ports")
+    elif caps.has("avx2", "fma"):
+        out["fp32"] = (16, "AMD Zen 1/Zen+: two 128-bit FMA pipes") if zen1 else (32, "AVX2, two 256-bit FMA pipes")
+    else:
+        out["fp32"] = (8, "SSE, no FMA: one 128-bit add + one 128-bit multiply")
+    if caps.has("amx_bf16", "amx_permitted"):
+        out["bf16"] = (1024, "AMX-BF16 tile multiply")
+    elif caps.has("avx512_bf16"):
+        out["bf16"] = (128, "AVX512-BF16 VDPBF16PS, two ports")
+    return out
+
+
+def physical_cores() -> int:
+    """Physical cores (SMT siblings counted once), from sysfs; os.cpu_count() if unknown."""
+    seen = set()
+    base = "/sys/devices/system/cpu"
+    try:
+        cpus = [d for d in os.listdir(base) if d.startswith("cpu") and d[3:].isdigit()]
+    except OSError:
+        cpus = []
+    for d in cpus:
+        core = _read(f"{base}/{d}/topology/core_id").strip()
+        pkg = _read(f"{base}/{d}/topology/physical_package_id").strip()
+        if core:
+            seen.add((pkg, core))
+    return len(seen) or os.cpu_count() or 1
+
+
+def theoretical_peak(caps: CpuCaps, cores: int, ghz: Optional[float], clock_source: str = "") -> dict:
+    """cores x clock x FLOPs/cycle per native precision: {"gflops": {prec: x}, "basis": {prec: text}}."""
+    out: dict = {"cores": cores, "clock_ghz": ghz, "clock_source": clock_source, "gflops": {}, "basis": {}}
+    for prec, (fpc, what) in flops_per_cycle(caps).items():
+        out["basis"][prec] = f"{cores} cores x {ghz or 0:.2f} GHz x {fpc} FLOP/cycle ({what})"
+        out["gflops"][prec] = cores * ghz * fpc if ghz else None
+    return out
+
+
+KERNEL_PEAK_TOKENS = 256
+
+
+def measure_kernel_peak(precisions=("fp32",), budget_s: float = 1.0, prev: Optional[dict] = None) -> dict:
+    """Best GFLOP/s of our own engine's ``ffn_ln`` op (a 1-layer, groups=1, 768 -> 3072 -> 768 config,
+    KERNEL_PEAK_TOKENS rows): two back-to-back GEMMs of the cpu backend's micro-kernel, this machine's
+    practical peak for it. ``prev`` is kept where it was higher (the run samples again between shapes)."""
+    import numpy as np
+    import torch
+
+    from .backends.cpu import CpuRunner
+    from .config import SqueezeBertConfig
+    from .modeling import SqueezeBertModel
+
+    out = dict(prev or {})
+    h, i, t = 768, 3072, KERNEL_PEAK_TOKENS
+    flop = 4.0 * t * h * i  # two GEMMs, 2 FLOPs per multiply-add
+    for prec in precisions:
+        try:
+            enc = _KERNEL_ENCODERS.get(prec)
+            if enc is None:
+                cfg = SqueezeBertConfig(vocab_size=8, hidden_size=h, intermediate_size=i, num_hidden_layers=1,
+                                        num_attention_heads=12, embedding_size=h, max_position_embeddings=8,
+                                        q_groups=1, k_groups=1, v_groups=1, post_attention_groups=1,
+                                        intermediate_groups=1, output_groups=1)
+                torch.manual_seed(0)
+                with torch.device("cpu"):
+                    model = SqueezeBertModel(cfg, backend="reference").eval()
+                if prec == "bf16":
+                    model = model.to(torch.bfloat16)
+                enc = _KERNEL_ENCODERS[prec] = CpuRunner(model).encoder
+            x = np.random.default_rng(0).standard_normal((t, h), dtype=np.float32)
+            y = np.empty_like(x)
+            enc.ffn_ln(0, x, y)  # warm-up
+            best, reps, t_end = 0.0, 0, time.perf_counter() + budget_s
+            while reps < 3 or time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                enc.ffn_ln(0, x, y)
+                best = max(best, flop / (time.perf_counter() - t0) / 1e9)
+                reps += 1
+            out[prec] = max(best, out.get(prec) or 0.0)
+            out["isa"] = enc.isa
+        except Exception as e:  # noqa: BLE001 - e.g. the extension not built; reported, not fatal
+            out.setdefault(prec, None)
+            out[f"{prec}_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+_KERNEL_ENCODERS: dict = {}
+KERNEL_PEAK_OP = (f"ffn_ln of our cpu backend: 1 layer, groups=1, 768 -> 3072 -> 768, {KERNEL_PEAK_TOKENS} tokens, "
+                  "best call")
+
+
 _PEAK_N = {"fp32": 1024, "bf16": 2048, "fp16": 2048}
 
 
 def measure_gemm_peak(device: str = "cpu", dtypes=("fp32", "bf16"), budget_s: float = 1.0, prev: Optional[dict] = None) -> dict:
-    """Best GFLOP/s of a square torch.matmul per precision: this machine's practical GEMM peak.
+    """Best GFLOP/s of a square torch.matmul per precision (a peer's number on CPUs; the ceiling on GPUs).
 
     Best-of many short calls, so that on a shared machine some land in a quiet moment; ``prev``
     (an earlier measurement) is kept where it was higher — the run samples the peak again between
@@ -242,9 +563,13 @@ class Cell:
         return f"{self.provider}:{self.precision}"
 
 
+_T0: list = [None]  # start of the current run, for the elapsed time on progress lines
+
+
 def _log(msg: str, quiet: bool = False) -> None:
     if not quiet:
-        print(msg, file=sys.stderr, flush=True)
+        stamp = "" if _T0[0] is None else f"[{time.perf_counter() - _T0[0]:6.1f} s] "
+        print(stamp + msg, file=sys.stderr, flush=True)
 
 
 def _max_abs_diff(out, ref, mask) -> float:
@@ -260,38 +585,78 @@ def _max_abs_diff(out, ref, mask) -> float:
     return float(d.max()) if d.numel() else 0.0
 
 
+def measure_peaks(caps: CpuCaps, threads: int, device: str = "cpu", budget_s: float = 1.0,
+                  prev: Optional[dict] = None) -> dict:
+    """The ceilings a row is compared with, for the precisions this CPU runs natively:
+    ``theoretical`` (cores x clock x FLOPs/cycle), ``kernel`` (our own ffn_ln, best call: the practical
+    peak) and ``torch_matmul`` (a peer's number, not the ceiling). With ``prev`` only the kernel is
+    sampled again and the best kept. On a GPU the kernel peak is torch.matmul's."""
+    native = [p for p in ("fp32", "bf16", "fp16") if caps.emulated(p) is None]
+    if device != "cpu":
+        out = prev or {"theoretical": {"gflops": {}, "basis": {}, "note": "not computed for GPUs"},
+                       "kernel_op": "torch.matmul on the GPU (no own-kernel microbenchmark for GPUs)"}
+        out["kernel"] = measure_gemm_peak(device, ("fp32", "bf16"), budget_s, prev=out.get("kernel"))
+        return out
+    kernel_precs = ["fp32"] + [p for p in native if (p, caps.arch) in (("bf16", "x86"), ("fp16", "arm"))]
+    if prev is not None:
+        prev["kernel"] = measure_kernel_peak(kernel_precs, budget_s, prev=prev.get("kernel"))
+        return prev
+    cores = max(1, min(threads, physical_cores()))
+    ghz, source = cpu_clock_ghz()
+    return {"theoretical": theoretical_peak(caps, cores, ghz, source), "forced_isa": caps.forced,
+            "kernel": measure_kernel_peak(kernel_precs, budget_s), "kernel_op": KERNEL_PEAK_OP,
+            "torch_matmul": measure_gemm_peak(device, [p for p in native if p in ("fp32", "bf16")], budget_s / 3)}
+
+
 def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Shape], *, threads: int,
                   device: str = "cpu", min_reps: int = 5, max_reps: int = 100, budget_s: float = 2.0,
-                  peak: bool = True, quiet: bool = False, model_note: str = "", options: Optional[dict] = None) -> dict:
-    """Prepare every (provider, precision), time them round-robin per shape; return the JSON document."""
+                  call_limit_s: float = 60.0, shape_limit_s: float = 60.0, peak: bool = True, quiet: bool = False,
+                  model_note: str = "", options: Optional[dict] = None, caps: Optional[CpuCaps] = None) -> dict:
+    """Prepare every (provider, precision), time them round-robin per shape; return the JSON document.
+
+    Precisions this CPU would emulate are left out first (``select_cells``; ``caps`` defaults to
+    ``cpu_caps()``). A provider whose first call at a shape takes longer than ``call_limit_s`` (or whose
+    call there is predicted to, from its previous shape and the FLOP ratio) gets an error row and is
+    dropped from later shapes. Timing at a shape stops at ``budget_s`` once every provider has
+    ``min_reps`` calls, and at ``shape_limit_s`` after at least one round even below ``min_reps``."""
     import torch
 
     from . import peers
     from .config import SqueezeBertConfig
     from .threads import set_num_threads
 
+    _T0[0] = time.perf_counter()
     set_num_threads(threads)
     config = SqueezeBertConfig.from_pretrained(model_dir)
+    caps = caps or cpu_caps()
     meta = machine_info(threads, device)
     meta.update({"model_dir": os.path.abspath(model_dir), "model_note": model_note,
                  "config": {k: getattr(config, k) for k in (
                      "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "q_groups",
                      "k_groups", "v_groups", "post_attention_groups", "intermediate_groups", "output_groups")},
                  "method": "round-robin per shape; median/p90 of per-call wall time; first call excluded; "
-                           "FLOPs = encoder GEMM work on unpadded lengths; GEMM peak = best square torch.matmul "
-                           "sampled before and between shapes",
-                 "min_reps": min_reps, "budget_s_per_shape": budget_s})
+                           "FLOPs = encoder GEMM work on unpadded lengths; % peak = of cores x clock x FLOP/cycle "
+                           "of the ISA; % kernel = of our own ffn_ln's best GFLOP/s, sampled before and between "
+                           "shapes",
+                 "min_reps": min_reps, "budget_s_per_shape": budget_s, "call_limit_s": call_limit_s,
+                 "shape_limit_s": shape_limit_s,
+                 "cpu_caps": {"arch": caps.arch, "vendor": caps.vendor, "family": caps.family, "model": caps.model,
+                              "features": sorted(caps.features), "forced_isa": caps.forced,
+                              "native": [p for p in ("fp32", "bf16", "fp16") if caps.emulated(p) is None]}})
+    cells, unavailable = select_cells(cells, caps, device)
+    for u in unavailable:
+        _log(f"{u['provider']}:{u['precision']}: {u['reason']}", quiet)
     if peak:
-        _log("measuring this machine's GEMM peak (torch.matmul fp32, bf16) ...", quiet)
-        meta["gemm_peak_gflops"] = measure_gemm_peak(device)
-        _log("  " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in meta["gemm_peak_gflops"].items()
-                              if isinstance(v, float)), quiet)
+        _log(f"peaks: theoretical from ISA and clock; our ffn_ln kernel for ~{1.0:.0f} s per precision "
+             f"({', '.join(meta['cpu_caps']['native'])}) ...", quiet)
+        meta["peak"] = measure_peaks(caps, threads, device)
+        _log("  " + peak_text(meta["peak"]).replace("\n", "\n  "), quiet)
 
     # transformers fp32 is the ground truth for every output
+    _log("[prepare] transformers:fp32 (the reference outputs) ...", quiet)
     ref_model = peers.prepare("transformers", model_dir, "fp32", device=device)
 
     prepared: list[Cell] = []
-    unavailable: list[dict] = []
     for i, (prov, prec) in enumerate(cells, 1):
         cell = Cell(prov, prec)
         t0 = time.perf_counter()
@@ -317,40 +682,73 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
         prepared.append(cell)
 
     results = []
+    dropped: set = set()
+    last: dict = {}  # label -> (seconds per call, flops) at the previous shape, to predict the next
+
+    def fail(cell, shape, msg):
+        results.append({"provider": cell.provider, "precision": cell.precision, "shape": shape.name, "error": msg})
+        _log(f"  {cell.label} {shape.name}: {msg}", quiet)
+
     for si, shape in enumerate(shapes, 1):
         ids, mask = shape.inputs(config.vocab_size)
         ids_d, mask_d = ids.to(device), mask.to(device)
-        ref = ref_model(ids_d, mask_d).float().cpu()
         flops = encoder_flops(config, shape.seqlens())
+        _log(f"[shape {si}/{len(shapes)}] {shape.name} ({flops / 1e9:.3g} GFLOP): reference output, then the "
+             "first call of each provider ...", quiet)
+        ref = ref_model(ids_d, mask_d).float().cpu()
         live, first, outs = [], {}, {}
         for cell in prepared:
+            if cell.label in dropped:
+                continue
+            if cell.label in last:
+                per_call, prev_flops = last[cell.label]
+                guess = per_call * flops / prev_flops
+                if guess > call_limit_s:
+                    dropped.add(cell.label)
+                    fail(cell, shape, f"too slow: a call would take ~{guess:.0f} s (from the last shape) > call "
+                                      f"limit {call_limit_s:g} s; dropped from this and later shapes")
+                    continue
             try:
                 t0 = time.perf_counter()
                 out = cell.prepared(ids_d, mask_d)
                 cell.prepared.synchronize()
                 first[cell.label] = time.perf_counter() - t0
-                outs[cell.label] = _max_abs_diff(out, ref, mask)
-                live.append(cell)
             except Exception as e:  # noqa: BLE001 - e.g. a shape a backend rejects
-                results.append({"provider": cell.provider, "precision": cell.precision, "shape": shape.name,
-                                "error": f"{type(e).__name__}: {e}"})
-                _log(f"  {cell.label} {shape.name}: FAILED {type(e).__name__}: {e}", quiet)
+                fail(cell, shape, f"FAILED {type(e).__name__}: {e}")
+                continue
+            if first[cell.label] > call_limit_s:
+                dropped.add(cell.label)
+                fail(cell, shape, f"too slow: first call took {first[cell.label]:.1f} s > call limit "
+                                  f"{call_limit_s:g} s; dropped from this and later shapes")
+                continue
+            outs[cell.label] = _max_abs_diff(out, ref, mask)
+            live.append(cell)
+            _log(f"  {cell.label:<24} first call {first[cell.label]:.2f} s", quiet)
         times: dict[str, list[float]] = {c.label: [] for c in live}
-        t_start = time.perf_counter()
+        t_start = t_said = time.perf_counter()
         rounds = 0
-        while live and rounds < max_reps and (rounds < min_reps or time.perf_counter() - t_start < budget_s):
+        while live and rounds < max_reps:
+            elapsed = time.perf_counter() - t_start
+            if rounds >= min_reps and elapsed >= budget_s:
+                break
+            if rounds >= 1 and elapsed + elapsed / rounds > shape_limit_s:
+                break  # the next round would end past the shape's time limit
             for cell in live[rounds % len(live):] + live[:rounds % len(live)]:  # rotate who goes first
                 t0 = time.perf_counter()
                 cell.prepared(ids_d, mask_d)
                 cell.prepared.synchronize()
                 times[cell.label].append(time.perf_counter() - t0)
             rounds += 1
-        _log(f"[shape {si}/{len(shapes)}] {shape.name}: {rounds} rounds x {len(live)} providers in "
-             f"{time.perf_counter() - t_start:.1f} s", quiet)
-        if peak:
-            meta["gemm_peak_gflops"] = measure_gemm_peak(device, budget_s=0.3, prev=meta["gemm_peak_gflops"])
+            if time.perf_counter() - t_said > 5.0:  # slow rounds: say so as they go
+                _log(f"  round {rounds} done ({time.perf_counter() - t_start:.0f} s into this shape)", quiet)
+                t_said = time.perf_counter()
+        cut = f" (cut below --min-reps {min_reps} by the shape limit {shape_limit_s:g} s)" if live and rounds < min_reps else ""
+        _log(f"  timed {rounds} rounds x {len(live)} providers in {time.perf_counter() - t_start:.1f} s{cut}", quiet)
+        if peak and device == "cpu" and si < len(shapes):
+            meta["peak"] = measure_peaks(caps, threads, device, budget_s=0.3, prev=meta["peak"])
         for cell in live:
             s = summarize(times[cell.label])
+            last[cell.label] = (s["median_ms"] / 1e3, flops)
             row = {"provider": cell.provider, "precision": cell.precision, "shape": shape.name, "batch": shape.batch,
                    "seq": shape.seq, "mixed": shape.mixed, "tokens": sum(shape.seqlens()), **s,
                    "first_call_s": first[cell.label], "seq_per_s": shape.batch / (s["median_ms"] / 1e3),
@@ -369,6 +767,7 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
         meta["loadavg_end"] = list(os.getloadavg())
     except OSError:
         pass
+    meta["wall_s"] = time.perf_counter() - _T0[0]
     doc = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "meta": meta,
            "setup": [{"provider": c.provider, "precision": c.precision, "setup_s": c.setup_s, "notes": c.notes}
                      for c in prepared],
@@ -382,9 +781,19 @@ def _peak_precision(row) -> str:
     return {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "default": "fp32"}.get(p, p)
 
 
+def _peaks(doc: dict) -> tuple[dict, dict]:
+    """({precision: theoretical GFLOP/s}, {precision: kernel GFLOP/s}) of a document (older documents:
+    the torch.matmul peak they measured counts as the kernel peak)."""
+    meta = doc.get("meta", {})
+    pk = meta.get("peak") or {}
+    theo = {k: v for k, v in ((pk.get("theoretical") or {}).get("gflops") or {}).items() if v}
+    kern = pk.get("kernel") if "kernel" in pk else meta.get("gemm_peak_gflops") or {}
+    return theo, {k: v for k, v in kern.items() if isinstance(v, float) and v > 0}
+
+
 def derive(doc: dict) -> dict:
-    """Fill the columns computed across rows: % of peak, ratios, tolerance verdicts (in place)."""
-    peak = doc.get("meta", {}).get("gemm_peak_gflops") or {}
+    """Fill the columns computed across rows: % of peaks, ratios, tolerance verdicts (in place)."""
+    theo, kern = _peaks(doc)
     rows = [r for r in doc["results"] if "error" not in r]
     by_shape: dict[str, list[dict]] = {}
     for r in rows:
@@ -395,12 +804,12 @@ def derive(doc: dict) -> dict:
         best_peer = min(peer_rows, key=lambda r: r["median_ms"]) if peer_rows else None
         own_err = {r["precision"]: r["max_abs_diff"] for r in shape_rows if r["provider"] == "transformers"}
         for r in shape_rows:
-            pk = peak.get(_peak_precision(r))
-            r["pct_peak"] = 100.0 * r["gflops"] / pk if pk else None
+            prec = _peak_precision(r)
+            r["pct_peak"] = 100.0 * r["gflops"] / theo[prec] if theo.get(prec) else None
+            r["pct_kernel_peak"] = 100.0 * r["gflops"] / kern[prec] if kern.get(prec) else None
             r["speedup_vs_eager"] = eager["median_ms"] / r["median_ms"] if eager else None
             r["speedup_vs_best_peer"] = best_peer["median_ms"] / r["median_ms"] if best_peer else None
             r["best_peer"] = f"{best_peer['provider']}:{best_peer['precision']}" if best_peer else None
-            prec = _peak_precision(r)
             tol = TOL.get(prec, TOL["bf16"])
             if prec != "fp32" and own_err.get(prec):
                 tol = max(3.0 * own_err[prec], TOL["fp32"])
@@ -434,7 +843,7 @@ def format_table(headers: list[str], rows: list[list[str]], align: Optional[str]
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
 
 
-RESULT_HEADERS = ["provider", "prec", "shape", "median ms", "p90 ms", "seq/s", "GFLOP/s", "% peak",
+RESULT_HEADERS = ["provider", "prec", "shape", "median ms", "p90 ms", "seq/s", "GFLOP/s", "% peak", "% kernel",
                   "x eager", "x best peer", "max|diff|", "first call s"]
 
 
@@ -442,13 +851,13 @@ def results_table(doc: dict) -> str:
     rows = []
     for r in doc["results"]:
         if "error" in r:
-            rows.append([r["provider"], r["precision"], r["shape"], "error", "-", "-", "-", "-", "-", "-",
+            rows.append([r["provider"], r["precision"], r["shape"], "error", "-", "-", "-", "-", "-", "-", "-",
                          r["error"][:40], "-"])
             continue
         prec = r["precision"] + (f"({r['actual_precision']})" if r.get("actual_precision") and r["precision"] == "default" else "")
         rows.append([r["provider"], prec, r["shape"], _fmt(r["median_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"),
                      _fmt(r["seq_per_s"], "g3"), _fmt(r["gflops"], "g3"), _fmt(r.get("pct_peak"), "g3"),
-                     _fmt(r.get("speedup_vs_eager"), ".2f"), _fmt(r.get("speedup_vs_best_peer"), ".2f"),
+                     _fmt(r.get("pct_kernel_peak"), "g3"), _fmt(r.get("speedup_vs_eager"), ".2f"), _fmt(r.get("speedup_vs_best_peer"), ".2f"),
                      _fmt(r["max_abs_diff"], ".1e") + ("" if r.get("ok", True) else " FAIL"),
                      _fmt(r["first_call_s"], ".2f")])
     return format_table(RESULT_HEADERS, rows, "lll" + "r" * (len(RESULT_HEADERS) - 3))
@@ -466,13 +875,11 @@ def setup_table(doc: dict) -> str:
 def header_text(doc: dict) -> str:
     m = doc["meta"]
     isa = m.get("isa", {})
-    peak = m.get("gemm_peak_gflops") or {}
     v = m.get("versions", {})
     lines = [f"machine: {m.get('cpu_model')} ({m.get('cpu_count')} cpus), threads={m.get('threads')}, "
              f"device={m.get('device')}, gpu={m.get('gpu') or 'none'}",
              f"isa: in use {isa.get('in_use', '?')}, usable {isa.get('usable', '?')}",
-             "GEMM peak (best torch.matmul sampled through this run): " + (", ".join(f"{k} {val:.0f} GFLOP/s" for k, val in peak.items()
-                                                         if isinstance(val, float)) or "not measured"),
+             peak_text(m.get("peak")) if m.get("peak") else "peak: not measured (--no-peak)",
              "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
              f"model: {m.get('model_dir')} {m.get('model_note') or ''}".rstrip(),
              f"load average start {_fmt_load(m.get('loadavg_start'))} end {_fmt_load(m.get('loadavg_end'))}: "
@@ -484,6 +891,34 @@ def header_text(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def peak_text(pk: dict) -> str:
+    """The peaks of a run, one line each: theoretical (with its basis), our kernel's, torch.matmul's."""
+    theo = pk.get("theoretical") or {}
+    lines = []
+    for prec, basis in (theo.get("basis") or {}).items():
+        g = (theo.get("gflops") or {}).get(prec)
+        lines.append(f"peak {prec} (theoretical): {_fmt(g, '.0f')} GFLOP/s = {basis}")
+    if theo.get("clock_source"):
+        lines.append(f"  clock from {theo['clock_source']}; cores = min(threads, physical cores)")
+    if pk.get("forced_isa"):
+        lines.append(f"  SQBERT_FAST_FORCE_CPU_ISA={pk['forced_isa']} limits our kernels and the peaks above, not the "
+                     "peers' own kernels: their % peak can exceed 100")
+    if theo.get("note"):
+        lines.append(f"peak (theoretical): {theo['note']}")
+    kern = pk.get("kernel") or {}
+    tg = theo.get("gflops") or {}
+    vals = [f"{p} {v:.0f} GFLOP/s" + (f" ({100 * v / tg[p]:.0f}% of theoretical)" if tg.get(p) else "")
+            for p, v in kern.items() if isinstance(v, float)]
+    errs = [f"{k[:-6]}: {v}" for k, v in kern.items() if k.endswith("_error")]
+    lines.append(f"kernel peak ({pk.get('kernel_op', '?')}" + (f", isa {kern['isa']}" if kern.get("isa") else "")
+                 + "): " + (", ".join(vals) or "not measured") + (f" [{'; '.join(errs)}]" if errs else ""))
+    mm = {p: v for p, v in (pk.get("torch_matmul") or {}).items() if isinstance(v, float)}
+    if mm:
+        lines.append("torch.matmul (a peer's number, not the ceiling): " + ", ".join(f"{p} {v:.0f} GFLOP/s"
+                                                                              for p, v in mm.items()))
+    return "\n".join(lines)
+
+
 def _fmt_load(v) -> str:
     return "?" if not v else "/".join(f"{x:.1f}" for x in v)
 
@@ -491,8 +926,13 @@ def _fmt_load(v) -> str:
 def report_text(doc: dict) -> str:
     parts = [header_text(doc), "", results_table(doc), "", "x eager / x best peer: how many times faster than "
              "transformers fp32 eager / than the fastest peer at that shape (>1 = faster). max|diff| vs "
-             "transformers fp32, padded positions excluded.", "", "one-time setup (not in latency):",
-             setup_table(doc)]
+             "transformers fp32, padded positions excluded. % peak: of the theoretical peak above; % kernel: of "
+             "our own ffn_ln kernel's best GFLOP/s (the practical peak), in the row's precision.", "",
+             "one-time setup (not in latency):", setup_table(doc)]
+    errors = [r for r in doc["results"] if "error" in r]
+    if errors:
+        parts += ["", "failed or dropped:"] + [f"  {r['provider']}:{r['precision']} {r['shape']}: {r['error']}"
+                                                for r in errors]
     if doc.get("unavailable"):
         parts += ["", "not run:"] + [f"  {u['provider']}:{u['precision']}: {u['reason']}" for u in doc["unavailable"]]
     return "\n".join(parts)
@@ -607,18 +1047,26 @@ def random_model_dir(config_kwargs: Optional[dict] = None, path: Optional[str] =
 # ---- CLI -------------------------------------------------------------------------------------
 def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true",
-                   help=f"a couple of minutes: shapes {QUICK_SHAPES}, fp32+bf16, no torch.compile")
+                   help=f"a couple of minutes: shapes {QUICK_SHAPES}, fp32 (+bf16 where native), no torch.compile")
     p.add_argument("--model", help="model directory (default: the built-in default model)")
     p.add_argument("--providers", help="comma list; provider or provider:precision "
                    f"(default: {','.join(QUICK_PROVIDERS)} [+torch.compile without --quick]; "
                    "ones that cannot run here are skipped with the reason)")
     p.add_argument("--precisions", default="fp32,bf16", help="for providers given without :precision (default fp32,bf16)")
     p.add_argument("--shapes", help=f"BATCHxSEQ or mixedBATCHxSEQ list (default {FULL_SHAPES}; --quick {QUICK_SHAPES})")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every engine (default: all cpus)")
+    p.add_argument("--threads", type=_at_least(1, int), default=os.cpu_count() or 1, help="threads for every engine (default: all cpus)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--min-reps", type=int, default=None, help="timed calls per provider and shape, at least (default 5, --quick 3)")
-    p.add_argument("--max-reps", type=int, default=200)
-    p.add_argument("--budget", type=float, default=None, help="seconds of round-robin timing per shape (default 5, --quick 2)")
+    p.add_argument("--min-reps", type=_at_least(1, int), default=None,
+                   help="timed calls per provider and shape, at least (default 5, --quick 3), within --shape-limit")
+    p.add_argument("--max-reps", type=_at_least(1, int), default=200)
+    p.add_argument("--budget", type=_at_least(0, float), default=None,
+                   help="seconds of round-robin timing per shape (default 5, --quick 2)")
+    p.add_argument("--call-limit", type=_at_least(0, float), default=None,
+                   help="seconds one call may take: a provider whose first call at a shape takes longer (or is "
+                        "predicted to) is reported and dropped from later shapes (default 120, --quick 20)")
+    p.add_argument("--shape-limit", type=_at_least(0, float), default=None,
+                   help="seconds of timing per shape after which it stops even below --min-reps, after at least "
+                        "one round (default 60, --quick 15)")
     p.add_argument("--out", default="bench-out", help="directory for bench.json and bench.png (default bench-out)")
     p.add_argument("--compare", metavar="OLD_JSON", help="print a regression table against an earlier bench.json")
     p.add_argument("--current", metavar="NEW_JSON", help="with --compare: compare this file instead of running")
@@ -626,8 +1074,38 @@ def add_arguments(p) -> None:
     p.add_argument("--fail-on-regression", action="store_true", help="--compare: exit 1 if any row regressed")
     p.add_argument("--onnx-exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="torch.onnx exporter for onnxruntime (auto: dynamo, legacy if it fails)")
-    p.add_argument("--no-peak", action="store_true", help="skip measuring the GEMM peak")
+    p.add_argument("--no-peak", action="store_true", help="skip measuring the peaks (theoretical, our kernel's)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(_bench_parser=p)
+
+
+def _at_least(lo, kind):
+    """argparse type: a number >= lo (a clean usage error, not a traceback, otherwise)."""
+    def check(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not v >= lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {text}")
+        return v
+    check.__name__ = kind.__name__  # argparse names the type in its messages
+    return check
+
+
+def check_cells(cells) -> None:
+    """ValueError for a provider or precision name nobody knows (a typo must not give an empty table)."""
+    from .peers import PRECISIONS, PROVIDERS, split_isa
+
+    for prov, prec in cells:
+        backend, isa = split_isa(prov)
+        if backend not in PROVIDERS or (isa is not None and isa not in ISA_FEATURES):
+            known = ", ".join(PROVIDERS) + ", cpu-<isa> with <isa> in " + ", ".join(ISA_FEATURES)
+            raise ValueError(f"unknown provider {prov!r} (known: {known})")
+        if prec not in PRECISIONS:
+            raise ValueError(f"unknown precision {prec!r} for {prov} (known: {', '.join(PRECISIONS)})")
+    if not cells:
+        raise ValueError("no providers given")
 
 
 def _load_json(path: str) -> dict:
@@ -644,6 +1122,21 @@ def run(args) -> int:
         print(text)
         return 1 if args.fail_on_regression and any(r["verdict"] == "REGRESSION" for r in rows) else 0
     old = _load_json(args.compare) if args.compare else None  # fail before a long run, not after
+    # bad names and shapes are usage errors, found before the default model is resolved
+    if args.providers:
+        providers = args.providers
+    elif args.quick:
+        providers = ",".join(QUICK_PROVIDERS)
+    else:  # every ISA variant of the cpu backend too, except scalar (minutes per call at full size)
+        from .peers import cpu_isas
+
+        providers = ",".join(FULL_PROVIDERS + tuple(f"cpu-{i}" for i in cpu_isas() if i != "scalar"))
+    try:
+        cells = parse_providers(providers, [p.strip() for p in args.precisions.split(",") if p.strip()])
+        check_cells(cells)
+        parse_shapes(args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES))
+    except ValueError as e:
+        return _usage_error(args, str(e))
 
     if args.model:
         model_dir, note = args.model, ""
@@ -654,22 +1147,18 @@ def run(args) -> int:
     from .config import SqueezeBertConfig
 
     config = SqueezeBertConfig.from_pretrained(model_dir)
-    shapes = parse_shapes(args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES), config.max_position_embeddings)
-    if args.providers:
-        providers = args.providers
-    elif args.quick:
-        providers = ",".join(QUICK_PROVIDERS)
-    else:  # every ISA variant of the cpu backend too, except scalar (minutes per call at full size)
-        from .peers import cpu_isas
-
-        providers = ",".join(FULL_PROVIDERS + tuple(f"cpu-{i}" for i in cpu_isas() if i != "scalar"))
-    cells = parse_providers(providers, [p.strip() for p in args.precisions.split(",") if p.strip()])
-    if args.threads < 1:
-        raise SystemExit("--threads must be >= 1")
+    try:
+        shapes = parse_shapes(args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES),
+                              config.max_position_embeddings)
+    except ValueError as e:
+        return _usage_error(args, str(e))
     _quiet_third_party()
+    budget = args.budget if args.budget is not None else (2.0 if args.quick else 5.0)
     doc = run_benchmark(model_dir, cells, shapes, threads=args.threads, device=args.device,
-                        min_reps=args.min_reps or (3 if args.quick else 5), max_reps=args.max_reps,
-                        budget_s=args.budget if args.budget is not None else (2.0 if args.quick else 5.0),
+                        min_reps=args.min_reps or (3 if args.quick else 5), max_reps=args.max_reps, budget_s=budget,
+                        call_limit_s=args.call_limit if args.call_limit is not None else (20.0 if args.quick else 120.0),
+                        shape_limit_s=max(budget, args.shape_limit if args.shape_limit is not None
+                                          else (15.0 if args.quick else 60.0)),
                         peak=not args.no_peak, quiet=args.quiet, model_note=note,
                         options={"exporter": args.onnx_exporter})
     doc["meta"]["argv"] = sys.argv
@@ -697,6 +1186,15 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
+def _usage_error(args, msg: str) -> int:
+    """``sqbert-fast bench: error: MSG`` with the usage, exit status 2 (argparse's own convention)."""
+    parser = getattr(args, "_bench_parser", None)
+    if parser is not None:
+        parser.error(msg)  # raises SystemExit(2)
+    print(f"sqbert-fast bench: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def _quiet_third_party() -> None:
     """Progress bars and exporter chatter would bury the progress lines."""
     import logging
@@ -715,4 +1213,6 @@ def _quiet_third_party() -> None:
 
 
 __all__ = ["encoder_flops", "Shape", "parse_shapes", "parse_providers", "run_benchmark", "derive", "compare",
-           "format_table", "results_table", "report_text", "plot", "measure_gemm_peak", "add_arguments", "run"]
+           "format_table", "results_table", "report_text", "plot", "measure_gemm_peak", "add_arguments", "run",
+           "CpuCaps", "cpu_caps", "select_cells", "skip_reason", "openvino_default_precision", "cpu_clock_ghz",
+           "flops_per_cycle", "theoretical_peak", "measure_kernel_peak", "measure_peaks", "peak_text", "check_cells"]

@@ -78,8 +78,9 @@ def _doc(medians: dict, diffs: dict | None = None) -> dict:
                         "tokens": 8, "median_ms": ms, "p90_ms": ms * 1.1, "mean_ms": ms, "min_ms": ms, "reps": 5,
                         "first_call_s": 0.1, "seq_per_s": 1e3 / ms, "gflop": 1.0, "gflops": 1e3 / ms,
                         "max_abs_diff": (diffs or {}).get((prov, prec, shape), 1e-6)})
-    return {"schema": bench.SCHEMA, "meta": {"cpu_model": "x", "threads": 2, "device": "cpu",
-                                             "gemm_peak_gflops": {"fp32": 1000.0, "bf16": 4000.0}},
+    peak = {"theoretical": {"gflops": {"fp32": 2000.0, "bf16": 16000.0}, "basis": {}},
+            "kernel": {"fp32": 1000.0, "bf16": 4000.0, "isa": "amx"}}
+    return {"schema": bench.SCHEMA, "meta": {"cpu_model": "x", "threads": 2, "device": "cpu", "peak": peak},
             "setup": [], "unavailable": [], "results": results}
 
 
@@ -92,8 +93,10 @@ def test_derive_ratios_peak_and_tolerance():
     assert r["cpu", "fp32"]["speedup_vs_eager"] == pytest.approx(5.0)
     assert r["cpu", "fp32"]["speedup_vs_best_peer"] == pytest.approx(2.0)
     assert r["cpu", "fp32"]["best_peer"] == "onnxruntime:fp32"
-    assert r["cpu", "fp32"]["pct_peak"] == pytest.approx(100 * 500 / 1000)
-    assert r["cpu", "bf16"]["pct_peak"] == pytest.approx(100 * 1000 / 4000)
+    assert r["cpu", "fp32"]["pct_peak"] == pytest.approx(100 * 500 / 2000)  # of the theoretical peak
+    assert r["cpu", "fp32"]["pct_kernel_peak"] == pytest.approx(100 * 500 / 1000)  # of our kernel's
+    assert r["cpu", "bf16"]["pct_peak"] == pytest.approx(100 * 1000 / 16000)
+    assert r["cpu", "bf16"]["pct_kernel_peak"] == pytest.approx(100 * 1000 / 4000)
     assert r["cpu", "fp32"]["ok"] is False          # 1e-3 > fp32 tolerance 1e-4: a fast wrong result
     assert r["cpu", "bf16"]["ok"] is False          # 0.05 > 3 x transformers' own bf16 error (0.01)
     assert r["onnxruntime", "fp32"]["ok"] is True
@@ -233,3 +236,163 @@ def test_bench_gpu_correctness_and_targets():
     assert got[("1x128", None, 0.3)] is True and got[("1x128", "transformers", None)] is True
     assert got[("256x128", "torch.compile", None)] is False  # 1.2x < 1.5x, and the cell is not correct
     assert got[("mixed256x128", "torch.compile", None)] is None  # not run
+
+
+# ---- which precisions this CPU runs natively, and its peak (CPU features injected) -----------------
+def _info(*features, best="avx2"):
+    names = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile", "amx_bf16",
+             "amx_int8", "amx_permitted", "neon", "asimdhp", "asimddp")
+    return {"vendor": "", "features": {n: n in features for n in names}, "best_isa": best, "neon_impl": "simde"}
+
+
+AVX2 = ("avx2", "fma")
+AMX = AVX2 + ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",
+              "amx_permitted")
+ZEN1_CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\ncpu MHz\t\t: 2000.000\n\n"
+INTEL_CPUINFO = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\ncpu MHz\t\t: 1900.0\n\n"
+QUICK_CELLS = bench.parse_providers(",".join(bench.QUICK_PROVIDERS), ["fp32", "bf16"])
+
+
+def _caps(features, cpuinfo, forced=None, best="avx2"):
+    return bench.cpu_caps(info=_info(*features, best=best), cpuinfo_text=cpuinfo, forced=forced)
+
+
+def test_avx2_only_cpu_runs_no_bf16():
+    caps = _caps(AVX2, ZEN1_CPUINFO)
+    keep, skipped = bench.select_cells(QUICK_CELLS, caps)
+    assert not [c for c in keep if c[1] != "fp32" and c[0] not in ("cuda", "triton")]
+    why = {(s["provider"], s["precision"]): s["reason"] for s in skipped}
+    for cell in (("cpu", "bf16"), ("transformers", "bf16")):
+        assert why[cell] == "skipped: bf16 would be emulated on this CPU (no AVX512-BF16/AMX)"
+    # openvino's own default is fp32 on such a CPU: a second openvino:fp32 run, left out and said so
+    assert bench.openvino_default_precision(caps) == "fp32"
+    assert "default precision here is fp32, the same run as openvino:fp32" in why[("openvino", "default")]
+    assert ("openvino", "fp32") in keep and ("onnxruntime", "fp32") in keep and ("cpu", "fp32") in keep
+    # asked for alone, openvino:default runs (and is fp32)
+    assert bench.select_cells([("openvino", "default")], caps)[0] == [("openvino", "default")]
+    assert ("cuda", "bf16") not in why  # GPU providers say themselves why they cannot run on a CPU
+
+
+def test_amx_cpu_runs_bf16():
+    caps = _caps(AMX, INTEL_CPUINFO, best="amx")
+    keep, skipped = bench.select_cells(QUICK_CELLS, caps)
+    assert {("cpu", "bf16"), ("transformers", "bf16"), ("openvino", "default")} <= set(keep)
+    assert skipped == []
+    assert bench.openvino_default_precision(caps) == "bf16"
+    # AMX tiles present but not granted by the kernel (no arch_prctl permission): bf16 is not native
+    no_perm = _caps(tuple(f for f in AMX if f not in ("amx_permitted", "avx512_bf16")), INTEL_CPUINFO, best="avx512")
+    assert no_perm.emulated("bf16")
+
+
+def test_forced_isa_behaves_as_that_cpu(monkeypatch):
+    monkeypatch.setenv("SQBERT_FAST_FORCE_CPU_ISA", "avx2")
+    caps = bench.cpu_caps(info=_info(*AMX, best="amx"), cpuinfo_text=INTEL_CPUINFO)
+    assert caps.forced == "avx2" and caps.isa == "avx2" and not caps.has("avx512f")
+    cells = QUICK_CELLS + [("cpu-amx", "fp32"), ("cpu-avx2", "fp32")]
+    keep, skipped = bench.select_cells(cells, caps)
+    why = {(s["provider"], s["precision"]): s["reason"] for s in skipped}
+    assert why[("transformers", "bf16")].endswith("(no AVX512-BF16/AMX; SQBERT_FAST_FORCE_CPU_ISA=avx2)")
+    assert "above the forced SQBERT_FAST_FORCE_CPU_ISA=avx2" in why[("cpu-amx", "fp32")]
+    assert ("cpu-avx2", "fp32") in keep and ("openvino", "default") in why
+    assert bench.flops_per_cycle(caps) == {"fp32": (32, "AVX2, two 256-bit FMA pipes")}
+    monkeypatch.setenv("SQBERT_FAST_FORCE_CPU_ISA", "avx512_bf16")  # bf16 dot products, no AMX
+    caps = bench.cpu_caps(info=_info(*AMX, best="amx"), cpuinfo_text=INTEL_CPUINFO)
+    assert caps.emulated("bf16") is None and bench.flops_per_cycle(caps)["bf16"][0] == 128
+
+
+def test_theoretical_peak_per_cpu_kind():
+    zen1 = bench.theoretical_peak(_caps(AVX2, ZEN1_CPUINFO), cores=2, ghz=2.0)
+    assert zen1["gflops"] == {"fp32": pytest.approx(64.0)}  # issue 18's EPYC: 2 cores x 2 GHz x 16
+    assert "Zen 1" in zen1["basis"]["fp32"]
+    zen2 = ZEN1_CPUINFO.replace("model\t\t: 1\n", "model\t\t: 49\n")  # 0x31: Zen 2, 256-bit FMA pipes
+    assert bench.theoretical_peak(_caps(AVX2, zen2), 2, 2.0)["gflops"]["fp32"] == pytest.approx(128.0)
+    intel = bench.theoretical_peak(_caps(AVX2, INTEL_CPUINFO), cores=4, ghz=3.0)
+    assert intel["gflops"] == {"fp32": pytest.approx(4 * 3.0 * 32)}
+    amx = bench.theoretical_peak(_caps(AMX, INTEL_CPUINFO, best="amx"), cores=2, ghz=2.6)
+    assert amx["gflops"]["fp32"] == pytest.approx(2 * 2.6 * 64)
+    assert amx["gflops"]["bf16"] == pytest.approx(2 * 2.6 * 1024)
+    assert "AMX-BF16" in amx["basis"]["bf16"]
+    assert bench.theoretical_peak(_caps(AVX2, ZEN1_CPUINFO), 2, None)["gflops"] == {"fp32": None}
+
+
+def test_clock_sources_in_order():
+    assert bench.cpu_clock_ghz("3500000\n", "", "") == (3.5, "cpufreq cpuinfo_max_freq")
+    assert bench.cpu_clock_ghz("", "Model name: x\nCPU max MHz:    3000.0000\n", ZEN1_CPUINFO) == (3.0, "lscpu CPU max MHz")
+    assert bench.cpu_clock_ghz("", "", ZEN1_CPUINFO) == (2.0, "/proc/cpuinfo cpu MHz")
+    assert bench.cpu_clock_ghz("", "", "")[0] is None
+
+
+def test_peaks_on_an_avx2_only_cpu_measure_fp32_only():
+    pk = bench.measure_peaks(_caps(AVX2, INTEL_CPUINFO), threads=1, budget_s=0.0)
+    assert set(pk["theoretical"]["gflops"]) == {"fp32"}
+    assert pk["kernel"]["fp32"] > 0 and "bf16" not in pk["kernel"]
+    assert set(k for k in pk["torch_matmul"] if not k.endswith("_error")) == {"fp32"}
+    assert "kernel peak (ffn_ln" in bench.peak_text(pk)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--min-reps", "-1"], "argument --min-reps: must be >= 1, got -1"),
+    (["--providers", "cpuu"], "unknown provider 'cpuu'"),
+    (["--providers", "cpu:fp33"], "unknown precision 'fp33'"),
+    (["--shapes", "8by128"], "bad shape '8by128'"),
+    (["--threads", "0"], "argument --threads: must be >= 1"),
+])
+def test_bench_usage_errors_are_clean(args, message, tmp_path, capsys):
+    from sqbert_fast.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", *args, "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"sqbert-fast bench: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_slow_first_call_is_dropped_not_waited_on(tiny_model_dir, monkeypatch):
+    import time as _time
+
+    real_prepare = peers.prepare
+
+    def prepare(provider, model_dir, precision="fp32", **kw):
+        if provider not in ("slow", "slowish"):
+            return real_prepare(provider, model_dir, precision, **kw)
+        p = real_prepare("transformers", model_dir, precision)
+        inner, pause = p.run, 0.4 if provider == "slow" else 0.03
+
+        def run(ids, mask):
+            _time.sleep(pause)
+            return inner(ids, mask)
+
+        p.run, p.provider = run, provider
+        return p
+
+    monkeypatch.setattr(peers, "prepare", prepare)
+    shapes = bench.parse_shapes("1x8,2x16")
+    cells = [("cpu", "fp32"), ("slow", "fp32"), ("slowish", "fp32")]
+    doc = bench.run_benchmark(tiny_model_dir, cells, shapes, threads=1, min_reps=50,
+                              budget_s=0.0, call_limit_s=0.3, shape_limit_s=0.3, peak=False, quiet=True)
+    rows = {(r["provider"], r["shape"]): r for r in doc["results"]}
+    assert "too slow: first call took" in rows["slow", "1x8"]["error"]
+    assert ("slow", "2x16") not in rows  # dropped from later shapes, never called there
+    assert "too slow" in bench.report_text(doc)
+    for prov in ("cpu", "slowish"):  # the shape limit (0.3 s) cut the rounds below min_reps, after >= 1
+        assert 1 <= rows[prov, "2x16"]["reps"] < 50
+
+
+def test_avx2_run_leaves_bf16_out_and_says_why(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from sqbert_fast.cli import main
+
+    zen1 = _caps(AVX2, ZEN1_CPUINFO)
+    monkeypatch.setattr(bench, "cpu_caps", lambda: zen1)
+    out = tmp_path / "out"
+    rc = main(["bench", "--model", tiny_model_dir, "--providers", "cpu,transformers", "--precisions", "fp32,bf16",
+               "--shapes", "1x8", "--min-reps", "1", "--budget", "0", "--no-peak", "--threads", "1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    doc = json.loads((out / "bench.json").read_text())
+    assert {r["precision"] for r in doc["results"]} == {"fp32"}
+    why = {(u["provider"], u["precision"]): u["reason"] for u in doc["unavailable"]}
+    assert why[("cpu", "bf16")] == why[("transformers", "bf16")] == \
+        "skipped: bf16 would be emulated on this CPU (no AVX512-BF16/AMX)"
+    assert "transformers:bf16: skipped: bf16 would be emulated" in text
+    assert doc["meta"]["cpu_caps"]["native"] == ["fp32"]

@@ -69,3 +69,11 @@ def test_no_command_prints_help():
 @pytest.mark.parametrize("args", [["convert"], ["nonsense"]])
 def test_bad_usage_exits_nonzero(args):
     assert run(*args).returncode != 0
+
+
+@pytest.mark.parametrize("args,message", [(["--min-reps", "-1"], "argument --min-reps: must be >= 1"),
+                                          (["--providers", "cpuu"], "unknown provider 'cpuu'")])
+def test_bench_bad_arguments_are_usage_errors(args, message, tmp_path):
+    r = run("bench", *args, "--out", str(tmp_path / "out"), timeout=120)
+    assert r.returncode == 2 and f"sqbert-fast bench: error: {message}" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
