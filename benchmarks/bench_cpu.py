@@ -24,6 +24,7 @@ written once to a temporary checkpoint; ``mixed`` is 32 sequences with lengths s
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -33,8 +34,10 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+if ROOT not in sys.path and importlib.util.find_spec("sqbert_fast") is None:
+    # an uninstalled checkout; appended, not prepended: the repository's `kernels/` folder must not
+    # shadow the PyPI package `kernels` that transformers imports (this file is collected by pytest too)
+    sys.path.append(ROOT)
 
 import sqbert_fast as sqf  # noqa: E402
 from sqbert_fast import peers  # noqa: E402

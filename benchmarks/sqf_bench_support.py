@@ -15,6 +15,7 @@ class Providers:
         self.model_dir, self.threads = model_dir, threads
         self._prepared: dict = {}
         self._refs: dict = {}
+        self._caps = None
 
     def get(self, provider: str, precision: str):
         from sqbert_fast import peers
@@ -22,6 +23,12 @@ class Providers:
         key = (provider, precision)
         if key not in self._prepared:
             why = peers.reasons(provider, precision)
+            if not why:  # a precision this CPU would emulate (minutes per call at full size), as in sqbert-fast bench
+                from sqbert_fast import bench
+
+                if self._caps is None:
+                    self._caps = bench.cpu_caps()
+                why = [w for w in [bench.skip_reason(provider, precision, self._caps)] if w]
             if why:
                 self._prepared[key] = peers.Unavailable("; ".join(why))
             else:
