@@ -54,7 +54,9 @@ def run(args) -> int:
     except ImportError:
         print("transformers is not installed: parity columns show n/a")
 
-    rows = []
+    # one row per backend, printed as soon as it is measured (progress on a slow CPU); fp32 only: no
+    # precision this CPU might emulate
+    print(f"\n{'backend':<12}{'ms/sequence':>14}{'max |diff|':>14}{'min cosine':>14}", flush=True)
     for name in backends.available_backends("cpu", torch.float32):
         model = SqueezeBertModel.from_pretrained(model_dir, backend=name)
         outs = [model(**b).last_hidden_state for b in batches]  # warm-up and results
@@ -69,11 +71,7 @@ def run(args) -> int:
             diff = max(float((o - r)[b["attention_mask"].bool()].abs().max()) for o, r, b in zip(outs, reference, batches))
             cos = min(float((mean_pool(o, b["attention_mask"]) * mean_pool(r, b["attention_mask"])).sum(-1).min())
                       for o, r, b in zip(outs, reference, batches))
-        rows.append((name, statistics.median(times) * 1e3, diff, cos))
-
-    print(f"\n{'backend':<12}{'ms/sequence':>14}{'max |diff|':>14}{'min cosine':>14}")
-    for name, ms, diff, cos in rows:
-        print(f"{name:<12}{ms:>14.3f}{diff:>14.2e}{cos:>14.6f}")
+        print(f"{name:<12}{statistics.median(times) * 1e3:>14.3f}{diff:>14.2e}{cos:>14.6f}", flush=True)
     if reference is not None:
         t0 = time.perf_counter()
         with torch.no_grad():
