@@ -899,7 +899,9 @@ def peak_text(pk: dict) -> str:
         g = (theo.get("gflops") or {}).get(prec)
         lines.append(f"peak {prec} (theoretical): {_fmt(g, '.0f')} GFLOP/s = {basis}")
     if theo.get("clock_source"):
-        lines.append(f"  clock from {theo['clock_source']}; cores = min(threads, physical cores)")
+        lines.append(f"  clock from {theo['clock_source']}; cores = min(threads, physical cores)"
+                     + ("; a VM's current/nominal clock: turbo can run above it, and % peak above 100"
+                        if "cpu MHz" in theo["clock_source"] else ""))
     if pk.get("forced_isa"):
         lines.append(f"  SQBERT_FAST_FORCE_CPU_ISA={pk['forced_isa']} limits our kernels and the peaks above, not the "
                      "peers' own kernels: their % peak can exceed 100")
