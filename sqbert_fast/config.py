@@ -47,6 +47,32 @@ PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label
 
 CONFIG_NAME = "config.json"
 
+# The int8 scheme (sqbert_fast/quantization.py) as config.json records it: the ``quantization`` block of an int8
+# checkpoint (``sqbert-fast quantize``, ``save_pretrained`` of a model loaded with ``dtype=torch.int8``).
+INT8_METHOD = "sqbert_fast-int8"
+INT8_MODULES = ("attention.query", "attention.key", "attention.value", "post_attention.conv1d",
+                "intermediate.conv1d", "output.conv1d")
+
+
+# Written beside the quantization block: transformers (4.4x-5.x) refuses a model whose config has a
+# ``quantization_config`` without ``quant_method`` ("... has no `quant_method` attribute"), instead of loading the
+# int8 weights as floats (-127..127, garbage, silently).
+INT8_TRANSFORMERS_GUARD = {"sqbert_fast": "an sqbert_fast int8 checkpoint (see 'quantization'): transformers cannot "
+                                          "load it; use sqbert_fast, or the float checkpoint it was quantized from"}
+
+
+def int8_quantization_block() -> dict[str, Any]:
+    """The ``quantization`` block config.json gets for an int8 model."""
+    return {
+        "method": INT8_METHOD,
+        "weights": "int8, symmetric, per output channel",
+        "activations": "int8, symmetric, per token, dynamic",
+        "modules": [f"encoder.layers.*.{m}" for m in INT8_MODULES],
+        "scales": "<module>.weight_scale: float32 [out], weight = int8 * scale",
+        "note": "sqbert_fast only: transformers cannot load this checkpoint (int8 conv weights plus weight_scale "
+                "tensors); keep the fp32 checkpoint it was quantized from for transformers",
+    }
+
 
 class SqueezeBertConfig:
     """Configuration of a SqueezeBERT model (same fields as transformers').
@@ -112,8 +138,19 @@ class SqueezeBertConfig:
             raise ValueError(f"layer_norm_eps must be a positive number, got {eps!r}")
         if self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}")
+        q = getattr(self, "quantization", None)
+        if q is not None and not (isinstance(q, dict) and q.get("method") == INT8_METHOD):
+            method = q.get("method") if isinstance(q, dict) else q
+            raise ValueError(f"config has a quantization block of method {method!r}; sqbert_fast reads only "
+                             f"{INT8_METHOD!r} (written by `sqbert-fast quantize`)")
         if self.pad_token_id is not None and not (isinstance(self.pad_token_id, int) and 0 <= self.pad_token_id < self.vocab_size):
             raise ValueError(f"pad_token_id={self.pad_token_id!r} is outside the vocabulary [0, {self.vocab_size})")
+
+    @property
+    def is_int8(self) -> bool:
+        """True for the config of an int8 checkpoint (a ``quantization`` block, see ``int8_quantization_block``)."""
+        q = getattr(self, "quantization", None)
+        return isinstance(q, dict) and q.get("method") == INT8_METHOD
 
     # ---- (de)serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

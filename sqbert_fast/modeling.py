@@ -22,7 +22,7 @@ from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from . import backends as _backends
 from .backends.base import weights_version
 from .backends.reference import activation
-from .config import SqueezeBertConfig
+from .config import INT8_MODULES, INT8_TRANSFORMERS_GUARD, SqueezeBertConfig, int8_quantization_block
 from .outputs import (
     BaseModelOutputWithPooling,
     MaskedLMOutput,
@@ -206,6 +206,77 @@ class SqueezeBertPreTrainedModel(nn.Module):
             for m in mods:
                 m.weight = nn.Parameter(m.weight.to(dtype), requires_grad=m.weight.requires_grad)
 
+    # -- int8 (sqbert_fast/quantization.py) --
+    def _int8_convs(self) -> list[tuple[str, nn.Conv1d]]:
+        """(name relative to the base model, module) of the six GEMM convs of every encoder layer: what int8
+        quantizes. Embeddings, LayerNorms, biases, the pooler's dense and the task heads stay fp32."""
+        out = []
+        for i, layer in enumerate(self.base_model.encoder.layers):
+            for rel in INT8_MODULES:
+                mod = layer
+                for part in rel.split("."):
+                    mod = getattr(mod, part)
+                out.append((f"encoder.layers.{i}.{rel}", mod))
+        return out
+
+    @property
+    def is_int8(self) -> bool:
+        """True when the encoder's convs hold int8 weights (``quantize_int8``, or an int8 checkpoint)."""
+        convs = self._int8_convs()
+        return bool(convs) and convs[0][1].weight.dtype == torch.int8
+
+    @property
+    def quantization(self) -> Optional[dict]:
+        """The ``quantization`` block of an int8 model's config (what its int8 tensors are), None for a float model."""
+        return getattr(self.config, "quantization", None) if self.is_int8 else None
+
+    def quantize_int8(self) -> "SqueezeBertPreTrainedModel":
+        """Quantizes the six GEMM convs of every layer in place (``quantization.quantize_weight``): each conv's
+        ``weight`` becomes an int8 Parameter [out, in/groups, 1] (requires_grad=False) and a buffer
+        ``weight_scale`` (fp32 [out]) is registered beside it, so ``state_dict()`` holds the int8 tensors and
+        their scales, and ``save_pretrained`` writes an int8 checkpoint. Everything else stays fp32.
+        Activations are quantized per token on the fly by the backend. A no-op on an int8 model."""
+        from .quantization import quantize_weight
+
+        if self.is_int8:
+            return self
+        convs = self._int8_convs()
+        bad = [(n, m.weight.dtype) for n, m in convs if not m.weight.dtype.is_floating_point]
+        if bad:
+            raise ValueError(f"cannot quantize: {bad[0][0]}.weight has dtype {bad[0][1]}")
+        self._runner = None
+        with torch.no_grad():
+            for _, m in convs:
+                q, scale = quantize_weight(m.weight)
+                m.weight = nn.Parameter(q.to(m.weight.device), requires_grad=False)
+                m.register_buffer("weight_scale", scale.to(m.weight.device))
+        self.config.quantization = int8_quantization_block()
+        self.config.quantization_config = dict(INT8_TRANSFORMERS_GUARD)  # makes transformers refuse the checkpoint
+        return self
+
+    def _int8_layout(self) -> None:
+        """Gives the convs of a model built on the meta device the int8 checkpoint's tensors (int8 weight,
+        fp32 weight_scale), so loading an int8 checkpoint checks and assigns them like any other tensor."""
+        for _, m in self._int8_convs():
+            m.weight = nn.Parameter(torch.empty(m.weight.shape, dtype=torch.int8, device=m.weight.device),
+                                    requires_grad=False)
+            m.register_buffer("weight_scale", torch.empty(m.weight.shape[0], device=m.weight.device))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """torch's load_state_dict, refusing float weights for an int8 conv (copying them in would cast
+        them to int8 silently) and int8 weights for a float one."""
+        own = self.state_dict(keep_vars=True)
+        for k, v in state_dict.items():
+            mine = own.get(k)
+            if mine is None or not isinstance(v, torch.Tensor) or (mine.dtype == torch.int8) == (v.dtype == torch.int8):
+                continue
+            if mine.dtype == torch.int8:
+                raise ValueError(f"{k}: this model is int8 (quantize_int8 / an int8 checkpoint) and the state_dict "
+                                 f"holds {v.dtype} weights; load them into a float model, then call quantize_int8()")
+            raise ValueError(f"{k}: the state_dict holds int8 weights (an int8 model's) and this model is float; "
+                             "call quantize_int8() first, then load it")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def _get_runner_backend(self):
         device, dtype = self._device_dtype()
         return _backends.select(self._backend_name, device, dtype)
@@ -269,6 +340,10 @@ class SqueezeBertPreTrainedModel(nn.Module):
                         device: Optional[torch.device | str] = None, **config_kwargs: Any):
         """Load from a local directory (config.json + model.safetensors / pytorch_model.bin) or a hub id.
 
+        ``dtype=torch.int8`` (or "int8") quantizes the six GEMM convs of every layer on load (``quantize_int8``);
+        an int8 checkpoint (config.json with a ``quantization`` block, written by ``sqbert-fast quantize`` or
+        ``save_pretrained`` of an int8 model) loads as int8 with no argument, and refuses a float ``dtype``.
+
         The backend is chosen and the weights handed to it here, once. A GPU backend named for a model
         loaded on the CPU (``from_pretrained(p, backend="cuda").to("cuda")``) is checked when the model
         reaches the GPU; pass ``device="cuda"`` to load straight there.
@@ -280,12 +355,22 @@ class SqueezeBertPreTrainedModel(nn.Module):
         if config is None:
             config = SqueezeBertConfig.from_pretrained(path, **config_kwargs)
         dtype = _resolve_dtype(dtype if dtype is not None else torch_dtype)
+        if config.is_int8 and dtype not in (None, torch.int8):
+            raise ValueError(f"{path} is an int8 checkpoint (config.json: quantization method "
+                             f"{config.quantization['method']!r}); it holds no {dtype} weights to load: load the "
+                             "float checkpoint it was quantized from for that (dequantizing would not give it back)")
         with torch.device("meta"):
             model = cls(config, backend=backend)
+        if config.is_int8:
+            model._int8_layout()
         info = load_checkpoint_into(model, path)
         if device is not None:
             model.to(device=device)
-        if dtype is not None:
+        if dtype == torch.int8:
+            # int8 (sqbert_fast/quantization.py): the six convs of every layer quantized now, per output channel;
+            # embeddings, LayerNorms, biases, pooler and heads stay fp32. A no-op for an int8 checkpoint.
+            model.quantize_int8()
+        elif dtype is not None:
             if dtype in (torch.bfloat16, torch.float16) and model._device_dtype()[0].type == "cpu":
                 # CPU engines' reduced precision (as OpenVINO's and ONNX Runtime's bf16): only the GEMM
                 # weights are rounded; fp32 embeddings halve the error (bf16 word embeddings alone cost
@@ -318,7 +403,7 @@ class SqueezeBertPreTrainedModel(nn.Module):
         device, dtype = self._runner_key.device, self._runner_key.dtype
         packed = pack(self.config, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, device=device)
         if packed.inputs_embeds is not None:
-            packed.inputs_embeds = packed.inputs_embeds.to(dtype)
+            packed.inputs_embeds = packed.inputs_embeds.to(torch.float32 if dtype == torch.int8 else dtype)
         enc = runner.encode(packed, bool(output_hidden_states), bool(output_attentions), want_pooled and base.pooler is not None)
         hidden = tuple(packed.unpack(h) for h in enc.hidden_states) if output_hidden_states else None
         attentions = None
@@ -332,12 +417,12 @@ def _resolve_dtype(dtype):
         return None
     if isinstance(dtype, str):
         names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-                 "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+                 "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "int8": torch.int8}
         if dtype not in names:
             raise ValueError(f"unknown dtype {dtype!r} (use one of {', '.join(names)})")
         return names[dtype]
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating point torch.dtype, got {dtype!r}")
+    if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype == torch.int8):
+        raise ValueError(f"dtype must be a floating point torch.dtype or torch.int8, got {dtype!r}")
     return dtype
 
 

@@ -6,6 +6,10 @@ own; a checkpoint of a base model loads into a model with a head and vice versa 
 ``transformer.`` prefix is added or stripped). Missing head weights are freshly initialised and
 reported like transformers does; missing encoder weights and misshapen tensors are errors that
 name the tensor.
+
+int8 checkpoints (config.json with a ``quantization`` block, see ``config.int8_quantization_block``) hold each
+encoder conv's ``weight`` as int8 plus a ``weight_scale`` tensor (fp32 [out]); they load only into a model
+given the int8 layout first (``from_pretrained`` does that) and transformers cannot load them.
 """
 
 from __future__ import annotations
@@ -105,16 +109,28 @@ def load_state_dict_into(model, state: dict[str, torch.Tensor], source: str) -> 
         k, got, want = mismatched[0]
         raise ValueError(f"tensor {k} in {source} has shape {got}, but the config implies {want}"
                          + (f" (and {len(mismatched) - 1} more mismatched)" if len(mismatched) > 1 else ""))
+    for k, p in expected.items():  # int8 layout (config.json) vs the tensors: named before what is missing
+        if p.dtype == torch.int8 and k in state and state[k].dtype != torch.int8:
+            raise ValueError(f"tensor {k} in {source} has dtype {state[k].dtype}, but config.json's quantization "
+                             "block says this is an int8 checkpoint (int8 conv weights)")
     not_head = [k for k in missing if not k.startswith(model._head_prefixes or ("\0",))]
     if not_head:
         raise ValueError(f"{source} is missing {len(not_head)} tensor(s) the model needs, e.g. {not_head[:3]}")
     full = {}
+    params = {k for k, _ in model.named_parameters(remove_duplicate=False)}
     for k, p in expected.items():
         if k in state:
             t = state[k]
+            if p.dtype == torch.int8:  # an int8 checkpoint's conv weight (checked above)
+                full[k] = torch.nn.Parameter(t.contiguous(), requires_grad=False)
+                continue
+            if t.dtype == torch.int8 and k.endswith(".weight"):
+                raise ValueError(f"tensor {k} in {source} is int8 but config.json has no quantization block: an "
+                                 "int8 checkpoint needs the config.json written with it (sqbert-fast quantize)")
             if not t.dtype.is_floating_point:
                 raise ValueError(f"tensor {k} in {source} has dtype {t.dtype}, expected a floating point type")
-            full[k] = torch.nn.Parameter(t.to(torch.float32).contiguous(), requires_grad=False)
+            t = t.to(torch.float32).contiguous()
+            full[k] = torch.nn.Parameter(t, requires_grad=False) if k in params else t  # buffers: weight_scale
         else:
             full[k] = torch.nn.Parameter(_fresh(k, p.shape, model.config.initializer_range), requires_grad=False)
     model.load_state_dict(full, strict=False, assign=True)
@@ -138,7 +154,10 @@ def save_checkpoint(model, save_directory: str, safe_serialization: bool = True)
     if safe_serialization:
         from safetensors.torch import save_file
 
-        save_file(state, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
+        metadata = {"format": "pt"}
+        if getattr(model, "is_int8", False):
+            metadata["sqbert_fast_quantization"] = "int8"  # see config.json's quantization block
+        save_file(state, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata=metadata)
     else:
         torch.save(state, os.path.join(save_directory, WEIGHTS_NAME))
 

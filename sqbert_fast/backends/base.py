@@ -55,6 +55,10 @@ def encoder_weights(base_model) -> dict[str, torch.Tensor]:
 
     Names are the contract between Python and every kernel backend (the C++ binding reads the
     same keys). Conv weights keep transformers' [out, in/groups, 1] layout.
+
+    int8 models (``SqueezeBertPreTrainedModel.quantize_int8``, ``sqbert_fast.quantization``): each of the six
+    convs of a layer holds an int8 ``{short}_weight`` and adds ``layers.{i}.{short}_weight_scale`` (fp32 [out],
+    one scale per output channel); everything else stays fp32.
     """
     e = base_model.embeddings
     w = {
@@ -70,6 +74,9 @@ def encoder_weights(base_model) -> dict[str, torch.Tensor]:
                            ("inter", layer.intermediate.conv1d), ("out", layer.output.conv1d)):
             w[f"layers.{i}.{short}_weight"] = mod.weight
             w[f"layers.{i}.{short}_bias"] = mod.bias
+            scale = getattr(mod, "weight_scale", None)
+            if scale is not None:
+                w[f"layers.{i}.{short}_weight_scale"] = scale
         for short, ln in (("post_ln", layer.post_attention.layernorm), ("out_ln", layer.output.layernorm)):
             w[f"layers.{i}.{short}_weight"] = ln.weight
             w[f"layers.{i}.{short}_bias"] = ln.bias
@@ -82,7 +89,8 @@ def encoder_weights(base_model) -> dict[str, torch.Tensor]:
 def compute_dtype(weights: dict[str, torch.Tensor]) -> torch.dtype:
     """The precision a model runs in: that of its GEMM weights (the first layer's query conv), else of
     its word embeddings. A reduced-precision CPU model keeps embeddings, LayerNorms and biases in fp32
-    (``SqueezeBertPreTrainedModel.from_pretrained(dtype=...)``); GPU backends cast those to this dtype."""
+    (``SqueezeBertPreTrainedModel.from_pretrained(dtype=...)``); GPU backends cast those to this dtype.
+    torch.int8 for an int8 model (its activations are fp32)."""
     w = weights.get("layers.0.q_weight")
     return (w if w is not None else weights["word_embeddings"]).dtype
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..packing import Packed
+from ..quantization import int8_grouped_linear
 from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
 
 ENCODER_LN_EPS = 1e-12  # transformers' SqueezeBertLayerNorm ignores config.layer_norm_eps
@@ -37,6 +38,16 @@ def grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: in
     return y.transpose(0, 1).reshape(T, out)
 
 
+def conv(x: torch.Tensor, w: dict, name: str, groups: int) -> torch.Tensor:
+    """The grouped 1x1 conv ``layers.{i}.{short}`` of an encoder layer: ``grouped_linear`` in the compute dtype,
+    or, when the conv is int8 (a ``{name}_weight_scale`` exists), ``quantization.int8_grouped_linear``:
+    activations quantized per row and group on the fly, exact integer products, fp32 out."""
+    scale = w.get(f"{name}_weight_scale")
+    if scale is not None:
+        return int8_grouped_linear(x, w[f"{name}_weight"], scale, w[f"{name}_bias"], groups)
+    return grouped_linear(x, w[f"{name}_weight"], w[f"{name}_bias"], groups)
+
+
 def embed_ln(p: Packed, w: dict, eps: float) -> torch.Tensor:
     x = p.inputs_embeds if p.input_ids is None else F.embedding(p.input_ids, w["word_embeddings"])
     x = x + F.embedding(p.position_ids, w["position_embeddings"]) + F.embedding(p.token_type_ids, w["token_type_embeddings"])
@@ -46,9 +57,9 @@ def embed_ln(p: Packed, w: dict, eps: float) -> torch.Tensor:
 def qkv_attention(x: torch.Tensor, p: Packed, w: dict, i: int, cfg, want_scores: bool):
     H, heads = cfg.hidden_size, cfg.num_attention_heads
     d = H // heads
-    q = grouped_linear(x, w[f"layers.{i}.q_weight"], w[f"layers.{i}.q_bias"], cfg.q_groups)
-    k = grouped_linear(x, w[f"layers.{i}.k_weight"], w[f"layers.{i}.k_bias"], cfg.k_groups)
-    v = grouped_linear(x, w[f"layers.{i}.v_weight"], w[f"layers.{i}.v_bias"], cfg.v_groups)
+    q = conv(x, w, f"layers.{i}.q", cfg.q_groups)
+    k = conv(x, w, f"layers.{i}.k", cfg.k_groups)
+    v = conv(x, w, f"layers.{i}.v", cfg.v_groups)
     ctx = torch.empty_like(x)
     scores = []
     lowest = torch.finfo(x.dtype).min
@@ -68,13 +79,13 @@ def qkv_attention(x: torch.Tensor, p: Packed, w: dict, i: int, cfg, want_scores:
 
 
 def attn_out_ln(ctx: torch.Tensor, residual: torch.Tensor, w: dict, i: int, cfg) -> torch.Tensor:
-    y = grouped_linear(ctx, w[f"layers.{i}.post_weight"], w[f"layers.{i}.post_bias"], cfg.post_attention_groups)
+    y = conv(ctx, w, f"layers.{i}.post", cfg.post_attention_groups)
     return F.layer_norm(y + residual, (y.shape[-1],), w[f"layers.{i}.post_ln_weight"], w[f"layers.{i}.post_ln_bias"], ENCODER_LN_EPS)
 
 
 def ffn_ln(x: torch.Tensor, w: dict, i: int, cfg) -> torch.Tensor:
-    h = activation(cfg.hidden_act)(grouped_linear(x, w[f"layers.{i}.inter_weight"], w[f"layers.{i}.inter_bias"], cfg.intermediate_groups))
-    y = grouped_linear(h, w[f"layers.{i}.out_weight"], w[f"layers.{i}.out_bias"], cfg.output_groups)
+    h = activation(cfg.hidden_act)(conv(x, w, f"layers.{i}.inter", cfg.intermediate_groups))
+    y = conv(h, w, f"layers.{i}.out", cfg.output_groups)
     return F.layer_norm(y + x, (y.shape[-1],), w[f"layers.{i}.out_ln_weight"], w[f"layers.{i}.out_ln_bias"], ENCODER_LN_EPS)
 
 
@@ -85,8 +96,13 @@ class ReferenceRunner(Runner):
 
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
         cfg, w = self.cfg, encoder_weights(self.base)
-        dt = compute_dtype(w)  # a reduced-precision CPU model keeps non-GEMM weights in fp32
-        w = {k: v.to(dt) for k, v in w.items()}
+        if any(k.endswith("_weight_scale") for k in w):
+            # int8 (also a model with some convs left in fp32, for accuracy studies): int8 weights stay int8,
+            # everything else, activations included, is fp32
+            w = {k: v if v.dtype == torch.int8 else v.float() for k, v in w.items()}
+        else:
+            dt = compute_dtype(w)  # a reduced-precision CPU model keeps non-GEMM weights in fp32
+            w = {k: v.to(dt) for k, v in w.items()}
         x = embed_ln(p, w, cfg.layer_norm_eps)
         hidden, scores = [x], []
         for i in range(cfg.num_hidden_layers):
@@ -109,7 +125,7 @@ class ReferenceBackend(Backend):
     name = "reference"
 
     def reasons(self, device, dtype):
-        return []
+        return []  # every torch dtype it is handed: float32/bfloat16/float16, and int8 (quantization.py)
 
     def make_runner(self, model):
         return ReferenceRunner(model)
