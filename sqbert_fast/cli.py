@@ -16,6 +16,7 @@ COMMANDS = {
     "demo": ("sqbert_fast.demo", "embed a bundled text file with the default model; parity and time per backend"),
     "bench": ("sqbert_fast.bench", "latency benchmark against transformers, torch.compile, ONNX Runtime, OpenVINO"),
     "score": ("sqbert_fast.scoring.cli", "batch offline scoring of text files"),
+    "quantize": ("sqbert_fast.cli_quantize", "write an int8 checkpoint (int8 conv weights + fp32 scales) of a float one"),
 }
 
 

@@ -33,9 +33,15 @@ def collect() -> dict:
     info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     info["backends"] = {}
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8):
             key = f"{device}/{str(dtype).replace('torch.', '')}"
             info["backends"][key] = {name: (r or "available") for name, r in backends.reasons(device, dtype).items()}
+    # int8 (issue 19): the backends that run int8 models here, and the C++ int8 GEMM variant when there is one
+    runs = [name for name, r in backends.reasons("cpu", torch.int8).items() if not r]
+    int8: dict = {"backends": runs}
+    if isinstance(info["cpu_extension"], dict) and info["cpu_extension"].get("int8_isa"):
+        int8["cpu_int8_isa"] = info["cpu_extension"]["int8_isa"]
+    info["int8"] = int8
     return info
 
 
@@ -69,6 +75,9 @@ def run(args) -> int:
     else:
         print(f"CUDA extension: not built ({cu.get('error') or 'no nvcc at build time'})")
     print(f"CUDA device: {info['cuda_device'] or 'none'}")
+    i8 = info["int8"]
+    print("int8: " + (", ".join(f"{b} ({i8['cpu_int8_isa']})" if b == "cpu" and i8.get("cpu_int8_isa") else b
+                                for b in i8["backends"]) or "none"))
     print(f"threads: {info['threads']}")
     print("backends:")
     for key, per in info["backends"].items():

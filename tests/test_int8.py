@@ -225,3 +225,89 @@ def test_cpu_backend_matches_reference_int8(fp32_dir, batch, int8_isa, monkeypat
             assert off_rows <= 1 and max_diff_real(x, y, mask) <= 5e-3, (off_rows, max_diff_real(x, y, mask))
     if int8_isa == "i8_scalar":
         assert float((a.logits - b.logits).abs().max()) <= 1e-4
+
+
+# ---- CLI: quantize, info, score --dtype int8 ----------------------------------------------------------------
+WORDS = ["the", "model", "reads", "every", "sentence", "and", "writes", "a", "score", "good", "bad", "plot"]
+
+
+@pytest.fixture(scope="module")
+def cli_src(tmp_path_factory):
+    """A float SequenceClassification checkpoint with a vocab.txt (the tokenizer files quantize copies)."""
+    src = tmp_path_factory.mktemp("cli") / "src"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    torch.manual_seed(0)
+    cfg = sqf.SqueezeBertConfig(vocab_size=len(vocab), hidden_size=32, embedding_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, q_groups=2,
+                                k_groups=2, v_groups=2, post_attention_groups=2, intermediate_groups=2,
+                                output_groups=2, num_labels=2, initializer_range=0.3)
+    sqf.SqueezeBertForSequenceClassification(cfg, backend="reference").save_pretrained(src)
+    (src / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return src
+
+
+def test_cli_quantize(tmp_path, cli_src, capsys):
+    from sqbert_fast.cli import main
+
+    dst = tmp_path / "int8"
+    assert main(["quantize", str(cli_src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "SqueezeBertForSequenceClassification, 12 convs of 2 layers int8" in out and "vocab.txt" in out
+    assert (dst / "vocab.txt").read_text() == (cli_src / "vocab.txt").read_text()
+    assert json.loads((dst / "config.json").read_text())["architectures"] == ["SqueezeBertForSequenceClassification"]
+    a = sqf.SqueezeBertForSequenceClassification.from_pretrained(dst, backend="reference")
+    b = sqf.SqueezeBertForSequenceClassification.from_pretrained(cli_src, backend="reference", dtype=torch.int8)
+    assert a.is_int8
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    ids = torch.tensor([[2, 5, 9, 7, 3]])
+    assert torch.equal(a(ids).logits, b(ids).logits)
+    # refusals: clean 'error:' lines, exit 1, nothing written
+    for argv, msg in (([str(cli_src), str(cli_src)], "DST is SRC"),
+                      ([str(cli_src), str(cli_src / "sub")], "inside SRC"),
+                      ([str(cli_src), str(dst)], "exists and is not empty"),
+                      ([str(dst), str(tmp_path / "again")], "already an int8 checkpoint"),
+                      ([str(tmp_path / "nope"), str(tmp_path / "x")], "is not a directory")):
+        assert main(["quantize", *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("sqbert-fast quantize: error: ") and msg in err, err
+        assert "Traceback" not in err
+    assert not (cli_src / "sub").exists() and not (tmp_path / "again").exists()
+    assert main(["quantize", str(cli_src), str(dst), "--overwrite"]) == 0
+
+
+def test_cli_info_lists_int8(capsys):
+    from sqbert_fast.cli import main
+    from sqbert_fast.cli_info import collect
+
+    assert main(["info"]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("int8: ")]
+    assert len(line) == 1 and "reference" in line[0]
+    info = collect()
+    assert "reference" in info["int8"]["backends"]
+    ext = info["cpu_extension"]
+    if isinstance(ext, dict) and ext.get("int8_isa") and "cpu" in info["int8"]["backends"]:
+        assert f"cpu ({ext['int8_isa']})" in line[0]
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_cli_score_dtype_int8(tmp_path, cli_src, backend):
+    if reasons("cpu", torch.int8).get(backend):
+        pytest.skip(f"{backend} has no int8 here")
+    from sqbert_fast.cli import main
+
+    src = tmp_path / "in.txt"
+    src.write_text("the model reads every sentence\ngood plot\nbad score and a bad plot\n")
+    outs = {}
+    for dtype in ("int8", "float32"):
+        out = tmp_path / f"{dtype}.jsonl"
+        assert main(["score", str(cli_src), str(src), str(out), "--task", "classify", "--dtype", dtype,
+                     "--backend", backend, "--no-progress"]) == 0
+        outs[dtype] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(outs["int8"]) == 3
+    assert outs["int8"] != outs["float32"]  # the int8 model ran (its scores are not the fp32 ones) ...
+    m8 = sqf.SqueezeBertForSequenceClassification.from_pretrained(cli_src, backend=backend, dtype="int8")
+    tok = sqf.SqueezeBertTokenizerFast(vocab_file=str(cli_src / "vocab.txt"))
+    enc = tok(["good plot"], return_tensors="pt")
+    probs = torch.softmax(m8(**enc).logits, -1)[0]
+    rec = outs["int8"][1]
+    assert abs(rec["score"] - float(probs.max())) < 1e-5, rec  # ... this one
