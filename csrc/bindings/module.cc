@@ -152,13 +152,19 @@ class PyEncoder {
     for (int64_t l = 0; l < c.layers; ++l) {
       auto k = [&](const char* name) { return str_cat("layers.", l, ".", name); };
       sqf::cpu::RawLayer r{};
-      if (int8) {
-        r.q8 = w8(k("q_weight"), {H, H / c.q_groups, 1});
-        r.k8 = w8(k("k_weight"), {H, H / c.k_groups, 1});
-        r.v8 = w8(k("v_weight"), {H, H / c.v_groups, 1});
-        r.post8 = w8(k("post_weight"), {H, H / c.post_attention_groups, 1});
-        r.inter8 = w8(k("inter_weight"), {I, H / c.intermediate_groups, 1});
-        r.out8 = w8(k("out_weight"), {H, I / c.output_groups, 1});
+      if (int8) {  // each conv int8 when its scales are given, else fp32 (a conv kept in higher precision)
+        auto conv = [&](const char* name, std::vector<int64_t> shape, sqf::cpu::RawInt8* q8, const float** f32) {
+          if (weights.contains((k(name) + "_scale").c_str()))
+            *q8 = w8(k(name), std::move(shape));
+          else
+            *f32 = w(k(name), std::move(shape));
+        };
+        conv("q_weight", {H, H / c.q_groups, 1}, &r.q8, &r.q_w);
+        conv("k_weight", {H, H / c.k_groups, 1}, &r.k8, &r.k_w);
+        conv("v_weight", {H, H / c.v_groups, 1}, &r.v8, &r.v_w);
+        conv("post_weight", {H, H / c.post_attention_groups, 1}, &r.post8, &r.post_w);
+        conv("inter_weight", {I, H / c.intermediate_groups, 1}, &r.inter8, &r.inter_w);
+        conv("out_weight", {H, I / c.output_groups, 1}, &r.out8, &r.out_w);
       } else {
         r.q_w = w(k("q_weight"), {H, H / c.q_groups, 1});
         r.k_w = w(k("k_weight"), {H, H / c.k_groups, 1});

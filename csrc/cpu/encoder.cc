@@ -209,17 +209,24 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const I
   for (const RawLayer& l : w.layers) {
     LayerWeights lw;
     if (cfg.int8) {
-      SQF_CHECK(l.q8.w && l.k8.w && l.v8.w && l.post8.w && l.inter8.w && l.out8.w, "int8 layer weights missing");
-      if (fused_qkv) {
+      // each conv int8 when given so, else fp32 (kept in higher precision); Q/K/V fuse when all three agree
+      auto conv = [&](const RawInt8& q8, const float* w32, const float* b, int64_t out, int64_t in, int64_t groups) {
+        SQF_CHECK(q8.w || w32, "layer weights missing");
+        return q8.w ? pack_i8({{q8, b, out}}, in, groups) : pack({{w32, b, out}}, in, groups);
+      };
+      const bool all8 = l.q8.w && l.k8.w && l.v8.w, none8 = !l.q8.w && !l.k8.w && !l.v8.w;
+      if (fused_qkv && all8) {
         lw.qkv = pack_i8({{l.q8, l.q_b, H}, {l.k8, l.k_b, H}, {l.v8, l.v_b, H}}, H, cfg.q_groups);
+      } else if (fused_qkv && none8 && l.q_w && l.k_w && l.v_w) {
+        lw.qkv = pack({{l.q_w, l.q_b, H}, {l.k_w, l.k_b, H}, {l.v_w, l.v_b, H}}, H, cfg.q_groups);
       } else {
-        lw.q = pack_i8({{l.q8, l.q_b, H}}, H, cfg.q_groups);
-        lw.k = pack_i8({{l.k8, l.k_b, H}}, H, cfg.k_groups);
-        lw.v = pack_i8({{l.v8, l.v_b, H}}, H, cfg.v_groups);
+        lw.q = conv(l.q8, l.q_w, l.q_b, H, H, cfg.q_groups);
+        lw.k = conv(l.k8, l.k_w, l.k_b, H, H, cfg.k_groups);
+        lw.v = conv(l.v8, l.v_w, l.v_b, H, H, cfg.v_groups);
       }
-      lw.post = pack_i8({{l.post8, l.post_b, H}}, H, cfg.post_attention_groups);
-      lw.inter = pack_i8({{l.inter8, l.inter_b, I}}, H, cfg.intermediate_groups);
-      lw.out = pack_i8({{l.out8, l.out_b, H}}, I, cfg.output_groups);
+      lw.post = conv(l.post8, l.post_w, l.post_b, H, H, cfg.post_attention_groups);
+      lw.inter = conv(l.inter8, l.inter_w, l.inter_b, I, H, cfg.intermediate_groups);
+      lw.out = conv(l.out8, l.out_w, l.out_b, H, I, cfg.output_groups);
       ffn_in_place_ = false;
       lw.post_ln_w = l.post_ln_w;
       lw.post_ln_b = l.post_ln_b;
