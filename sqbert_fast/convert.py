@@ -34,6 +34,23 @@ from .weights import read_state_dict
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
+# A sentence-transformers checkpoint's recipe (max_seq_length, pooling, Normalize): carried over unchanged, so
+# ``score --task embed`` on the conversion embeds as ``SentenceTransformer(src).encode()`` does.
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                               "1_Pooling/config.json")
+
+
+def copy_sentence_transformers_files(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
+    """Copy the sentence-transformers files of ``src`` (those of ``SENTENCE_TRANSFORMERS_FILES`` it has) into
+    ``dst``; returns the names copied."""
+    copied = []
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        path = os.path.join(src, name)
+        if os.path.isfile(path):
+            os.makedirs(os.path.dirname(os.path.join(dst, name)), exist_ok=True)
+            shutil.copyfile(path, os.path.join(dst, name))
+            copied.append(name)
+    return copied
 
 # BERT class -> the SqueezeBERT class it converts into
 BERT_HEADS = {
@@ -258,7 +275,8 @@ def _check_against_model(config: SqueezeBertConfig, target: str, state: dict[str
 
 def convert_bert(src: str | os.PathLike, dst: str | os.PathLike, head: str | None = None,
                  verbose: bool = False) -> str:
-    """Write a SqueezeBERT checkpoint (config.json, model.safetensors, tokenizer files) converted from the BERT
+    """Write a SqueezeBERT checkpoint (config.json, model.safetensors, tokenizer files, and the
+    sentence-transformers files when ``src`` has them) converted from the BERT
     checkpoint in ``src`` to ``dst``. ``head`` (a SqueezeBERT class name or a ``HEAD_NAMES`` key) overrides the
     head read from the config. Everything is checked before anything is written; the files are written to a
     temporary directory beside ``dst`` and moved into place. Raises ConversionError (a ValueError) or OSError."""
@@ -303,8 +321,11 @@ def convert_bert(src: str | os.PathLike, dst: str | os.PathLike, head: str | Non
         for name in TOKENIZER_FILES:
             if os.path.isfile(os.path.join(src, name)):
                 shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
+        copy_sentence_transformers_files(src, tmp)
         os.makedirs(dst, exist_ok=True)
         for name in os.listdir(tmp):
+            if os.path.isdir(os.path.join(dst, name)) and os.path.isdir(os.path.join(tmp, name)):
+                shutil.rmtree(os.path.join(dst, name))  # a 1_Pooling/ from an earlier conversion
             os.replace(os.path.join(tmp, name), os.path.join(dst, name))
     if verbose:
         for n in notes:

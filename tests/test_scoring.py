@@ -191,7 +191,7 @@ def test_embed_mean_pooling_parquet_and_npy(models, tmp_path):
     scorer.score_file(src, tmp_path / "e.parquet", progress=False)
     scorer.score_file(src, tmp_path / "ids.jsonl", embeddings_npy=str(tmp_path / "e.npy"), progress=False)
     table = pq.read_table(tmp_path / "e.parquet")
-    assert table.schema.field("embedding").type == pa.list_(pa.float32())
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)  # fixed width: one flat buffer
     emb = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     npy = np.load(tmp_path / "e.npy")
     assert npy.shape == (25, 32) and npy.dtype == np.float32

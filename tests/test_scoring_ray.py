@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'sqbert_fast[ray]' (CI installs it)")
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'ray[data]'")
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
 
 from sqbert_fast.cli import main as cli_main  # noqa: E402
 from sqbert_fast.scoring import Scorer  # noqa: E402
@@ -101,3 +108,72 @@ def test_ray_refuses_to_overwrite_its_input(models, local_ray, tmp_path, capsys)
     assert rc == 1 and "destroy its own input" in capsys.readouterr().err
     assert (tmp_path / "in.jsonl").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def _done_shards(parts) -> int:
+    try:
+        return sum(name.endswith(".done") for name in os.listdir(parts))
+    except OSError:
+        return 0
+
+
+def test_ray_resume_after_driver_sigkill_equals_uninterrupted(models, local_ray, tmp_path):
+    """Issue 22: a driver SIGKILLed mid-run and started again with --resume ends with every row once, and the
+    very bytes of an uninterrupted run. Workers wrote the parts (fixed-size float32 vectors), not the driver."""
+    texts = _texts(480, seed=15)
+    texts[77] = ""  # a bad row: the errors file is resumed too
+    src = _write(tmp_path / "in.jsonl", "jsonl", _rows(texts))
+    address = ray.get_runtime_context().gcs_address  # the subprocess driver joins this cluster
+    args = ["score", models["embed"], src, None, "--task", "embed", "--window", "8", "--ray-shard-rows", "8",
+            "--id-field", "key", "--no-progress", "--ray", address, "--ray-actors", "2",
+            "--ray-cpus-per-actor", "0.5"]
+    ref = tmp_path / "ref.parquet"
+    assert cli_main([*args[:3], str(ref), *args[4:]]) == 0
+
+    out = tmp_path / "out.parquet"
+    parts = str(out) + ".parts"
+    with open(tmp_path / "driver.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sqbert_fast.cli", *args[:3], str(out), *args[4:]],
+                                stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while _done_shards(parts) < 5 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the Ray run made no progress"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "driver.log").read_text()[-2000:]
+    done = _done_shards(parts)
+    assert 5 <= done < 60 and not out.exists(), done  # killed mid-run: some shards committed, not all
+
+    assert cli_main([*args[:3], str(out), *args[4:], "--resume"]) == 0
+    assert out.read_bytes() == ref.read_bytes()
+    assert (tmp_path / "out.parquet.errors.jsonl").read_bytes() == (tmp_path / "ref.parquet.errors.jsonl").read_bytes()
+    assert not os.path.exists(parts)
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == [f"k{i}" for i in range(480) if i != 77]  # each row once, in order
+    assert pa.types.is_fixed_size_list(table.schema.field("embedding").type)
+
+
+def test_ray_parts_without_merge_and_arrow_dataset(models, local_ray, tmp_path):
+    """--ray-no-merge leaves the workers' committed parts as the output; score_dataset returns Arrow columns
+    (a fixed-size float32 list per row, null for a bad row), no pickled objects."""
+    from sqbert_fast.scoring.ray import score_dataset
+
+    texts = _texts(40, seed=16)
+    texts[3] = ""
+    src = _write(tmp_path / "in.parquet", "parquet", _rows(texts))
+    summary = score_file_ray(models["embed"], src, str(tmp_path / "o.parquet"), task="embed", window=8,
+                             shard_rows=16, merge=False, num_actors=2, num_cpus=0.5)
+    assert (summary.rows, summary.written, summary.errors) == (40, 39, 1)
+    names = sorted(os.listdir(tmp_path / "o.parquet.parts"))
+    assert [n for n in names if n.endswith(".parquet")] == ["part-000000.parquet", "part-000001.parquet",
+                                                           "part-000002.parquet"]
+    ids = [i for n in names if n.endswith(".parquet") for i in pq.read_table(tmp_path / "o.parquet.parts" / n)
+           .column("id").to_pylist()]
+    assert ids == [i for i in range(40) if i != 3]
+
+    ds = score_dataset(ray.data.read_parquet(src), models["embed"], task="embed", num_actors=2, num_cpus=0.5)
+    table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    assert pa.types.is_fixed_size_list(table.schema.field("embedding").type)
+    assert table.column("error").to_pylist()[3] is not None and table.column("embedding")[3].as_py() is None
+    assert table.column("tokens").to_pylist()[0] > 0

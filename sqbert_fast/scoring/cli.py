@@ -11,7 +11,7 @@ import os
 import sys
 
 from .readers import FORMATS
-from .tasks import TASKS
+from .tasks import POOLINGS, TASKS
 from .writers import OUTPUT_FORMATS
 
 
@@ -37,11 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("task options")
     t.add_argument("--all-scores", action="store_true", help="classify: also write every label's probability")
     t.add_argument("--top-k", type=int, default=5, help="fill-mask: predictions per [MASK] (default: 5)")
-    t.add_argument("--pooling", choices=["mean", "cls", "pooler"], default="mean", help="embed (default: mean)")
-    t.add_argument("--normalize", action="store_true", help="embed: L2-normalise the embeddings")
+    t.add_argument("--pooling", choices=POOLINGS,
+                   help="embed: default the checkpoint's sentence-transformers pooling (1_Pooling/), else mean")
+    t.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed: L2-normalise the embeddings (default: yes when the checkpoint's modules.json "
+                        "has a Normalize module)")
     t.add_argument("--max-answer-tokens", type=int, default=30, help="qa: longest answer span (default: 30)")
     e = p.add_argument_group("execution")
-    e.add_argument("--max-length", type=int, help="tokens per row at most (default: the model's limit)")
+    e.add_argument("--max-length", type=int,
+                   help="tokens per row at most (default: the model's limit; embed: a sentence-transformers "
+                        "checkpoint's max_seq_length)")
     e.add_argument("--truncation", choices=["truncate", "error"], default="truncate",
                    help="longer rows: cut them, or send them to the errors file (default: truncate)")
     e.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch (default: 8192)")
@@ -58,6 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--ray-cpus-per-actor", type=float,
                    help="num_cpus per actor (default: an equal share of the cluster's CPUs, one kept for reading)")
     r.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="num_gpus per actor (default: 0)")
+    r.add_argument("--ray-shard-rows", type=int,
+                   help="rows per shard, the unit an actor reads, writes and commits (a multiple of --window; "
+                        "default: 4 windows)")
+    r.add_argument("--ray-no-merge", action="store_true",
+                   help="leave the workers' part files in OUTPUT.parts/ (in input order by name) as the output "
+                        "instead of merging them into OUTPUT")
 
 
 def _scorer_kwargs(args: argparse.Namespace) -> dict:
@@ -72,9 +83,13 @@ def _scorer_kwargs(args: argparse.Namespace) -> dict:
 
 def _model_dir(name: str) -> str:
     if name == "default":
-        from ..default_model import default_model_dir
+        from ..convert import copy_sentence_transformers_files
+        from ..default_model import default_model_dir, source_bert_dir
 
-        return default_model_dir()
+        path = default_model_dir()
+        if not os.path.isfile(os.path.join(path, "modules.json")):  # converted before the recipe was carried
+            copy_sentence_transformers_files(source_bert_dir(), path)
+        return path
     return name
 
 
@@ -87,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"input file {args.input} does not exist")
         model = _model_dir(args.model)
         if args.ray:
-            if args.resume:
-                raise ValueError("--resume is not supported with --ray (Ray Data retries failed tasks itself)")
             from .ray import score_file_ray
 
             summary = score_file_ray(
@@ -96,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                 num_cpus=args.ray_cpus_per_actor, num_gpus=args.ray_gpus_per_actor,
                 input_format=args.input_format, output_format=args.output_format, id_field=args.id_field,
                 errors_path=args.errors, embeddings_npy=args.embeddings_npy, overwrite=args.overwrite,
-                **_scorer_kwargs(args))
+                resume=args.resume, merge=not args.ray_no_merge, shard_rows=args.ray_shard_rows,
+                progress=not args.no_progress, **_scorer_kwargs(args))
         else:
             from .scorer import Scorer
 

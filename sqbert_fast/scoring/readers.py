@@ -83,21 +83,40 @@ def _open_parquet(path: str):
 
 
 def read_rows(path: str | os.PathLike, fmt: str | None = None, *, columns: Sequence[str] = (),
-              skip: int = 0, parquet_batch_rows: int = 4096) -> Iterator[Row]:
+              skip: int = 0, parquet_batch_rows: int = 4096, at: tuple[int, int, int] | None = None) -> Iterator[Row]:
     """Yield the rows of ``path`` in order, skipping the first ``skip`` data rows (cheaply, unparsed where
     the format allows). ``columns`` are the fields the task needs; for JSONL/CSV/Parquet each must be present
-    (a missing one makes the row bad), for text the single column is the line."""
+    (a missing one makes the row bad), for text the single column is the line. ``at`` (JSONL and text only):
+    ``(byte offset, row index, line number)`` of a line start found by ``line_starts``, to begin there
+    without reading what comes before."""
     fmt = detect_format(path, fmt)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"input file {path} does not exist")
+    if at is not None and fmt not in ("jsonl", "text"):
+        raise ValueError(f"at= applies to JSONL and text input, not {fmt}")
     if fmt == "jsonl":
-        return _read_jsonl(path, columns, skip)
+        return _read_jsonl(path, columns, skip, at)
     if fmt in ("csv", "tsv"):
         return _read_csv(path, columns, skip, "\t" if fmt == "tsv" else ",")
     if fmt == "parquet":
         return _read_parquet(path, columns, skip, parquet_batch_rows)
-    return _read_text(path, columns, skip)
+    return _read_text(path, columns, skip, at)
+
+
+def line_starts(path: str | os.PathLike, every: int) -> tuple[int, list[tuple[int, int, int]]]:
+    """One pass over a JSONL or text file, no parsing: (data rows, ``at`` positions of rows 0, every,
+    2*every, ...) for ``read_rows(..., at=)``. Rows are counted as ``read_rows`` counts them."""
+    starts, index, offset = [], 0, 0
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            content = raw[len(_BOM):] if line_no == 1 and raw.startswith(_BOM) else raw
+            if content.strip():
+                if index % every == 0:
+                    starts.append((offset, index, line_no))
+                index += 1
+            offset += len(raw)
+    return index, starts
 
 
 def _decode(raw: bytes) -> tuple[str | None, str | None]:
@@ -120,12 +139,13 @@ def _pick(record: dict, columns: Sequence[str]) -> tuple[dict[str, Any], str | N
 _BOM = b"\xef\xbb\xbf"
 
 
-def _lines(path: str, skip: int) -> Iterator[Row]:
+def _lines(path: str, skip: int, at: tuple[int, int, int] | None = None) -> Iterator[Row]:
     """A Row per non-blank line (blank lines, e.g. a trailing one, are not rows), raw bytes in ``fields``.
     A UTF-8 byte order mark opening the file is not part of the first line (``nbytes`` still counts it)."""
-    index = 0
+    offset, index, first_line = at or (0, 0, 1)
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
+        f.seek(offset)
+        for line_no, raw in enumerate(f, first_line):
             content = raw[len(_BOM):] if line_no == 1 and raw.startswith(_BOM) else raw
             if not content.strip():
                 continue
@@ -134,8 +154,8 @@ def _lines(path: str, skip: int) -> Iterator[Row]:
                 yield Row(index - 1, line_no, len(raw), {"raw": content})
 
 
-def _read_jsonl(path: str, columns: Sequence[str], skip: int) -> Iterator[Row]:
-    for row in _lines(path, skip):
+def _read_jsonl(path: str, columns: Sequence[str], skip: int, at=None) -> Iterator[Row]:
+    for row in _lines(path, skip, at):
         text, row.error = _decode(row.fields.pop("raw"))
         if row.error is None:
             try:
@@ -245,11 +265,11 @@ def _read_parquet(path: str, columns: Sequence[str], skip: int, batch_rows: int)
         raise InputFormatError(f"{path}: Parquet read failed near row {index + 1} ({err})") from None
 
 
-def _read_text(path: str, columns: Sequence[str], skip: int) -> Iterator[Row]:
+def _read_text(path: str, columns: Sequence[str], skip: int, at=None) -> Iterator[Row]:
     if len(columns) != 1:
         raise ValueError(f"plain text input holds one text per line; this task needs fields {list(columns)}: "
                          "use JSONL, CSV or Parquet")
-    for row in _lines(path, skip):
+    for row in _lines(path, skip, at):
         text, row.error = _decode(row.fields.pop("raw").rstrip(b"\r\n"))
         if row.error is None:
             row.fields = {columns[0]: text}

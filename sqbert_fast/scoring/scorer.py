@@ -28,10 +28,11 @@ import torch
 from .batching import pad_batch, plan_batches
 from .fingerprint import state_dict_fingerprint, weights_fingerprint
 from .readers import Row, detect_format, input_size, read_rows, rows_from_records
+from .recipe import read_recipe
 from .tasks import TASKS, TaskOptions, check_positive_int, make_task
 from .writers import ChunkedOutput, detect_output_format
 
-__all__ = ["Scorer", "Summary", "score"]
+__all__ = ["Scorer", "Summary", "resolve_settings", "score"]
 
 TRUNCATION_MODES = ("truncate", "error")
 
@@ -204,6 +205,31 @@ def _valid_unicode(value: Any) -> bool:
     return True
 
 
+def resolve_settings(task: str, model_dir: str | None, config, tokenizer, max_length: int | None,
+                     options: TaskOptions) -> tuple[TaskOptions, int]:
+    """Fill in what the caller left unset (None) from the checkpoint: for ``embed``, the
+    sentence-transformers recipe in ``model_dir`` (max_seq_length, pooling, Normalize, do_lower_case; see
+    recipe.py), else mean pooling, no normalisation; ``max_length`` defaults to the smaller of the
+    tokenizer's model_max_length and max_position_embeddings (and the recipe's max_seq_length). Needs
+    no model, only its config and tokenizer (Ray's driver calls it too). Returns (options, max_length)."""
+    recipe = read_recipe(model_dir) if task == "embed" and model_dir and os.path.isdir(model_dir) else None
+    limit = min(tokenizer.model_max_length, config.max_position_embeddings)
+    if max_length is None and recipe is not None and recipe.max_seq_length:
+        max_length = min(recipe.max_seq_length, limit)
+    max_length = limit if max_length is None else int(max_length)
+    if not 3 <= max_length <= config.max_position_embeddings:
+        raise ValueError(f"max_length must be in [3, {config.max_position_embeddings}] "
+                         f"(max_position_embeddings), got {max_length}")
+    fields = asdict(options)
+    if fields["pooling"] is None:
+        fields["pooling"] = (recipe.pooling if recipe is not None else None) or "mean"
+    if fields["normalize"] is None:
+        fields["normalize"] = bool(recipe is not None and recipe.normalize)
+    if recipe is not None and recipe.do_lower_case:
+        fields["lowercase"] = True
+    return TaskOptions(**fields), max_length
+
+
 class Scorer:
     """A loaded model + tokenizer + task, reusable across inputs.
 
@@ -213,13 +239,16 @@ class Scorer:
         tokenizer: a directory, or a ``SqueezeBertTokenizerFast``; defaults to the model directory.
         backend, dtype, device: as ``from_pretrained`` / ``.to()``.
         max_length: longest sequence in tokens; default the smaller of the tokenizer's model_max_length and
-            the model's max_position_embeddings.
+            the model's max_position_embeddings, and for ``embed`` a sentence-transformers checkpoint's
+            max_seq_length (``sentence_bert_config.json``).
         truncation: "truncate" cuts longer rows (QA cuts the context); "error" sends them to the errors.
         max_tokens: padded-token budget of a batch; max_batch_size: rows per batch at most.
         window: rows read, sorted and committed together (bounds memory; fixes the batches).
         num_threads: ``sqf.set_num_threads`` for the run.
         **task_options: fields of ``TaskOptions`` (text_field, pair_field, question_field, context_field,
-            all_scores, top_k, pooling, normalize, max_answer_tokens).
+            all_scores, top_k, pooling, normalize, max_answer_tokens). For ``embed``, pooling and normalize
+            left out (None) follow the checkpoint's sentence-transformers recipe (``recipe.py``: 1_Pooling,
+            a Normalize module in modules.json), else mean and no normalisation; given ones win.
     """
 
     def __init__(self, model: Any, task: str = "classify", *, tokenizer: Any = None, backend: str = "auto",
@@ -235,15 +264,17 @@ class Scorer:
         window = check_positive_int("window", window)
         max_tokens = check_positive_int("max_tokens", max_tokens)
         max_batch_size = check_positive_int("max_batch_size", max_batch_size)
-        self.options = TaskOptions(**task_options)
+        options = TaskOptions(**task_options)
         if num_threads is not None:
             sqf.set_num_threads(num_threads)
         # The weights' fingerprint, taken before they are read (see fingerprint.py); None: hash the state_dict.
         self._weights: dict | None = None
+        model_dir = None
         if isinstance(model, (str, os.PathLike)):
             self.model_name = os.fspath(model)
             if os.path.isdir(model):
                 self._weights = weights_fingerprint(model)
+                model_dir = self.model_name
             cls = getattr(sqf, TASKS[task].model_class)
             model = cls.from_pretrained(model, backend=backend, dtype=dtype)
             if tokenizer is None:
@@ -259,12 +290,8 @@ class Scorer:
             tokenizer = sqf.SqueezeBertTokenizerFast.from_pretrained(tokenizer)
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
+        self.options, self.max_length = resolve_settings(task, model_dir, model.config, tokenizer, max_length, options)
         self.task = make_task(task, self.options, model, tokenizer)
-        limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-        self.max_length = limit if max_length is None else int(max_length)
-        if not 3 <= self.max_length <= model.config.max_position_embeddings:
-            raise ValueError(f"max_length must be in [3, {model.config.max_position_embeddings}] "
-                             f"(max_position_embeddings), got {self.max_length}")
         self.truncation = truncation
         self.max_tokens = max(int(max_tokens), self.max_length)  # a full-length row must fit a batch
         self.max_batch_size = int(max_batch_size)

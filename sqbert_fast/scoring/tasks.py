@@ -15,7 +15,8 @@ import torch
 
 __all__ = ["POOLINGS", "TASKS", "TaskOptions", "check_positive_int", "make_task"]
 
-POOLINGS = ("mean", "cls", "pooler")
+# mean, cls, pooler, and sentence-transformers' other modes (recipe.py); "a+b" concatenates modes as it does
+POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 
 
 def check_positive_int(name: str, value) -> int:
@@ -35,14 +36,16 @@ class TaskOptions:
     context_field: str = "context"
     all_scores: bool = False          # classify: also every label's probability
     top_k: int = 5                    # fill-mask: predictions per [MASK]
-    pooling: str = "mean"             # embed: mean | cls | pooler
-    normalize: bool = False           # embed: L2-normalise
+    pooling: str | None = None        # embed: one of POOLINGS, or "a+b" (concatenated); None: the model's recipe
+    normalize: bool | None = None     # embed: L2-normalise; None: the model's recipe
     max_answer_tokens: int = 30       # qa: longest answer span
+    lowercase: bool = False           # embed: lower-case texts first (a recipe's do_lower_case)
 
     def __post_init__(self):
         self.top_k = check_positive_int("top_k", self.top_k)
         self.max_answer_tokens = check_positive_int("max_answer_tokens", self.max_answer_tokens)
-        if self.pooling not in POOLINGS:
+        if self.pooling is not None and (not isinstance(self.pooling, str)
+                                         or not all(m in POOLINGS for m in self.pooling.split("+"))):
             raise ValueError(f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 
 
@@ -51,11 +54,11 @@ class Task:
     model_class = "?"
     truncation = "longest_first"
 
-    def __init__(self, opts: TaskOptions, model, tokenizer):
+    def __init__(self, opts: TaskOptions, model, tokenizer, config=None):
         self.opts = opts
-        self.model = model
+        self.model = model  # None: a task that only describes its output (schema), as Ray's driver needs
         self.tokenizer = tokenizer
-        self.config = model.config
+        self.config = model.config if model is not None else config
 
     @classmethod
     def fields(cls, opts: TaskOptions) -> list[str]:
@@ -124,28 +127,51 @@ class Classify(Task):
 class Embed(Task):
     name, model_class = "embed", "SqueezeBertModel"
 
+    def tokenizer_input(self, fields):
+        inp, err = super().tokenizer_input(fields)
+        if inp is not None and self.opts.lowercase:
+            inp = inp.lower() if isinstance(inp, str) else tuple(t.lower() for t in inp)
+        return inp, err
+
+    def dim(self) -> int:
+        return self.config.hidden_size * len((self.opts.pooling or "mean").split("+"))
+
     def schema(self):
         import pyarrow as pa
 
-        return [("embedding", pa.list_(pa.float32()))]
+        # Fixed width: Arrow stores the vectors as one flat float32 buffer, no per-row offsets.
+        return [("embedding", pa.list_(pa.float32(), self.dim()))]
 
     def run(self, inputs, encodings, texts):
         out = self.model(**inputs)
         emb = self.pool(out, inputs["attention_mask"])
         return [{"embedding": row} for row in emb.numpy()]
 
+    @staticmethod
+    def _pool_one(mode: str, out, mask: torch.Tensor) -> torch.Tensor:
+        """sentence-transformers' Pooling, mode by mode (right-padded batches)."""
+        h = out.last_hidden_state
+        m = mask.unsqueeze(-1).to(h.dtype)
+        if mode in ("mean", "mean_sqrt_len_tokens"):
+            count = m.sum(dim=1).clamp(min=1e-9)
+            return (h * m).sum(dim=1) / (count if mode == "mean" else count.sqrt())
+        if mode == "cls":
+            return h[:, 0]
+        if mode == "pooler":
+            return out.pooler_output
+        if mode == "max":
+            return h.masked_fill(m == 0, float("-inf")).max(dim=1).values
+        if mode == "weightedmean":
+            w = m * torch.arange(1, h.shape[1] + 1, dtype=h.dtype).view(1, -1, 1)
+            return (h * w).sum(dim=1) / w.sum(dim=1).clamp(min=1e-9)
+        if mode == "lasttoken":
+            last = (mask.sum(dim=1) - 1).clamp(min=0)
+            return h[torch.arange(h.shape[0]), last]
+        raise AssertionError(mode)  # TaskOptions refuses other values
+
     def pool(self, out, mask: torch.Tensor) -> torch.Tensor:
-        pooling = self.opts.pooling
-        if pooling == "mean":
-            m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-            emb = (out.last_hidden_state * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
-        elif pooling == "cls":
-            emb = out.last_hidden_state[:, 0]
-        elif pooling == "pooler":
-            emb = out.pooler_output
-        else:  # TaskOptions refuses other values
-            raise AssertionError(pooling)
-        emb = emb.float()
+        modes = (self.opts.pooling or "mean").split("+")
+        emb = torch.cat([self._pool_one(mode, out, mask).float() for mode in modes], dim=-1)
         if self.opts.normalize:
             emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
         return emb.contiguous()
@@ -221,8 +247,8 @@ class QuestionAnswering(Task):
 class FillMask(Task):
     name, model_class = "fill-mask", "SqueezeBertForMaskedLM"
 
-    def __init__(self, opts, model, tokenizer):
-        super().__init__(opts, model, tokenizer)
+    def __init__(self, opts, model, tokenizer, config=None):
+        super().__init__(opts, model, tokenizer, config)
         self.mask_id = tokenizer.mask_token_id
         if self.mask_id is None:
             raise ValueError("fill-mask needs a tokenizer with a mask token")
@@ -257,7 +283,8 @@ class FillMask(Task):
 TASKS = {t.name: t for t in (Classify, Embed, TokenClassify, QuestionAnswering, FillMask)}
 
 
-def make_task(name: str, opts: TaskOptions, model, tokenizer) -> Task:
+def make_task(name: str, opts: TaskOptions, model, tokenizer, config=None) -> Task:
+    """``model=None`` with ``config``: a task that only describes its output (``schema``), not one that runs."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r} (known: {', '.join(TASKS)})")
-    return TASKS[name](opts, model, tokenizer)
+    return TASKS[name](opts, model, tokenizer, config)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["OUTPUT_FORMATS", "ChunkedOutput", "PathCollisionError", "ResumeError", "check_paths",
-           "default_errors_path", "detect_output_format", "json_line"]
+           "default_errors_path", "detect_output_format", "json_line", "records_table"]
 
 OUTPUT_FORMATS = ("jsonl", "csv", "parquet")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -141,8 +141,8 @@ def _csv_bytes(rows: Sequence[Sequence[Any]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _fsync_write(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
+def _fsync_write(path: str, data: bytes, suffix: str = ".tmp") -> None:
+    tmp = path + suffix
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -169,6 +169,35 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def records_table(columns: list, records: list[dict]):
+    """Records -> a pyarrow Table of ``columns`` ((name, type) pairs); a missing or None value is null.
+    Float vectors (embeddings) go in as one flat buffer, not a Python object per float."""
+    import pyarrow as pa
+
+    arrays = []
+    for name, typ in columns:
+        values = [r.get(name) for r in records]
+        listy = pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ)
+        present = [v for v in values if v is not None]
+        if listy and pa.types.is_floating(typ.value_type) and present and isinstance(present[0], np.ndarray):
+            dtype = typ.value_type.to_pandas_dtype()
+            mask = None
+            if len(present) < len(values):  # nulls (bad rows): zero-filled slots under a validity mask
+                mask = pa.array([v is None for v in values])
+                fill = np.zeros(len(present[0]), dtype)
+                values = [fill if v is None else v for v in values]
+            flat = pa.array(np.concatenate(values).astype(dtype, copy=False))
+            if pa.types.is_fixed_size_list(typ):
+                arrays.append(pa.FixedSizeListArray.from_arrays(flat, typ.list_size, mask=mask))
+                continue
+            offsets = np.zeros(len(values) + 1, dtype=np.int32)
+            np.cumsum([len(v) for v in values], out=offsets[1:])
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), flat, mask=mask))
+        else:
+            arrays.append(pa.array(values, type=typ))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(columns))
+
+
 class ChunkedOutput:
     """Writes committed parts for OUTPUT and merges them at the end. See the module docstring.
 
@@ -176,6 +205,10 @@ class ChunkedOutput:
     that decides the bytes of the output (input, model, task options, window, budget): resuming with a
     different one is refused, since the merged file would mix two runs.
     """
+
+    # What a part is written under before its rename; Ray's workers make it unique per process, so two
+    # attempts at one part (a killed run's actor still finishing) never write into one file.
+    tmp_suffix = ".tmp"
 
     def __init__(self, output: str | os.PathLike, fmt: str, columns: list, fingerprint: dict, *,
                  errors_path: str | None = None, npy_path: str | None = None, npy_column: str = "embedding",
@@ -252,34 +285,9 @@ class ChunkedOutput:
     def commit(self, records: list[dict], errors: list[dict], rows: int, units: int, tokens: int) -> None:
         """Write one window's results as a part, then record it. ``rows`` input rows were consumed."""
         i = self.state["parts"]
-        if self.npy_path:
-            width = None
-            vectors = [r.pop(self.npy_column) for r in records]
-            if vectors:
-                data = np.stack(vectors).astype(np.float32, copy=False)
-            else:
-                width = self.state.get("npy_width") or 0
-                data = np.zeros((0, width), np.float32)
-            self.state["npy_width"] = int(data.shape[1])
-            with open(self._part(i, "npy") + ".tmp", "wb") as f:
-                np.save(f, data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(self._part(i, "npy") + ".tmp", self._part(i, "npy"))
-        main = self._exts()[0]
-        if self.fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            tmp = self._part(i, main) + ".tmp"
-            pq.write_table(self.to_table(records), tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self._part(i, main))
-        elif self.fmt == "csv":
-            _fsync_write(self._part(i, main), _csv_bytes([[r.get(n) for n in self.names] for r in records]))
-        else:
-            _fsync_write(self._part(i, main), b"".join(json_line(r) for r in records))
-        _fsync_write(self._part(i, "errors.jsonl"), b"".join(json_line(e) for e in errors))
+        width = self.write_part(i, records, errors, self.state.get("npy_width") or 0)
+        if width is not None:
+            self.state["npy_width"] = width
         st = self.state
         st["parts"] = i + 1
         st["rows_consumed"] += rows
@@ -289,22 +297,41 @@ class ChunkedOutput:
         st["tokens"] += tokens
         self._write_state()
 
-    def to_table(self, records: list[dict]):
-        import pyarrow as pa
-
-        arrays = []
-        for name, typ in self.columns:
-            values = [r.get(name) for r in records]
-            if pa.types.is_list(typ) and pa.types.is_floating(typ.value_type) and values \
-                    and isinstance(values[0], np.ndarray):
-                # Embeddings: one flat buffer + offsets instead of a Python object per float.
-                flat = np.concatenate(values).astype(typ.value_type.to_pandas_dtype(), copy=False)
-                offsets = np.zeros(len(values) + 1, dtype=np.int32)
-                np.cumsum([len(v) for v in values], out=offsets[1:])
-                arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)))
+    def write_part(self, i: int, records: list[dict], errors: list[dict], npy_width: int = 0) -> int | None:
+        """Write part ``i`` (records, errors, and the .npy shard), each file fsynced and renamed into place;
+        returns the .npy width (None without one). Touches no state: Ray's workers call it in parallel."""
+        width = None
+        if self.npy_path:
+            vectors = [r.pop(self.npy_column) for r in records]
+            if vectors:
+                data = np.stack(vectors).astype(np.float32, copy=False)
             else:
-                arrays.append(pa.array(values, type=typ))
-        return pa.Table.from_arrays(arrays, schema=pa.schema(self.columns))
+                data = np.zeros((0, npy_width), np.float32)
+            width = int(data.shape[1])
+            with open(self._part(i, "npy") + self.tmp_suffix, "wb") as f:
+                np.save(f, data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(self._part(i, "npy") + self.tmp_suffix, self._part(i, "npy"))
+        main = self._exts()[0]
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            tmp = self._part(i, main) + self.tmp_suffix
+            pq.write_table(self.to_table(records), tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self._part(i, main))
+        elif self.fmt == "csv":
+            _fsync_write(self._part(i, main), _csv_bytes([[r.get(n) for n in self.names] for r in records]),
+                         self.tmp_suffix)
+        else:
+            _fsync_write(self._part(i, main), b"".join(json_line(r) for r in records), self.tmp_suffix)
+        _fsync_write(self._part(i, "errors.jsonl"), b"".join(json_line(e) for e in errors), self.tmp_suffix)
+        return width
+
+    def to_table(self, records: list[dict]):
+        return records_table(self.columns, records)
 
     # ---- finish --------------------------------------------------------------------------------
     def mark_complete(self) -> None:
