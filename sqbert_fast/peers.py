@@ -179,6 +179,7 @@ class _Timer:
 def _load_hf(model_dir: str, dtype: torch.dtype, device: torch.device):
     import transformers
 
+    _refuse_int8_checkpoint(model_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = transformers.SqueezeBertModel.from_pretrained(model_dir, dtype=dtype)
@@ -476,3 +477,207 @@ def versions() -> dict[str, str]:
         except Exception as e:  # noqa: BLE001 - a broken optional install is reported, not fatal
             out[name] = f"broken: {type(e).__name__}"
     return out
+
+
+# ---- int8 peers (issue 19): each with its own best int8 recipe ---------------------------------
+INT8_PEERS = ("onnxruntime", "openvino")
+_INT8_PACKAGES = {"onnxruntime": ("transformers", "onnx", "onnxruntime"), "openvino": ("transformers", "openvino", "nncf")}
+
+
+class _Conv1x1AsMatMul(torch.nn.Module):
+    """A 1x1 Conv1d (NCW, any groups) as token-major MatMuls with constant weights, one per group, so ONNX Runtime's
+    dynamic quantizer turns them into MatMulInteger (it turns a grouped Conv into ConvInteger, 3-4x slower than its
+    own fp32 Conv)."""
+
+    def __init__(self, conv: torch.nn.Conv1d):
+        super().__init__()
+        g = conv.groups
+        w = conv.weight.detach()[:, :, 0]                       # [out, in/g]
+        self.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(part.t().contiguous(), requires_grad=False) for part in w.chunk(g, 0))  # [in/g, out/g]
+        self.bias = torch.nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x):                                        # [B, C, S] -> [B, out, S]
+        xt = x.transpose(1, 2)
+        if len(self.weights) == 1:
+            y = torch.matmul(xt, self.weights[0])
+        else:
+            y = torch.cat([torch.matmul(part, w) for part, w in zip(xt.chunk(len(self.weights), -1), self.weights)], -1)
+        return (y + self.bias).transpose(1, 2)
+
+
+def convs_as_matmuls(hf_model) -> int:
+    """Replace every 1x1 Conv1d of a transformers SqueezeBERT model by ``_Conv1x1AsMatMul`` in place (same outputs up
+    to fp32 rounding); returns how many were replaced."""
+    targets = [(parent, name, mod) for parent in hf_model.modules() for name, mod in parent.named_children()
+               if isinstance(mod, torch.nn.Conv1d) and mod.kernel_size == (1,)]
+    for parent, name, mod in targets:
+        setattr(parent, name, _Conv1x1AsMatMul(mod))
+    return len(targets)
+
+
+def _tokenized(model_dir: str, texts, max_length: int = 128):
+    from .tokenization import SqueezeBertTokenizerFast
+
+    tok = SqueezeBertTokenizerFast.from_pretrained(model_dir)
+    return [tok([t], truncation=True, max_length=max_length, return_tensors="np") for t in texts]
+
+
+def int8_reasons(provider: str) -> list[str]:
+    """Why ``prepare_int8(provider, ...)`` cannot run here (empty: it can)."""
+    if provider not in INT8_PEERS:
+        return [f"no int8 recipe for {provider!r} (int8 peers: {', '.join(INT8_PEERS)})"]
+    return [f"{p} is not installed (pip install {p})" for p in _missing(_INT8_PACKAGES[provider])]
+
+
+def prepare_int8(provider: str, model_dir: str, *, calibration=None, threads: Optional[int] = None,
+                 work_dir: Optional[str] = None, **options) -> Prepared:
+    """A peer's int8 model of ``model_dir`` (a float SqueezeBERT checkpoint), with that peer's own int8 recipe:
+
+    - ``onnxruntime``: transformers' model with every 1x1 conv rewritten as MatMuls (``convs_as_matmuls``),
+      exported to ONNX, the transformer optimizer, then ``onnxruntime.quantization.quantize_dynamic`` (int8 weights
+      per channel, activations quantized per tensor on the fly: MatMulInteger). No calibration.
+    - ``openvino``: ``ov.convert_model`` of transformers' model, then NNCF post-training quantization
+      (``nncf.quantize``, ``ModelType.TRANSFORMER``) calibrated on ``calibration`` (a list of sentences; tokenized
+      with the checkpoint's tokenizer), compiled with ``INFERENCE_PRECISION_HINT`` ``options["ov_precision"]``
+      (default f32: what is not int8 stays fp32, as in sqbert_fast's int8; "default" lets OpenVINO pick, bf16 on
+      AMX CPUs).
+    Returns a ``Prepared`` (precision "int8"); raises ``Unavailable`` if the peer is missing.
+    """
+    why = int8_reasons(provider)
+    if why:
+        raise Unavailable("; ".join(why))
+    fn = {"onnxruntime": _prepare_ort_int8, "openvino": _prepare_openvino_int8}[provider]
+    return fn(model_dir, calibration=calibration, threads=threads, work_dir=work_dir, **options)
+
+
+def _prepare_ort_int8(model_dir, *, calibration, threads, work_dir, **options):
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    setup: dict = {}
+    wd, cleanup = _work_dir(work_dir, "onnxruntime-int8")
+    with _Timer(setup, "load"):
+        hf = _load_hf(model_dir, torch.float32, torch.device("cpu"))
+        n = convs_as_matmuls(hf)
+    notes = [f"{n} Conv1d rewritten as MatMul (token-major, one per group)"]
+    raw = os.path.join(wd, "model.onnx")
+    with _Timer(setup, "export"):
+        _, n2 = export_onnx(model_dir, raw, options.get("exporter", "auto"), hf_model=hf)
+        notes += n2
+    src = raw
+    if options.get("optimize", True):
+        opt = os.path.join(wd, "model.opt.onnx")
+        with _Timer(setup, "optimize"):
+            notes += _ort_optimize_int8(raw, opt, hf.config)
+        if os.path.exists(opt):
+            src = opt
+    dst = os.path.join(wd, "model.int8.onnx")
+    per_channel = options.get("per_channel", True)
+    with _Timer(setup, "quantize"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import onnx
+
+        # DefaultTensorType: the legacy exporter's graphs leave some MatMul outputs untyped for the quantizer
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    notes.append(f"quantize_dynamic: MatMul/Attention, weights QInt8 {'per channel' if per_channel else 'per tensor'}, "
+                 "activations per tensor (dynamic)")
+    with _Timer(setup, "session"):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"])
+    ops = sorted({node.op_type for node in onnx.load(dst, load_external_data=False).graph.node
+                  if "Integer" in node.op_type or node.op_type.startswith(("QAttention", "DynamicQuantize"))})
+    notes.append(f"onnxruntime {ort.__version__}; int8 ops: {', '.join(ops) or 'none'}")
+
+    def run(input_ids, attention_mask):
+        out = sess.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),
+                                                "attention_mask": attention_mask.cpu().numpy().astype("int64", copy=False)})
+        return torch.from_numpy(out[0])
+
+    return Prepared("onnxruntime", "int8", torch.device("cpu"), run, setup, notes, close=cleanup)
+
+
+def _ort_optimize_int8(src: str, dst: str, config) -> list[str]:
+    """onnxruntime's transformer optimizer before quantize_dynamic, without EmbedLayerNormalization: on the legacy
+    exporter's SqueezeBERT graph that fusion plus quantization gave cosine 0.51 to fp32 (0.993 without it)."""
+    try:
+        from onnxruntime.transformers import optimizer
+        from onnxruntime.transformers.fusion_options import FusionOptions
+
+        opts = FusionOptions("bert")
+        opts.enable_embed_layer_norm = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = optimizer.optimize_model(src, model_type="bert", num_heads=config.num_attention_heads,
+                                           hidden_size=config.hidden_size, optimization_options=opts)
+            stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+            opt.save_model_to_file(dst)
+    except Exception as e:  # noqa: BLE001 - the optimizer is optional; quantize the unoptimised graph
+        return [f"transformer optimizer not applied: {type(e).__name__}: {e}"]
+    return ["transformer optimizer (EmbedLayerNormalization off) fused: "
+            + (", ".join(f"{k} x{v}" for k, v in sorted(stats.items())) or "nothing")]
+
+
+def _prepare_openvino_int8(model_dir, *, calibration, threads, work_dir, **options):
+    import nncf
+    import openvino as ov
+
+    if not calibration:
+        raise Unavailable("openvino int8 (NNCF post-training quantization) needs calibration sentences")
+    setup: dict = {}
+    with _Timer(setup, "load"):
+        hf = _load_hf(model_dir, torch.float32, torch.device("cpu"))
+    with _Timer(setup, "convert"), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        ids, mask = _example_inputs(hf.config)
+        ov_model = ov.convert_model(_LastHidden(hf).eval(), example_input={"input_ids": ids, "attention_mask": mask})
+    names = [p.get_any_name() for p in ov_model.inputs]
+    items = [{k: enc[k].astype("int64") for k in ("input_ids", "attention_mask")} for enc in
+             _tokenized(model_dir, calibration, options.get("max_length", 128))]
+    with _Timer(setup, "quantize"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nncf.set_log_level(40)
+        q_model = nncf.quantize(ov_model, nncf.Dataset(items, lambda d: {n: d[n] for n in names}),
+                                model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items))
+    precision = options.get("ov_precision", "f32")
+    cfg = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision != "default":
+        cfg["INFERENCE_PRECISION_HINT"] = precision
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    with _Timer(setup, "compile"):
+        compiled = ov.Core().compile_model(q_model, "CPU", cfg)
+    fq = sum(op.get_type_name() == "FakeQuantize" for op in q_model.get_ops())
+    notes = [f"nncf {nncf.__version__} quantize (ModelType.TRANSFORMER, {len(items)} calibration sentences): "
+             f"{fq} FakeQuantize; openvino {ov.get_version().split('-')[0]}, INFERENCE_PRECISION_HINT={precision}"]
+    request = compiled.create_infer_request()
+    out_port = compiled.outputs[0]
+
+    def run(input_ids, attention_mask):
+        feed = {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),
+                "attention_mask": attention_mask.cpu().numpy().astype("int64", copy=False)}
+        res = request.infer({n: feed[n] for n in names})
+        return torch.from_numpy(res[out_port].copy())
+
+    return Prepared("openvino", "int8", torch.device("cpu"), run, setup, notes)
+
+
+def _refuse_int8_checkpoint(model_dir: str) -> None:
+    """transformers cannot load an sqbert_fast int8 checkpoint (int8 conv weights + weight_scale tensors): say so."""
+    import json
+
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            q = json.load(f).get("quantization")
+    except (OSError, ValueError, AttributeError):
+        return
+    if q is not None:
+        raise Unavailable(f"{model_dir} is an sqbert_fast int8 checkpoint (config.json 'quantization' block): "
+                          "transformers, and the peers built on it, cannot load it; give them the float checkpoint it "
+                          "was quantized from (int8 peers quantize it their own way: peers.prepare_int8)")
