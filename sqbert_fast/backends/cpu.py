@@ -113,7 +113,8 @@ class CpuRunner(Runner):
         # The packed copies go stale when a GEMM weight is edited in place through .data (no new data_ptr,
         # no version bump): one sampled element per output channel is compared on every call.
         self._sampler = _C.WeightSampler([_bits(v) for k, v in raw.items()
-                                          if k.endswith("_weight") and v.dim() >= 2 and v.is_contiguous()])
+                                          if ((k.endswith("_weight") and v.dim() >= 2) or k.endswith("_weight_scale"))
+                                          and v.is_contiguous()])
 
     def stale(self) -> bool:
         return self._sampler.changed()
