@@ -67,6 +67,14 @@ static std::vector<float> widen_bf16(const uint16_t* w, int64_t n) {
   return out;
 }
 
+// The bias of a packed conv that stacks several parts: kept beside the packed weights (nullptr when no
+// part has one). A single part's bias is read in place instead.
+const float* Encoder::packed_bias(aligned_vector<float>&& bias, bool any_bias) {
+  if (!any_bias) return nullptr;
+  packed_.push_back(std::move(bias));
+  return packed_.back().data();
+}
+
 GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int64_t groups) {
   // Weights arrive as [out, in/groups] (conv [out, in/groups, 1]); part p's group g owns rows
   // [g*No_p, (g+1)*No_p). Group g of the packed matrix stacks the parts' groups g side by side
@@ -125,12 +133,7 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
     packed_.push_back(std::move(wt));
     gl.wt = packed_.back().data();
   }
-  if (parts.size() == 1) {
-    gl.bias = parts[0].b;  // read in place
-  } else if (any_bias) {
-    packed_.push_back(std::move(bias));
-    gl.bias = packed_.back().data();
-  }
+  gl.bias = parts.size() == 1 ? parts[0].b : packed_bias(std::move(bias), any_bias);
   return gl;
 }
 
@@ -179,12 +182,7 @@ GroupedLinear Encoder::pack_i8(const std::vector<PackPart8>& parts, int64_t in, 
   gl.wscale = packed_.back().data();
   packed32_.push_back(std::move(sum));
   gl.wsum = packed32_.back().data();
-  if (parts.size() == 1) {
-    gl.bias = parts[0].b;  // read in place
-  } else if (any_bias) {
-    packed_.push_back(std::move(bias));
-    gl.bias = packed_.back().data();
-  }
+  gl.bias = parts.size() == 1 ? parts[0].b : packed_bias(std::move(bias), any_bias);
   return gl;
 }
 

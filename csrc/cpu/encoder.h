@@ -112,6 +112,7 @@ class Encoder {
     int64_t out;
   };
   GroupedLinear pack(const std::vector<PackPart>& parts, int64_t in, int64_t groups);
+  const float* packed_bias(aligned_vector<float>&& bias, bool any_bias);
   struct PackPart8 {
     RawInt8 w;
     const float* b;
