@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 B=build/sanitize
 SITE=$B/site
+mkdir -p "$B"  # a clean checkout has no build/ yet
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSQBERT_FAST_BUILD_CUDA=OFF \
   -DSQBERT_FAST_NEON_SIMDE=OFF -DCMAKE_CXX_FLAGS="$SAN" -DCMAKE_SHARED_LINKER_FLAGS="$SAN" \
   -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/$SITE/sqbert_fast" -DPython_EXECUTABLE="$(command -v "$PY")" \
-  -Dpybind11_DIR="$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')" > "$B.cmake.log"
+  -Dpybind11_DIR="$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')" > "$B/cmake.log"
 cmake --build "$B" --target _C
 # the package's Python files beside the sanitized _C (and the Triton sources as sqbert_fast._triton)
 "$PY" - "$SITE" <<'PYEOF'
