@@ -211,10 +211,12 @@ def test_cpu_backend_matches_reference_int8(fp32_dir, batch, int8_isa, monkeypat
     if reasons("cpu", torch.int8).get("cpu") or int8_isa == "none":
         pytest.skip(f"cpu backend has no int8 here: {reasons('cpu', torch.int8).get('cpu')}")
     monkeypatch.setenv("SQBERT_FAST_FORCE_INT8_ISA", int8_isa)
+    monkeypatch.setenv("SQBERT_FAST_INT8_ATTENTION", "fp32")  # as the reference (bf16 attention: the next test)
     ids, mask = batch
     ref = sqf.SqueezeBertForSequenceClassification.from_pretrained(fp32_dir, backend="reference", dtype=torch.int8)
     cpu = sqf.SqueezeBertForSequenceClassification.from_pretrained(fp32_dir, backend="cpu", dtype=torch.int8)
     assert cpu._get_runner().int8_isa == int8_isa
+    assert cpu._get_runner().attention_precision == "fp32"
     a = ref(ids, attention_mask=mask, output_hidden_states=True)
     b = cpu(ids, attention_mask=mask, output_hidden_states=True)
     for x, y in zip(a.hidden_states, b.hidden_states):
@@ -225,6 +227,37 @@ def test_cpu_backend_matches_reference_int8(fp32_dir, batch, int8_isa, monkeypat
             assert off_rows <= 1 and max_diff_real(x, y, mask) <= 5e-3, (off_rows, max_diff_real(x, y, mask))
     if int8_isa == "i8_scalar":
         assert float((a.logits - b.logits).abs().max()) <= 1e-4
+
+
+def test_int8_attention_precision(fp32_dir, batch, monkeypatch):
+    """auto: QK^T and PV of an int8 model on the bf16 GEMM exactly where the CPU has bf16 dot products; the
+    result stays within bf16 rounding of the fp32-attention one (whole-model accuracy on real text with it:
+    test_int8_accuracy.py). A bad value of SQBERT_FAST_INT8_ATTENTION is an error naming it."""
+    if reasons("cpu", torch.int8).get("cpu"):
+        pytest.skip(f"cpu backend has no int8 here: {reasons('cpu', torch.int8).get('cpu')}")
+    from sqbert_fast.backends.cpu import bf16_supported
+    ids, mask = batch
+    monkeypatch.delenv("SQBERT_FAST_FORCE_CPU_ISA", raising=False)
+    monkeypatch.setenv("SQBERT_FAST_INT8_ATTENTION", "fp32")
+    strict = sqf.SqueezeBertModel.from_pretrained(fp32_dir, backend="cpu", dtype=torch.int8)
+    assert strict._get_runner().attention_precision == "fp32"
+    monkeypatch.setenv("SQBERT_FAST_INT8_ATTENTION", "auto")
+    auto = sqf.SqueezeBertModel.from_pretrained(fp32_dir, backend="cpu", dtype=torch.int8)
+    want = "bf16" if bf16_supported() else "fp32"
+    assert auto._get_runner().attention_precision == want
+    a = strict(ids, attention_mask=mask).last_hidden_state
+    b = auto(ids, attention_mask=mask).last_hidden_state
+    if want == "fp32":
+        assert torch.equal(a, b)
+    else:
+        assert 0 < max_diff_real(a, b, mask) <= 3e-2
+    monkeypatch.setenv("SQBERT_FAST_INT8_ATTENTION", "fp16")
+    with pytest.raises(RuntimeError, match="SQBERT_FAST_INT8_ATTENTION"):
+        sqf.SqueezeBertModel.from_pretrained(fp32_dir, backend="cpu", dtype=torch.int8)
+    if not bf16_supported():
+        monkeypatch.setenv("SQBERT_FAST_INT8_ATTENTION", "bf16")
+        with pytest.raises(RuntimeError, match="SQBERT_FAST_INT8_ATTENTION=bf16 needs"):
+            sqf.SqueezeBertModel.from_pretrained(fp32_dir, backend="cpu", dtype=torch.int8)
 
 
 # ---- CLI: quantize, info, score --dtype int8 ----------------------------------------------------------------

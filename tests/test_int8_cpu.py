@@ -47,19 +47,37 @@ def test_int8_model_holds_int8_weights(case):
     assert w["word_embeddings"].dtype == torch.float32
 
 
+# QK^T and PV of int8 models run on the bf16 GEMM where the CPU has bf16 dot products (Q, K, V and the
+# probabilities rounded to bf16, 8 significant bits: a few 1e-4 to 1e-3 on these contexts), else in fp32
+BF16_ISAS = {"amx", "avx512_bf16"}
+ATTN_TOL = {"fp32": 1e-5, "bf16": 4e-3}
+ATTN_ISAS = [i for i in ("avx512", "avx2", "scalar") if i in _C.cpu_info()["usable_isas"]][:1] + \
+    [i for i in ("amx", "avx512_bf16") if i in _C.cpu_info()["usable_isas"]][:1]
+
+
+def _variant_for(isa: str, variant: str) -> str:
+    # the int8 variant an ISA tier admits (x86 ones up to its level), the given one when it fits
+    levels = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3, "amx": 4}
+    need = {"i8_scalar": 0, "i8_avx2": 1, "i8_avx_vnni": 1, "i8_avx512_vnni": 2, "i8_amx": 4}
+    return variant if need.get(variant, 99) <= levels.get(isa, -1) else "i8_scalar"
+
+
+@pytest.mark.parametrize("isa", ATTN_ISAS)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_each_op_matches_the_reference_int8_op(case, variant):
+def test_each_op_matches_the_reference_int8_op(case, variant, isa):
     _, _, _, model, ids, mask = case
     cfg = model.config
-    enc = CpuRunner(model, int8_isa=variant).encoder
+    variant = _variant_for(isa, variant)
+    enc = CpuRunner(model, isa=isa, int8_isa=variant).encoder
     assert enc.int8_isa == variant
+    assert enc.attention_precision == ("bf16" if isa in BF16_ISAS else "fp32")
     p = pack(cfg, ids, mask)
     w = {k: v if v.dtype == torch.int8 else v.float() for k, v in encoder_weights(model).items()}
     x = ref.embed_ln(p, w, cfg.layer_norm_eps).contiguous()
     want_ctx, _ = ref.qkv_attention(x, p, w, 0, cfg, False)
     ctx = torch.empty_like(x)
     enc.qkv_attention(0, x.numpy(), p.cu_seqlens.numpy(), p.key_valid.numpy(), ctx.numpy())
-    assert (ctx - want_ctx).abs().max() <= 1e-5
+    assert (ctx - want_ctx).abs().max() <= ATTN_TOL[enc.attention_precision]
     want_mid = ref.attn_out_ln(want_ctx, x, w, 0, cfg)
     mid = torch.empty_like(x)
     enc.attn_out_ln(0, want_ctx.contiguous().numpy(), x.numpy(), mid.numpy())
@@ -105,6 +123,8 @@ def test_a_conv_kept_in_fp32_runs_beside_int8_ones(case):
     want = model(ids, attention_mask=mask).last_hidden_state
     int8_error = max_diff_real(want, fp32(ids, attention_mask=mask).last_hidden_state, mask)
     p = pack(model.config, ids, mask)
+    isa = ATTN_ISAS[0]  # fp32 attention, as the reference's: only the convs' precision differs
     for variant in VARIANTS:
-        got = p.unpack(CpuRunner(model, int8_isa=variant).encode(p, False, False, False).last_hidden)
+        runner = CpuRunner(model, isa=isa, int8_isa=_variant_for(isa, variant))
+        got = p.unpack(runner.encode(p, False, False, False).last_hidden)
         assert max_diff_real(got, want, mask) <= 0.5 * int8_error, variant

@@ -66,7 +66,7 @@ T* optional_ptr(const py::object& obj, const char* name, std::vector<int64_t> sh
 class PyEncoder {
  public:
   PyEncoder(py::dict config, py::dict weights, const std::string& isa, bool bf16, bool fp16, bool int8,
-            const std::string& int8_isa) {
+            const std::string& int8_isa, const std::string& int8_attention) {
     auto geti = [&](const char* k) {
       if (!config.contains(k)) throw py::key_error(str_cat("config is missing '", k, "'"));
       return config[k].cast<int64_t>();
@@ -190,6 +190,15 @@ class PyEncoder {
       raw.pooler_b = w("pooler_bias", {H});
     }
     const sqf::Isa main_isa = sqf::isa_from_name(isa);
+    if (int8_attention == "fp32") {
+      c.int8_attention_fp32 = true;
+    } else if (int8_attention == "bf16") {
+      if (!sqf::cpu::Encoder::int8_attention_bf16(main_isa))
+        throw py::value_error(str_cat("int8_attention='bf16' needs bf16 dot products (ISA amx or avx512_bf16), not ",
+                                      isa));
+    } else if (!int8_attention.empty() && int8_attention != "auto") {
+      throw py::value_error(str_cat("int8_attention must be 'auto', 'fp32' or 'bf16', not '", int8_attention, "'"));
+    }
     const sqf::cpu::Int8Kernels* i8 =
         int8 ? &sqf::cpu::int8_kernels(int8_isa.empty() ? sqf::default_int8_isa(main_isa)
                                                         : sqf::int8_isa_from_name(int8_isa))
@@ -293,6 +302,7 @@ class PyEncoder {
 
   std::string isa() const { return enc_->isa(); }
   std::string int8_isa() const { return enc_->int8_isa(); }
+  std::string attention_precision() const { return enc_->attention_precision(); }
   int64_t packed_weight_bytes() const { return enc_->packed_weight_bytes(); }
 
  private:
@@ -498,9 +508,10 @@ PYBIND11_MODULE(_C, m) {
       .def("changed", &WeightSampler::changed,
            "True when a sampled element differs from its value at construction");
   py::class_<PyEncoder>(m, "Encoder")
-      .def(py::init<py::dict, py::dict, const std::string&, bool, bool, bool, const std::string&>(),
+      .def(py::init<py::dict, py::dict, const std::string&, bool, bool, bool, const std::string&, const std::string&>(),
            py::arg("config"), py::arg("weights"), py::arg("isa"), py::arg("bf16") = false,
-           py::arg("fp16") = false, py::arg("int8") = false, py::arg("int8_isa") = "")
+           py::arg("fp16") = false, py::arg("int8") = false, py::arg("int8_isa") = "",
+           py::arg("int8_attention") = "auto")
       .def("forward", &PyEncoder::forward, py::arg("input_ids"), py::arg("inputs_embeds"),
            py::arg("token_type_ids"), py::arg("position_ids"), py::arg("cu_seqlens"),
            py::arg("key_valid"), py::arg("last_hidden"), py::arg("hidden_states") = py::none(),
@@ -518,5 +529,6 @@ PYBIND11_MODULE(_C, m) {
            "grouped FFN + activation + output conv + residual + LayerNorm")
       .def_property_readonly("isa", &PyEncoder::isa)
       .def_property_readonly("int8_isa", &PyEncoder::int8_isa)
+      .def_property_readonly("attention_precision", &PyEncoder::attention_precision)
       .def_property_readonly("packed_weight_bytes", &PyEncoder::packed_weight_bytes);
 }

@@ -230,6 +230,7 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const I
       lw.post_ln_b = l.post_ln_b;
       lw.out_ln_w = l.out_ln_w;
       lw.out_ln_b = l.out_ln_b;
+      lw.attn_bf16 = !cfg.int8_attention_fp32 && int8_attention_bf16(isa);
       layers_.push_back(lw);
       continue;
     }
@@ -259,6 +260,7 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const I
     lw.post_ln_b = l.post_ln_b;
     lw.out_ln_w = l.out_ln_w;
     lw.out_ln_b = l.out_ln_b;
+    lw.attn_bf16 = lw.qkv.wt16 || lw.q.wt16;
     layers_.push_back(lw);
   }
   if (w.pooler_w) pooler_ = pack({{w.pooler_w, w.pooler_b, H}}, H, 1);

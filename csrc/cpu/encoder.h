@@ -31,8 +31,10 @@ struct EncoderConfig {
   // activations, LayerNorm and softmax stay fp32.
   bool fp16 = false;
   // int8: the six conv weights given as int8 + a scale per output channel, activations quantized per
-  // row on the fly (the int8 variant's GEMM); attention, softmax, LayerNorm stay fp32.
+  // row on the fly (the int8 variant's GEMM); softmax and LayerNorm stay fp32, QK^T and PV run on the
+  // bf16 GEMM where the CPU has bf16 dot products (int8_attention_bf16) unless int8_attention_fp32.
   bool int8 = false;
+  bool int8_attention_fp32 = false;
 };
 
 // An int8 conv weight [out, in/groups] and its per-output-channel scales.
@@ -99,6 +101,12 @@ class Encoder {
   const EncoderConfig& config() const { return cfg_; }
   const char* isa() const { return kernels_->isa; }
   const char* int8_isa() const { return i8_ ? i8_->name : ""; }  // "" unless an int8 model
+  // the precision of QK^T and PV: "bf16" (bf16 models; int8 ones where int8_attention_bf16) or "fp32"
+  const char* attention_precision() const { return !layers_.empty() && layers_[0].attn_bf16 ? "bf16" : "fp32"; }
+  // int8 models run QK^T and PV on the bf16 GEMM where the CPU has bf16 dot products (AMX,
+  // AVX512-BF16): the attention GEMMs are then 2-3x faster; the accuracy on real text is measured
+  // with it (sqbert_fast/int8_eval.py)
+  static bool int8_attention_bf16(Isa isa) { return isa == Isa::amx || isa == Isa::avx512_bf16; }
   int64_t packed_weight_bytes() const;
 
  private:

@@ -89,6 +89,8 @@ struct LayerWeights {
   // (sequence, group) yields the Q, K, V of that group's heads. Otherwise q, k, v are packed.
   GroupedLinear qkv, q, k, v, post, inter, out;
   const float *post_ln_w, *post_ln_b, *out_ln_w, *out_ln_b;
+  // QK^T and PV on the bf16 GEMM (bf16 models, and int8 ones where the CPU has bf16 dot products)
+  bool attn_bf16 = false;
 };
 
 struct EmbedArgs {

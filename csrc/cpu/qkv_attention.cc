@@ -323,7 +323,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   // bf16 models: QK^T and PV on the bf16 GEMM too (Q, K, V and the probabilities rounded to bf16,
   // as flash attention does on GPUs; mask, softmax, the running max/sum and 1/sum stay fp32)
-  const bool bf16 = w.qkv.wt16 || w.q.wt16;
+  const bool bf16 = w.attn_bf16;
   if (w.qkv.packed() && a.batch * w.qkv.groups < 2 * pool.num_threads()) {
     // Too few (sequence, group) tasks to keep every thread busy (batch 1 with one group, as in
     // BERT-shaped models): project Q/K/V for all tokens with the parallel grouped GEMM into the
@@ -346,7 +346,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
   if (w.qkv.packed()) {
     const int64_t G = w.qkv.groups, No = H / G, hpg = No / d, ld = 3 * No;
     // bf16 with heads of whole 32s: the projection writes attention's bf16 operands (qkv_epilogue)
-    const bool direct = bf16 && d % 32 == 0;
+    const bool direct = w.qkv.wt16 && d % 32 == 0;
     auto task = [&](int64_t t, int thread) {
       const int64_t b = t / G, g = t % G;
       const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;

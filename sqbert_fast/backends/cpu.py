@@ -17,7 +17,10 @@ task heads in modeling.py cast to their own weight dtype.
 int8 models (``sqbert_fast.quantization``): the six convs of every layer arrive as int8 weights with a scale
 per output channel and are packed for the int8 GEMM variant chosen apart from the ISA (``_C.cpu_info()``
 "int8_isa": i8_avx512_vnni, i8_avx_vnni, i8_avx2, i8_neon_dot, i8_scalar; SQBERT_FAST_FORCE_INT8_ISA forces
-one); activations are quantized per row and conv group inside the GEMM; everything else is the fp32 path.
+one); activations are quantized per row and conv group inside the GEMM. Attention's QK^T and PV run on the
+bf16 GEMM where the CPU has bf16 dot products (ISA amx or avx512_bf16; 2-3x faster there, the accuracy on
+real text is measured with it: sqbert_fast/int8_eval.py), else in fp32; SQBERT_FAST_INT8_ATTENTION=fp32 keeps
+them in fp32 everywhere. Everything else is the fp32 path.
 
 float16 models (ARMv8.2-A cores with fp16 arithmetic, variant neon_fp16): the conv weights are packed as
 IEEE half and the GEMMs run fp16 FMAs whose partial sums are flushed into fp32 every 32 products;
@@ -79,6 +82,21 @@ def default_isa() -> str:
     return _C.default_isa()
 
 
+INT8_ATTENTION = ("auto", "fp32", "bf16")
+
+
+def int8_attention() -> str:
+    """SQBERT_FAST_INT8_ATTENTION (auto, fp32 or bf16; auto when unset): the precision of an int8 model's
+    attention GEMMs. auto takes bf16 where the CPU has bf16 dot products."""
+    v = os.environ.get("SQBERT_FAST_INT8_ATTENTION", "") or "auto"
+    if v not in INT8_ATTENTION:
+        raise ValueError(f"SQBERT_FAST_INT8_ATTENTION={v!r}: expected one of {', '.join(INT8_ATTENTION)}")
+    if v == "bf16" and not bf16_supported():
+        raise ValueError("SQBERT_FAST_INT8_ATTENTION=bf16 needs AMX-BF16 or AVX512-BF16, which this CPU (or build) "
+                         "lacks")
+    return v
+
+
 def _bits(t: torch.Tensor):
     """A zero-copy NumPy view of a CPU tensor's storage (bf16/fp16 as uint16: NumPy has no bfloat16)."""
     return (t.view(torch.uint16) if t.element_size() == 2 else t).numpy()
@@ -108,8 +126,10 @@ class CpuRunner(Runner):
 
         weights = {k: host(k, v) for k, v in raw.items()}
         self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16, fp16=fp16,
-                                  int8=int8, int8_isa=int8_isa or "")
+                                  int8=int8, int8_isa=int8_isa or "",
+                                  int8_attention=int8_attention() if int8 else "auto")
         self.int8_isa = self.encoder.int8_isa or None
+        self.attention_precision = self.encoder.attention_precision  # "bf16" or "fp32" (QK^T and PV)
         # The packed copies go stale when a GEMM weight is edited in place through .data (no new data_ptr,
         # no version bump): one sampled element per output channel is compared on every call.
         self._sampler = _C.WeightSampler([_bits(v) for k, v in raw.items()
@@ -168,7 +188,8 @@ class CpuBackend(Backend):
         if _C is None or device.type != "cpu":
             return []
         wrong = []
-        for var, check in (("SQBERT_FAST_FORCE_CPU_ISA", default_isa), ("SQBERT_FAST_FORCE_INT8_ISA", default_int8_isa)):
+        for var, check in (("SQBERT_FAST_FORCE_CPU_ISA", default_isa), ("SQBERT_FAST_FORCE_INT8_ISA", default_int8_isa),
+                           ("SQBERT_FAST_INT8_ATTENTION", int8_attention)):
             if os.environ.get(var):
                 try:
                     check()
