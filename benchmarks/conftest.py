@@ -116,8 +116,8 @@ def provider_cells(config, smoke: bool):
     spec = config.getoption("--bench-providers")
     if not spec:
         isas = [] if smoke else [f"cpu-{i}" for i in cpu_isas() if i != "scalar"]
-        spec = ",".join(["reference", "cpu", *isas, "cuda", "triton", "transformers", "torch.compile:fp32",
-                         "onnxruntime:fp32", "openvino:fp32", "openvino:default"]
+        spec = ",".join(["reference", "cpu", *isas, "cpu:int8", "cuda", "triton", "transformers", "torch.compile:fp32",
+                         "onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:default", "openvino:int8"]
                         + ([] if smoke else ["torch.compile:bf16"]))
     return parse_providers(spec, ["fp32", "bf16"])
 

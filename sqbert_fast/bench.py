@@ -45,15 +45,19 @@ from typing import Optional
 SCHEMA = "sqbert_fast.bench/1"
 QUICK_SHAPES = "1x128,8x128,mixed8x128"
 FULL_SHAPES = "1x32,1x128,1x512,8x32,8x128,8x512,32x32,32x128,32x512,mixed32x128"
-# openvino: fp32 and its own default (bf16 on AMX / AVX512-BF16 CPUs); onnxruntime's CPU EP is fp32 only
-QUICK_PROVIDERS = ("reference:fp32", "cpu", "cuda", "triton", "transformers", "onnxruntime:fp32", "openvino:fp32",
-                   "openvino:default")
+# openvino: fp32, its own default (bf16 on AMX / AVX512-BF16 CPUs) and int8 (NNCF); onnxruntime's CPU EP: fp32 and
+# int8 (quantize_dynamic). int8 peers quantize with their own recipe (peers.prepare_int8).
+QUICK_PROVIDERS = ("reference:fp32", "cpu", "cuda", "triton", "transformers", "onnxruntime:fp32", "onnxruntime:int8",
+                   "openvino:fp32", "openvino:default", "openvino:int8")
 FULL_PROVIDERS = ("reference", "cpu", "cuda", "triton", "transformers", "torch.compile", "onnxruntime:fp32",
-                  "openvino:fp32", "openvino:default")
+                  "onnxruntime:int8", "openvino:fp32", "openvino:default", "openvino:int8")
+DEFAULT_PRECISIONS = "fp32,bf16,int8"
 PEER_NAMES = ("transformers", "torch.compile", "onnxruntime", "openvino")
 # max |diff| vs transformers fp32 on non-padded positions; bf16/fp16 get 3x transformers' own error in
 # that precision when it was measured in the run (DESIGN §5), else this floor
-TOL = {"fp32": 1e-4, "bf16": 0.25, "fp16": 0.05}
+# int8: a gate against garbage only (per-token activation quantization moves hidden states by ~0.1 on real
+# weights); int8 accuracy is proven on real text by sqbert_fast.int8_eval (cosine, retrieval overlap)
+TOL = {"fp32": 1e-4, "bf16": 0.25, "fp16": 0.05, "int8": 2.0}
 
 
 # ---- FLOPs ------------------------------------------------------------------------------------
@@ -205,12 +209,13 @@ def machine_info(threads: int, device: str) -> dict:
 ISA_FEATURES = {
     "scalar": frozenset(),
     "avx2": frozenset({"avx2", "fma"}),
-    "avx512": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}),
-    "avx512_bf16": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}),
-    "amx": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile",
-                      "amx_bf16", "amx_int8", "amx_permitted"}),
-    "neon": frozenset({"neon"}),
-    "neon_fp16": frozenset({"neon", "asimdhp"}),
+    "avx512": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni"}),
+    "avx512_bf16": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni",
+                              "avx512_bf16"}),
+    "amx": frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni",
+                      "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "amx_permitted"}),
+    "neon": frozenset({"neon", "asimddp"}),
+    "neon_fp16": frozenset({"neon", "asimdhp", "asimddp"}),
 }
 # flags read from /proc/cpuinfo that _C.cpu_info() does not report (ARM bf16, x86 fp16 arithmetic)
 _EXTRA_FLAGS = ("bf16", "avx512_fp16", "amx_fp16")
@@ -253,6 +258,14 @@ class CpuCaps:
             if self.has("bf16"):
                 return None
             return f"bf16 would be emulated on this CPU (no ARM BF16 extension{forced})"
+        if precision == "int8":
+            if self.arch == "arm":
+                if self.has("asimddp"):
+                    return None
+                return f"int8 would run the scalar variant on this CPU (no NEON dot product{forced})"
+            if self.has("avx2") or self.has("avx512_vnni") or self.has("amx_int8", "amx_permitted"):
+                return None
+            return f"int8 would run the scalar variant on this CPU (no AVX2/VNNI/AMX-INT8{forced})"
         if precision == "fp16":
             if self.arch == "arm":
                 if self.has("asimdhp"):
@@ -411,6 +424,8 @@ def flops_per_cycle(caps: CpuCaps) -> dict:
     zen4 = caps.vendor == "AuthenticAMD" and caps.family == 0x19
     if caps.arch == "arm":
         out["fp32"] = (16, "NEON, two 128-bit FMA pipes")
+        if caps.emulated("int8") is None:
+            out["int8"] = (64, "NEON SDOT, two 128-bit pipes (int8 ops)")
         if caps.emulated("fp16") is None:
             out["fp16"] = (32, "NEON FP16, two 128-bit FMA pipes")
         if caps.emulated("bf16") is None:
@@ -426,6 +441,16 @@ def flops_per_cycle(caps: CpuCaps) -> dict:
         out["bf16"] = (1024, "AMX-BF16 tile multiply")
     elif caps.has("avx512_bf16"):
         out["bf16"] = (128, "AVX512-BF16 VDPBF16PS, two ports")
+    # int8: OPS per cycle (2 per multiply-add), the int8 variant the cpu backend would pick
+    if caps.has("amx_int8", "amx_permitted"):
+        out["int8"] = (2048, "AMX-INT8 tile multiply (int8 ops)")
+    elif caps.has("avx512_vnni"):
+        out["int8"] = (256, "AVX512-VNNI VPDPBUSD, two ports (int8 ops)")
+    elif caps.has("avx_vnni"):
+        out["int8"] = (128, "AVX-VNNI VPDPBUSD ymm, two ports (int8 ops)")
+    elif caps.has("avx2"):
+        out["int8"] = ((32, "AMD Zen 1/Zen+: VPMADDWD on two 128-bit pipes (int16 products, int8 ops)") if zen1
+                       else (64, "AVX2 VPMADDWD, two ports (int16 products of int8 values, int8 ops)"))
     return out
 
 
@@ -484,6 +509,8 @@ def measure_kernel_peak(precisions=("fp32",), budget_s: float = 1.0, prev: Optio
                     model = SqueezeBertModel(cfg, backend="reference").eval()
                 if prec == "bf16":
                     model = model.to(torch.bfloat16)
+                elif prec == "int8":
+                    model = model.quantize_int8()
                 enc = _KERNEL_ENCODERS[prec] = CpuRunner(model).encoder
             x = np.random.default_rng(0).standard_normal((t, h), dtype=np.float32)
             y = np.empty_like(x)
@@ -591,13 +618,14 @@ def measure_peaks(caps: CpuCaps, threads: int, device: str = "cpu", budget_s: fl
     ``theoretical`` (cores x clock x FLOPs/cycle), ``kernel`` (our own ffn_ln, best call: the practical
     peak) and ``torch_matmul`` (a peer's number, not the ceiling). With ``prev`` only the kernel is
     sampled again and the best kept. On a GPU the kernel peak is torch.matmul's."""
-    native = [p for p in ("fp32", "bf16", "fp16") if caps.emulated(p) is None]
+    native = [p for p in ("fp32", "bf16", "fp16", "int8") if caps.emulated(p) is None]
     if device != "cpu":
         out = prev or {"theoretical": {"gflops": {}, "basis": {}, "note": "not computed for GPUs"},
                        "kernel_op": "torch.matmul on the GPU (no own-kernel microbenchmark for GPUs)"}
         out["kernel"] = measure_gemm_peak(device, ("fp32", "bf16"), budget_s, prev=out.get("kernel"))
         return out
-    kernel_precs = ["fp32"] + [p for p in native if (p, caps.arch) in (("bf16", "x86"), ("fp16", "arm"))]
+    kernel_precs = ["fp32"] + [p for p in native if (p, caps.arch) in (("bf16", "x86"), ("fp16", "arm"))
+                               or p == "int8"]
     if prev is not None:
         prev["kernel"] = measure_kernel_peak(kernel_precs, budget_s, prev=prev.get("kernel"))
         return prev
@@ -642,7 +670,7 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
                  "shape_limit_s": shape_limit_s,
                  "cpu_caps": {"arch": caps.arch, "vendor": caps.vendor, "family": caps.family, "model": caps.model,
                               "features": sorted(caps.features), "forced_isa": caps.forced,
-                              "native": [p for p in ("fp32", "bf16", "fp16") if caps.emulated(p) is None]}})
+                              "native": [p for p in ("fp32", "bf16", "fp16", "int8") if caps.emulated(p) is None]}})
     cells, unavailable = select_cells(cells, caps, device)
     for u in unavailable:
         _log(f"{u['provider']}:{u['precision']}: {u['reason']}", quiet)
@@ -802,6 +830,11 @@ def derive(doc: dict) -> dict:
         eager = next((r for r in shape_rows if r["provider"] == "transformers" and r["precision"] == "fp32"), None)
         peer_rows = [r for r in shape_rows if r["provider"] in PEER_NAMES]
         best_peer = min(peer_rows, key=lambda r: r["median_ms"]) if peer_rows else None
+        best_same: dict = {}  # precision -> the fastest peer row in that precision
+        for r in peer_rows:
+            p = r["precision"]
+            if p not in best_same or r["median_ms"] < best_same[p]["median_ms"]:
+                best_same[p] = r
         own_err = {r["precision"]: r["max_abs_diff"] for r in shape_rows if r["provider"] == "transformers"}
         for r in shape_rows:
             prec = _peak_precision(r)
@@ -810,6 +843,9 @@ def derive(doc: dict) -> dict:
             r["speedup_vs_eager"] = eager["median_ms"] / r["median_ms"] if eager else None
             r["speedup_vs_best_peer"] = best_peer["median_ms"] / r["median_ms"] if best_peer else None
             r["best_peer"] = f"{best_peer['provider']}:{best_peer['precision']}" if best_peer else None
+            same = best_same.get(r["precision"])
+            r["speedup_vs_best_peer_same_precision"] = same["median_ms"] / r["median_ms"] if same else None
+            r["best_peer_same_precision"] = f"{same['provider']}:{same['precision']}" if same else None
             tol = TOL.get(prec, TOL["bf16"])
             if prec != "fp32" and own_err.get(prec):
                 tol = max(3.0 * own_err[prec], TOL["fp32"])
@@ -844,20 +880,21 @@ def format_table(headers: list[str], rows: list[list[str]], align: Optional[str]
 
 
 RESULT_HEADERS = ["provider", "prec", "shape", "median ms", "p90 ms", "seq/s", "GFLOP/s", "% peak", "% kernel",
-                  "x eager", "x best peer", "max|diff|", "first call s"]
+                  "x eager", "x best peer", "x peer same prec", "max|diff|", "first call s"]
 
 
 def results_table(doc: dict) -> str:
     rows = []
     for r in doc["results"]:
         if "error" in r:
-            rows.append([r["provider"], r["precision"], r["shape"], "error", "-", "-", "-", "-", "-", "-", "-",
+            rows.append([r["provider"], r["precision"], r["shape"], "error", "-", "-", "-", "-", "-", "-", "-", "-",
                          r["error"][:40], "-"])
             continue
         prec = r["precision"] + (f"({r['actual_precision']})" if r.get("actual_precision") and r["precision"] == "default" else "")
         rows.append([r["provider"], prec, r["shape"], _fmt(r["median_ms"], ".2f"), _fmt(r["p90_ms"], ".2f"),
                      _fmt(r["seq_per_s"], "g3"), _fmt(r["gflops"], "g3"), _fmt(r.get("pct_peak"), "g3"),
                      _fmt(r.get("pct_kernel_peak"), "g3"), _fmt(r.get("speedup_vs_eager"), ".2f"), _fmt(r.get("speedup_vs_best_peer"), ".2f"),
+                     _fmt(r.get("speedup_vs_best_peer_same_precision"), ".2f"),
                      _fmt(r["max_abs_diff"], ".1e") + ("" if r.get("ok", True) else " FAIL"),
                      _fmt(r["first_call_s"], ".2f")])
     return format_table(RESULT_HEADERS, rows, "lll" + "r" * (len(RESULT_HEADERS) - 3))
@@ -926,8 +963,9 @@ def _fmt_load(v) -> str:
 
 
 def report_text(doc: dict) -> str:
-    parts = [header_text(doc), "", results_table(doc), "", "x eager / x best peer: how many times faster than "
-             "transformers fp32 eager / than the fastest peer at that shape (>1 = faster). max|diff| vs "
+    parts = [header_text(doc), "", results_table(doc), "", "x eager / x best peer / x peer same prec: how many "
+             "times faster than transformers fp32 eager / than the fastest peer at that shape / than the fastest peer "
+             "in the row's precision (>1 = faster). max|diff| vs "
              "transformers fp32, padded positions excluded. % peak: of the theoretical peak above; % kernel: of "
              "our own ffn_ln kernel's best GFLOP/s (the practical peak), in the row's precision.", "",
              "one-time setup (not in latency):", setup_table(doc)]
@@ -1032,29 +1070,43 @@ def default_model() -> tuple[str, str]:
 
 
 def random_model_dir(config_kwargs: Optional[dict] = None, path: Optional[str] = None) -> str:
-    """Save a random-weight SqueezeBertModel (default config unless overridden) and return its directory."""
+    """Save a random-weight SqueezeBertModel (default config unless overridden) and return its directory, with a
+    vocab.txt of the config's size (special tokens, then the corpus's most frequent words) so that engines that
+    tokenize text (int8 calibration) can."""
+    import collections
+
     import torch
 
     from .config import SqueezeBertConfig
+    from .corpus import real_sentences
     from .modeling import SqueezeBertModel
 
     path = path or tempfile.mkdtemp(prefix="sqbert_fast-bench-model-")
     torch.manual_seed(0)
+    config = SqueezeBertConfig(**(config_kwargs or {}))
     with torch.device("cpu"):
-        model = SqueezeBertModel(SqueezeBertConfig(**(config_kwargs or {})), backend="reference")
+        model = SqueezeBertModel(config, backend="reference")
     model.save_pretrained(path)
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    counts = collections.Counter(w for s in real_sentences(500) for w in s.lower().split() if w.isalpha())
+    words = [w for w, _ in counts.most_common()][:max(0, config.vocab_size - len(special))]
+    words += [f"[unused{i}]" for i in range(config.vocab_size - len(special) - len(words))]
+    with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join((special + words)[:config.vocab_size]) + "\n")
     return path
 
 
 # ---- CLI -------------------------------------------------------------------------------------
 def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true",
-                   help=f"a couple of minutes: shapes {QUICK_SHAPES}, fp32 (+bf16 where native), no torch.compile")
+                   help=f"a couple of minutes: shapes {QUICK_SHAPES}, fp32 (+bf16, int8 where native), no torch.compile")
     p.add_argument("--model", help="model directory (default: the built-in default model)")
     p.add_argument("--providers", help="comma list; provider or provider:precision "
                    f"(default: {','.join(QUICK_PROVIDERS)} [+torch.compile without --quick]; "
                    "ones that cannot run here are skipped with the reason)")
-    p.add_argument("--precisions", default="fp32,bf16", help="for providers given without :precision (default fp32,bf16)")
+    p.add_argument("--precisions", default=DEFAULT_PRECISIONS,
+                   help=f"for providers given without :precision (default {DEFAULT_PRECISIONS}; int8: ours quantized on "
+                        "load, the int8 peers with their own recipes)")
     p.add_argument("--shapes", help=f"BATCHxSEQ or mixedBATCHxSEQ list (default {FULL_SHAPES}; --quick {QUICK_SHAPES})")
     p.add_argument("--threads", type=_at_least(1, int), default=os.cpu_count() or 1, help="threads for every engine (default: all cpus)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

@@ -45,14 +45,14 @@ import torch
 SQBERT_BACKENDS = ("reference", "cpu", "cuda", "triton")
 PEERS = ("transformers", "torch.compile", "onnxruntime", "openvino")
 PROVIDERS = SQBERT_BACKENDS + PEERS
-PRECISIONS = ("fp32", "bf16", "fp16", "default")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "default")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 # what each peer can run at all (sqbert_fast backends answer through their own reasons())
 _PEER_PRECISIONS = {
     "transformers": ("fp32", "bf16", "fp16"),
     "torch.compile": ("fp32", "bf16", "fp16"),
-    "onnxruntime": ("fp32",),
-    "openvino": ("fp32", "bf16", "default"),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8", "default"),
 }
 _PEER_PACKAGES = {
     "transformers": ("transformers",),
@@ -112,7 +112,7 @@ def reasons(provider: str, precision: str = "fp32", device="cpu") -> list[str]:
     backend, isa = split_isa(provider)
     if backend in SQBERT_BACKENDS:
         if precision == "default":
-            return ["sqbert_fast backends take an explicit precision (fp32, bf16, fp16)"]
+            return ["sqbert_fast backends take an explicit precision (fp32, bf16, fp16, int8)"]
         if isa is not None:
             usable = cpu_isas()
             if backend != "cpu" or isa not in usable:
@@ -124,11 +124,16 @@ def reasons(provider: str, precision: str = "fp32", device="cpu") -> list[str]:
     if provider not in PEERS:
         return [f"unknown provider {provider!r} (known: {', '.join(PROVIDERS)})"]
     out = [f"{p} is not installed (pip install {p})" for p in _missing(_PEER_PACKAGES[provider])]
+    if precision == "int8" and precision in _PEER_PRECISIONS[provider]:
+        out += int8_reasons(provider)
     if precision not in _PEER_PRECISIONS[provider]:
         if provider == "onnxruntime" and precision == "default":
             out.append("onnxruntime has no precision hint of its own: ask for fp32")
         elif provider == "onnxruntime":
             out.append(f"{precision}: onnxruntime's CPU execution provider has no {precision} Conv/MatMul kernels")
+        elif precision == "int8":
+            out.append(f"{provider} has no int8 recipe here (int8 peers: {', '.join(INT8_PEERS)}, through "
+                       "peers.prepare_int8)")
         else:
             out.append(f"{provider} runs {', '.join(_PEER_PRECISIONS[provider])}, not {precision}")
     if provider in ("onnxruntime", "openvino") and device.type != "cpu":
@@ -158,6 +163,14 @@ def prepare(provider: str, model_dir: str, precision: str = "fp32", *, device="c
     why = reasons(provider, precision, device)
     if why:
         raise Unavailable("; ".join(why))
+    if precision == "int8" and provider in INT8_PEERS:
+        # the peer's own int8 recipe; OpenVINO + NNCF calibrate on real sentences (corpus.real_sentences)
+        calibration = options.pop("calibration", None)
+        if calibration is None:
+            from .corpus import real_sentences
+
+            calibration = real_sentences(options.pop("calibration_n", INT8_CALIBRATION_N))
+        return prepare_int8(provider, model_dir, calibration=calibration, threads=threads, work_dir=work_dir, **options)
     fn = _PREPARERS.get(provider, _prepare_sqbert)
     return fn(provider, model_dir, precision, device=device, threads=threads, work_dir=work_dir, **options)
 
@@ -265,6 +278,8 @@ def _prepare_sqbert(provider, model_dir, precision, *, device, threads, work_dir
     notes = []
     if getattr(runner, "isa", None):
         notes.append(f"isa={runner.isa}")
+    if getattr(runner, "int8_isa", None):
+        notes.append(f"int8={runner.int8_isa}, attention {runner.attention_precision}")
     return Prepared(provider, precision, device, run, setup, notes)
 
 
@@ -357,9 +372,27 @@ def _ort_optimize(src: str, dst: str, config) -> list[str]:
 
 
 # ---- onnxruntime ------------------------------------------------------------------------------
-def _prepare_ort(provider, model_dir, precision, *, device, threads, work_dir, **options):
+def _ort_session(path: str, threads: Optional[int], spinning: Optional[bool]):
+    """(InferenceSession on the CPU EP, a note saying how): all graph optimizations, ``threads`` intra-op threads,
+    and the pool's spinning set when ``spinning`` is not None."""
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    if spinning is not None:
+        # onnxruntime's pool busy-waits after a run by default; when engines are timed in turns
+        # on the same cores that spinning would be charged to whoever runs next
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return sess, (f"onnxruntime {ort.__version__}, CPUExecutionProvider, intra_op_threads={threads or 'default'}"
+                  + ("" if spinning is None else f", spinning={'on' if spinning else 'off'}"))
+
+
+def _prepare_ort(provider, model_dir, precision, *, device, threads, work_dir, **options):
     setup: dict = {}
     wd, cleanup = _work_dir(work_dir, provider)
     with _Timer(setup, "load"):
@@ -377,20 +410,8 @@ def _prepare_ort(provider, model_dir, precision, *, device, threads, work_dir, *
     else:
         notes.append("transformer optimizer off")
     with _Timer(setup, "session"):
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-        spinning = options.get("ort_spinning")
-        if spinning is not None:
-            # onnxruntime's pool busy-waits after a run by default; when engines are timed in turns
-            # on the same cores that spinning would be charged to whoever runs next
-            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-            so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    notes.append(f"onnxruntime {ort.__version__}, CPUExecutionProvider, intra_op_threads={threads or 'default'}"
-                 + ("" if spinning is None else f", spinning={'on' if spinning else 'off'}"))
+        sess, note = _ort_session(path, threads, options.get("ort_spinning"))
+    notes.append(note)
 
     def run(input_ids, attention_mask):
         out = sess.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),
@@ -481,6 +502,7 @@ def versions() -> dict[str, str]:
 
 # ---- int8 peers (issue 19): each with its own best int8 recipe ---------------------------------
 INT8_PEERS = ("onnxruntime", "openvino")
+INT8_CALIBRATION_N = 300  # sentences NNCF calibrates on in the benchmark (as sqbert_fast.int8_eval)
 _INT8_PACKAGES = {"onnxruntime": ("transformers", "onnx", "onnxruntime"), "openvino": ("transformers", "openvino", "nncf")}
 
 
@@ -552,7 +574,6 @@ def prepare_int8(provider: str, model_dir: str, *, calibration=None, threads: Op
 
 
 def _prepare_ort_int8(model_dir, *, calibration, threads, work_dir, **options):
-    import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     setup: dict = {}
@@ -585,15 +606,10 @@ def _prepare_ort_int8(model_dir, *, calibration, threads, work_dir, **options):
     notes.append(f"quantize_dynamic: MatMul/Attention, weights QInt8 {'per channel' if per_channel else 'per tensor'}, "
                  "activations per tensor (dynamic)")
     with _Timer(setup, "session"):
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"])
+        sess, note = _ort_session(dst, threads, options.get("ort_spinning"))
     ops = sorted({node.op_type for node in onnx.load(dst, load_external_data=False).graph.node
                   if "Integer" in node.op_type or node.op_type.startswith(("QAttention", "DynamicQuantize"))})
-    notes.append(f"onnxruntime {ort.__version__}; int8 ops: {', '.join(ops) or 'none'}")
+    notes.append(f"{note}; int8 ops: {', '.join(ops) or 'none'}")
 
     def run(input_ids, attention_mask):
         out = sess.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),
@@ -638,8 +654,9 @@ def _prepare_openvino_int8(model_dir, *, calibration, threads, work_dir, **optio
         ids, mask = _example_inputs(hf.config)
         ov_model = ov.convert_model(_LastHidden(hf).eval(), example_input={"input_ids": ids, "attention_mask": mask})
     names = [p.get_any_name() for p in ov_model.inputs]
+    max_length = min(options.get("max_length", 128), hf.config.max_position_embeddings)  # within the positions
     items = [{k: enc[k].astype("int64") for k in ("input_ids", "attention_mask")} for enc in
-             _tokenized(model_dir, calibration, options.get("max_length", 128))]
+             _tokenized(model_dir, calibration, max_length)]
     with _Timer(setup, "quantize"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         nncf.set_log_level(40)

@@ -241,7 +241,7 @@ def test_bench_gpu_correctness_and_targets():
 # ---- which precisions this CPU runs natively, and its peak (CPU features injected) -----------------
 def _info(*features, best="avx2"):
     names = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile", "amx_bf16",
-             "amx_int8", "amx_permitted", "neon", "asimdhp", "asimddp")
+             "amx_int8", "amx_permitted", "avx512_vnni", "avx_vnni", "neon", "asimdhp", "asimddp")
     return {"vendor": "", "features": {n: n in features for n in names}, "best_isa": best, "neon_impl": "simde"}
 
 
@@ -260,7 +260,7 @@ def _caps(features, cpuinfo, forced=None, best="avx2"):
 def test_avx2_only_cpu_runs_no_bf16():
     caps = _caps(AVX2, ZEN1_CPUINFO)
     keep, skipped = bench.select_cells(QUICK_CELLS, caps)
-    assert not [c for c in keep if c[1] != "fp32" and c[0] not in ("cuda", "triton")]
+    assert not [c for c in keep if c[1] not in ("fp32", "int8") and c[0] not in ("cuda", "triton")]
     why = {(s["provider"], s["precision"]): s["reason"] for s in skipped}
     for cell in (("cpu", "bf16"), ("transformers", "bf16")):
         assert why[cell] == "skipped: bf16 would be emulated on this CPU (no AVX512-BF16/AMX)"
@@ -271,6 +271,38 @@ def test_avx2_only_cpu_runs_no_bf16():
     # asked for alone, openvino:default runs (and is fp32)
     assert bench.select_cells([("openvino", "default")], caps)[0] == [("openvino", "default")]
     assert ("cuda", "bf16") not in why  # GPU providers say themselves why they cannot run on a CPU
+
+
+def test_int8_rows_where_the_cpu_has_int8_dot_products():
+    """int8 runs (ours and the int8 peers) on any x86 CPU with AVX2 (vpmaddwd) or VNNI/AMX-INT8, and on ARM
+    with the dot product extension; elsewhere our int8 would be the scalar variant: left out, saying why."""
+    cells = bench.parse_providers(",".join(bench.QUICK_PROVIDERS), ["fp32", "int8"])
+    for caps in (_caps(AVX2, ZEN1_CPUINFO), _caps(AMX, INTEL_CPUINFO, best="amx")):
+        keep, skipped = bench.select_cells(cells, caps)
+        assert {("cpu", "int8"), ("onnxruntime", "int8"), ("openvino", "int8")} <= set(keep)
+    keep, skipped = bench.select_cells(cells, _caps((), INTEL_CPUINFO, best="scalar"))
+    why = {(s["provider"], s["precision"]): s["reason"] for s in skipped}
+    assert why[("cpu", "int8")] == "skipped: int8 would run the scalar variant on this CPU (no AVX2/VNNI/AMX-INT8)"
+    arm = bench.cpu_caps(info=_info("neon", best="neon"), cpuinfo_text="processor\t: 0\nFeatures\t: fp asimd\n\n",
+                         forced=None)
+    assert "no NEON dot product" in arm.emulated("int8")
+    arm_dot = bench.cpu_caps(info=_info("neon", "asimddp", best="neon"), cpuinfo_text="", forced=None)
+    assert arm_dot.emulated("int8") is None and bench.flops_per_cycle(arm_dot)["int8"][0] == 64
+    assert peers.reasons("transformers", "int8") and "no int8 recipe" in peers.reasons("torch.compile", "int8")[0]
+    assert all("is not installed" in r for r in peers.reasons("onnxruntime", "int8"))  # int8 is in its recipes
+
+
+def test_derive_compares_each_precision_with_its_own_peers():
+    doc = bench.derive(_doc({("openvino", "int8", "s"): 3.0, ("onnxruntime", "int8", "s"): 6.0,
+                             ("openvino", "bf16", "s"): 2.0, ("cpu", "int8", "s"): 1.5, ("cpu", "fp32", "s"): 4.0,
+                             ("onnxruntime", "fp32", "s"): 5.0}, diffs={("cpu", "int8", "s"): 0.3}))
+    r = {(x["provider"], x["precision"]): x for x in doc["results"]}
+    assert r["cpu", "int8"]["speedup_vs_best_peer"] == pytest.approx(2.0 / 1.5)  # openvino:bf16, any precision
+    assert r["cpu", "int8"]["speedup_vs_best_peer_same_precision"] == pytest.approx(2.0)
+    assert r["cpu", "int8"]["best_peer_same_precision"] == "openvino:int8"
+    assert r["cpu", "fp32"]["speedup_vs_best_peer_same_precision"] == pytest.approx(5.0 / 4.0)
+    assert r["cpu", "int8"]["ok"] is True and r["cpu", "int8"]["tol"] == bench.TOL["int8"]
+    assert "x peer same prec" in bench.results_table(doc)
 
 
 def test_amx_cpu_runs_bf16():
@@ -294,7 +326,8 @@ def test_forced_isa_behaves_as_that_cpu(monkeypatch):
     assert why[("transformers", "bf16")].endswith("(no AVX512-BF16/AMX; SQBERT_FAST_FORCE_CPU_ISA=avx2)")
     assert "above the forced SQBERT_FAST_FORCE_CPU_ISA=avx2" in why[("cpu-amx", "fp32")]
     assert ("cpu-avx2", "fp32") in keep and ("openvino", "default") in why
-    assert bench.flops_per_cycle(caps) == {"fp32": (32, "AVX2, two 256-bit FMA pipes")}
+    assert bench.flops_per_cycle(caps)["fp32"] == (32, "AVX2, two 256-bit FMA pipes")
+    assert bench.flops_per_cycle(caps)["int8"][0] == 64 and "bf16" not in bench.flops_per_cycle(caps)
     monkeypatch.setenv("SQBERT_FAST_FORCE_CPU_ISA", "avx512_bf16")  # bf16 dot products, no AMX
     caps = bench.cpu_caps(info=_info(*AMX, best="amx"), cpuinfo_text=INTEL_CPUINFO)
     assert caps.emulated("bf16") is None and bench.flops_per_cycle(caps)["bf16"][0] == 128
@@ -302,17 +335,21 @@ def test_forced_isa_behaves_as_that_cpu(monkeypatch):
 
 def test_theoretical_peak_per_cpu_kind():
     zen1 = bench.theoretical_peak(_caps(AVX2, ZEN1_CPUINFO), cores=2, ghz=2.0)
-    assert zen1["gflops"] == {"fp32": pytest.approx(64.0)}  # issue 18's EPYC: 2 cores x 2 GHz x 16
+    # issue 18's EPYC: 2 cores x 2 GHz x 16 FLOP (fp32); int8 on vpmaddwd's two 128-bit pipes: x 32 ops
+    assert zen1["gflops"] == {"fp32": pytest.approx(64.0), "int8": pytest.approx(128.0)}
     assert "Zen 1" in zen1["basis"]["fp32"]
     zen2 = ZEN1_CPUINFO.replace("model\t\t: 1\n", "model\t\t: 49\n")  # 0x31: Zen 2, 256-bit FMA pipes
     assert bench.theoretical_peak(_caps(AVX2, zen2), 2, 2.0)["gflops"]["fp32"] == pytest.approx(128.0)
     intel = bench.theoretical_peak(_caps(AVX2, INTEL_CPUINFO), cores=4, ghz=3.0)
-    assert intel["gflops"] == {"fp32": pytest.approx(4 * 3.0 * 32)}
+    assert intel["gflops"] == {"fp32": pytest.approx(4 * 3.0 * 32), "int8": pytest.approx(4 * 3.0 * 64)}
+    vnni = bench.theoretical_peak(_caps(AVX2 + ("avx_vnni",), INTEL_CPUINFO), cores=1, ghz=1.0)
+    assert vnni["gflops"]["int8"] == pytest.approx(128) and "AVX-VNNI" in vnni["basis"]["int8"]
     amx = bench.theoretical_peak(_caps(AMX, INTEL_CPUINFO, best="amx"), cores=2, ghz=2.6)
     assert amx["gflops"]["fp32"] == pytest.approx(2 * 2.6 * 64)
     assert amx["gflops"]["bf16"] == pytest.approx(2 * 2.6 * 1024)
     assert "AMX-BF16" in amx["basis"]["bf16"]
-    assert bench.theoretical_peak(_caps(AVX2, ZEN1_CPUINFO), 2, None)["gflops"] == {"fp32": None}
+    assert amx["gflops"]["int8"] == pytest.approx(2 * 2.6 * 2048) and "AMX-INT8" in amx["basis"]["int8"]
+    assert bench.theoretical_peak(_caps(AVX2, ZEN1_CPUINFO), 2, None)["gflops"] == {"fp32": None, "int8": None}
 
 
 def test_clock_sources_in_order():
@@ -324,8 +361,8 @@ def test_clock_sources_in_order():
 
 def test_peaks_on_an_avx2_only_cpu_measure_fp32_only():
     pk = bench.measure_peaks(_caps(AVX2, INTEL_CPUINFO), threads=1, budget_s=0.0)
-    assert set(pk["theoretical"]["gflops"]) == {"fp32"}
-    assert pk["kernel"]["fp32"] > 0 and "bf16" not in pk["kernel"]
+    assert set(pk["theoretical"]["gflops"]) == {"fp32", "int8"}
+    assert pk["kernel"]["fp32"] > 0 and pk["kernel"]["int8"] > 0 and "bf16" not in pk["kernel"]
     assert set(k for k in pk["torch_matmul"] if not k.endswith("_error")) == {"fp32"}
     assert "kernel peak (ffn_ln" in bench.peak_text(pk)
 
@@ -395,4 +432,4 @@ def test_avx2_run_leaves_bf16_out_and_says_why(tiny_model_dir, tmp_path, monkeyp
     assert why[("cpu", "bf16")] == why[("transformers", "bf16")] == \
         "skipped: bf16 would be emulated on this CPU (no AVX512-BF16/AMX)"
     assert "transformers:bf16: skipped: bf16 would be emulated" in text
-    assert doc["meta"]["cpu_caps"]["native"] == ["fp32"]
+    assert doc["meta"]["cpu_caps"]["native"] == ["fp32", "int8"]  # vpmaddwd: int8 is native on AVX2
