@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..activations import CANONICAL, TRITON_IDS
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 K_ALIGN = 64  # every autotuned BLOCK_K divides it
 # Two bfloat16 faults of triton 3.8's interpreter, worked around under the interpreter only (the
@@ -28,8 +30,8 @@ K_ALIGN = 64  # every autotuned BLOCK_K divides it
 # doubles bf16 error, so `cast` rounds to nearest even by hand before the (then exact) cast.
 _INTERPRETER_BF16 = tl.constexpr(INTERPRET)
 
-ACTIVATIONS = {"gelu": 0, "gelu_python": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "gelu_fast": 1,
-               "relu": 2, "silu": 3, "swish": 3, "tanh": 4}
+# hidden_act name -> the kernels' activation id (sqbert_fast/activations.py holds the one table)
+ACTIVATIONS = {name: TRITON_IDS[canon] for name, canon in CANONICAL.items()}
 ACT_NONE = -1
 
 

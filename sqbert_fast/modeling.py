@@ -21,7 +21,7 @@ from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 
 from . import backends as _backends
 from .backends.base import weights_version
-from .backends.reference import activation
+from .activations import activation
 from .config import INT8_MODULES, INT8_TRANSFORMERS_GUARD, SqueezeBertConfig, int8_quantization_block
 from .outputs import (
     BaseModelOutputWithPooling,

@@ -146,11 +146,6 @@ def reasons(provider: str, precision: str = "fp32", device="cpu") -> list[str]:
     return out
 
 
-def available(precision: str = "fp32", device="cpu") -> dict[str, list[str]]:
-    """provider -> reasons it cannot run (empty list: available)."""
-    return {p: reasons(p, precision, device) for p in PROVIDERS}
-
-
 def prepare(provider: str, model_dir: str, precision: str = "fp32", *, device="cpu",
             threads: Optional[int] = None, work_dir: Optional[str] = None, **options) -> Prepared:
     """Load ``model_dir`` into ``provider`` at ``precision``; raise ``Unavailable`` with the reason if it can't.

@@ -112,7 +112,6 @@ class CpuRunner(Runner):
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.int8):
             raise ValueError(f"the cpu backend runs float32, bfloat16, float16 or int8 models, not {self.dtype}")
         bf16, fp16, int8 = self.dtype == torch.bfloat16, self.dtype == torch.float16, self.dtype == torch.int8
-        self.out_dtype = torch.float32  # the engine computes fp32 activations; see the module docstring
         # fp32 tensors (all of an fp32 model; embeddings, LayerNorms and biases of a model loaded with
         # dtype=bf16/fp16) are zero-copy views; bf16/fp16 ones become fp32 copies, the GEMM weights' freed once
         # C++ has packed them. A bf16 model's FFN weights go as their bf16 bits (uint16 views): the fused FFN
@@ -156,10 +155,6 @@ class CpuRunner(Runner):
             np_(p.input_ids), np_(p.inputs_embeds.float() if p.inputs_embeds is not None else None),
             np_(p.token_type_ids), np_(p.position_ids), np_(p.cu_seqlens), np_(p.key_valid), last.numpy(),
             np_(hidden), np_(scores), np_(p.pool_rows) if want_pooled else None, np_(pooled))
-        if self.out_dtype != torch.float32:
-            def cast(t):
-                return None if t is None else t.to(self.out_dtype)
-            last, hidden, scores, pooled = cast(last), cast(hidden), cast(scores), cast(pooled)
         return Encoded(last_hidden=last, hidden_states=hidden, scores=scores, pooled=pooled)
 
 

@@ -12,19 +12,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..activations import activation
 from ..packing import Packed
 from ..quantization import int8_grouped_linear
 from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
 
 ENCODER_LN_EPS = 1e-12  # transformers' SqueezeBertLayerNorm ignores config.layer_norm_eps
-
-
-def activation(name: str):
-    if name in ("gelu", "gelu_python"):
-        return F.gelu
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        return lambda x: F.gelu(x, approximate="tanh")
-    return {"relu": F.relu, "silu": F.silu, "swish": F.silu, "tanh": torch.tanh}[name]
 
 
 def grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
