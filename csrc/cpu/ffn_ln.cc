@@ -112,7 +112,7 @@ void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const flo
   if (w1.groups == w2.groups) {
     const int64_t G = w1.groups, Ni1 = w1.in / G, No1 = I / G, No2 = H / G;
     const bool transposed = w1.wnat && w2.wnat, transposed16 = w1.wnat16 && w2.wnat16;
-    const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w1.wt16 || transposed || transposed16);
+    const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w1.wt16 || transposed || transposed16 || tiles32(w1));
     const int64_t mblocks = rb.n;
     auto task = [&](int64_t t, int) {
       const int64_t g = t / mblocks, m0 = rb.begin(t % mblocks), m = rb.end(t % mblocks) - m0;

@@ -381,7 +381,7 @@ void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const fl
 #define SQF_STR(x) SQF_STR2(x)
 
 const Int8Kernels& int8_table() {
-  static const Int8Kernels t{SQF_STR(SQF_ISA_NAME), NR, panel_bytes, pack_panel, gemm};
+  static const Int8Kernels t{SQF_STR(SQF_ISA_NAME), NR, MR, panel_bytes, pack_panel, gemm};
   return t;
 }
 

@@ -275,7 +275,7 @@ void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* 
                     int64_t rows, Act act, ThreadPool& pool) {
   const int64_t G = w.groups, Ni = w.in / G, No = w.out / G;
   const int64_t pw = panel_width(w), panels = ceil_div(No, pw);
-  const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w.wt16 != nullptr);
+  const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w.wt16 != nullptr || tiles32(w));
   const int64_t mblocks = rb.n;
   // Split columns too when groups x row blocks cannot feed every thread (e.g. the pooler).
   int64_t nsplit = 1;

@@ -55,6 +55,7 @@ constexpr int64_t kF16Panel = 16;
 struct Int8Kernels {
   const char* name;
   int64_t nr;                            // columns per panel
+  int64_t mr;                            // rows per register / tile block (callers split rows in multiples)
   int64_t (*panel_bytes)(int64_t K);     // bytes of one packed panel of depth K
   // one panel from w[n * ldw + k] (n < nb <= nr, k < K), zero-padded
   void (*pack_panel)(const int8_t* w, int64_t ldw, int64_t K, int64_t nb, int8_t* dst);
