@@ -831,8 +831,8 @@ def derive(doc: dict) -> dict:
         peer_rows = [r for r in shape_rows if r["provider"] in PEER_NAMES]
         best_peer = min(peer_rows, key=lambda r: r["median_ms"]) if peer_rows else None
         best_same: dict = {}  # precision -> the fastest peer row in that precision
-        for r in peer_rows:
-            p = r["precision"]
+        for r in peer_rows:  # openvino's "default" counts in the precision it ran (bf16 on AMX CPUs)
+            p = _peak_precision(r)
             if p not in best_same or r["median_ms"] < best_same[p]["median_ms"]:
                 best_same[p] = r
         own_err = {r["precision"]: r["max_abs_diff"] for r in shape_rows if r["provider"] == "transformers"}
@@ -843,7 +843,7 @@ def derive(doc: dict) -> dict:
             r["speedup_vs_eager"] = eager["median_ms"] / r["median_ms"] if eager else None
             r["speedup_vs_best_peer"] = best_peer["median_ms"] / r["median_ms"] if best_peer else None
             r["best_peer"] = f"{best_peer['provider']}:{best_peer['precision']}" if best_peer else None
-            same = best_same.get(r["precision"])
+            same = best_same.get(_peak_precision(r))
             r["speedup_vs_best_peer_same_precision"] = same["median_ms"] / r["median_ms"] if same else None
             r["best_peer_same_precision"] = f"{same['provider']}:{same['precision']}" if same else None
             tol = TOL.get(prec, TOL["bf16"])
@@ -976,6 +976,44 @@ def report_text(doc: dict) -> str:
     if doc.get("unavailable"):
         parts += ["", "not run:"] + [f"  {u['provider']}:{u['precision']}: {u['reason']}" for u in doc["unavailable"]]
     return "\n".join(parts)
+
+
+def markdown_table(doc: dict) -> str:
+    """The README form of a run: one line naming the machine (CPU model, ISA in use, int8 variant, threads, load,
+    model, date), then median ms per shape (rows) and provider:precision (columns), and our rows' speed-up over
+    the fastest peer in the same precision. ``sqbert-fast bench --markdown bench.json`` prints it."""
+    m = doc.get("meta", {})
+    ok_rows = [r for r in doc.get("results", []) if "error" not in r]
+    cols: list[str] = []
+    for r in ok_rows:
+        label = f"{r['provider']} {r['precision']}"
+        if r.get("actual_precision") and r["precision"] == "default":
+            label += f" ({r['actual_precision']})"
+        r["_col"] = label
+        if label not in cols:
+            cols.append(label)
+    shapes = list(dict.fromkeys(r["shape"] for r in ok_rows))
+    cell = {(r["shape"], r["_col"]): r for r in ok_rows}
+    ours = [c for c in cols if c.split()[0] not in PEER_NAMES and c.split()[0] != "reference"]
+    headers = ["shape"] + cols + [f"{c}: x best {c.split()[1]} peer" for c in ours
+                                  if any(cell.get((s, c), {}).get("speedup_vs_best_peer_same_precision")
+                                         for s in shapes)]
+    rows = []
+    for sh in shapes:
+        row = [sh] + [_fmt(cell[(sh, c)]["median_ms"], "g3") if (sh, c) in cell else "-" for c in cols]
+        for h in headers[1 + len(cols):]:
+            c = h.split(":")[0]
+            r = cell.get((sh, c))
+            row.append(_fmt(r.get("speedup_vs_best_peer_same_precision"), ".2f") if r else "-")
+        rows.append(row)
+    isa = m.get("isa", {})
+    load = max((m.get("loadavg_start") or [0])[0], (m.get("loadavg_end") or [0])[0])
+    int8 = next((n.split("int8=")[1].split(",")[0] for s in doc.get("setup", []) for n in s.get("notes", [])
+                 if "int8=" in n), None)
+    head = (f"{m.get('cpu_model', '?')}, ISA {isa.get('in_use', '?')}" + (f", int8 {int8}" if int8 else "")
+            + f", {m.get('threads', '?')} threads, load {load:.1f}, {os.path.basename(str(m.get('model_dir', '')))}"
+            f" ({doc.get('created', '?')[:10]}); median ms, every engine in the same round-robin run")
+    return head + "\n\n" + format_table(headers, rows, "l" + "r" * (len(headers) - 1))
 
 
 def compare(old: dict, new: dict, threshold: float = 0.10) -> tuple[str, list[dict]]:
@@ -1126,6 +1164,7 @@ def add_arguments(p) -> None:
     p.add_argument("--current", metavar="NEW_JSON", help="with --compare: compare this file instead of running")
     p.add_argument("--threshold", type=float, default=0.10, help="--compare: relative change counted (default 0.10)")
     p.add_argument("--fail-on-regression", action="store_true", help="--compare: exit 1 if any row regressed")
+    p.add_argument("--markdown", metavar="JSON", help="print the README table of an earlier bench.json (no run)")
     p.add_argument("--onnx-exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="torch.onnx exporter for onnxruntime (auto: dynamo, legacy if it fails)")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the peaks (theoretical, our kernel's)")
@@ -1171,6 +1210,9 @@ def _load_json(path: str) -> dict:
 
 
 def run(args) -> int:
+    if args.markdown:
+        print(markdown_table(derive(_load_json(args.markdown))))  # derived again: older files get new columns
+        return 0
     if args.compare and args.current:
         text, rows = compare(_load_json(args.compare), _load_json(args.current), args.threshold)
         print(text)
@@ -1267,6 +1309,6 @@ def _quiet_third_party() -> None:
 
 
 __all__ = ["encoder_flops", "Shape", "parse_shapes", "parse_providers", "run_benchmark", "derive", "compare",
-           "format_table", "results_table", "report_text", "plot", "measure_gemm_peak", "add_arguments", "run",
+           "format_table", "results_table", "report_text", "markdown_table", "plot", "measure_gemm_peak", "add_arguments", "run",
            "CpuCaps", "cpu_caps", "select_cells", "skip_reason", "openvino_default_precision", "cpu_clock_ghz",
            "flops_per_cycle", "theoretical_peak", "measure_kernel_peak", "measure_peaks", "peak_text", "check_cells"]

@@ -305,6 +305,32 @@ def test_derive_compares_each_precision_with_its_own_peers():
     assert "x peer same prec" in bench.results_table(doc)
 
 
+def test_markdown_table_from_a_bench_json(tmp_path, capsys):
+    doc = _doc({("cpu", "int8", "1x8"): 1.5, ("openvino", "int8", "1x8"): 3.0, ("cpu", "fp32", "1x8"): 4.0,
+                ("onnxruntime", "fp32", "1x8"): 5.0, ("cpu", "int8", "8x8"): 10.0, ("openvino", "int8", "8x8"): 15.0,
+                ("openvino", "default", "1x8"): 2.5})
+    doc["results"][-1]["actual_precision"] = "bf16"
+    doc["meta"].update({"isa": {"in_use": "avx2"}, "loadavg_start": [0.5], "model_dir": "/x/minilm"})
+    doc["setup"] = [{"provider": "cpu", "precision": "int8", "setup_s": {}, "notes": ["isa=avx2", "int8=i8_avx2, attention fp32"]}]
+    doc["created"] = "2026-12-05T00:00:00"
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    from sqbert_fast.cli import main
+
+    assert main(["bench", "--markdown", str(path)]) == 0
+    text = capsys.readouterr().out
+    head, table = text.split("\n\n", 1)
+    assert head.startswith("x, ISA avx2, int8 i8_avx2, 2 threads, load 0.5, minilm (2026-12-05)")
+    lines = table.strip().splitlines()
+    cols = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cols[:7] == ["shape", "cpu int8", "openvino int8", "cpu fp32", "onnxruntime fp32",
+                        "openvino default (bf16)", "cpu int8: x best int8 peer"]
+    row1 = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row1[0] == "1x8" and row1[1] == "1.5" and row1[6] == "2.00" and row1[7] == "1.25"  # 3.0/1.5, 5.0/4.0
+    row2 = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert row2[:3] == ["8x8", "10", "15"] and row2[3] == "-" and row2[6] == "1.50"
+
+
 def test_amx_cpu_runs_bf16():
     caps = _caps(AMX, INTEL_CPUINFO, best="amx")
     keep, skipped = bench.select_cells(QUICK_CELLS, caps)
