@@ -80,6 +80,22 @@ def test_default_model_is_cached(tmp_path, monkeypatch):
     assert (tmp_path / "all-MiniLM-L6-v2-squeezebert" / "model.safetensors").stat().st_mtime_ns == mtime
 
 
+def test_a_stale_default_model_cache_is_converted_again(tmp_path, monkeypatch):
+    """A cache made by an older sqbert_fast (no conversion stamp: no sentence-transformers recipe) is redone, not
+    reused forever; a current one is left alone."""
+    monkeypatch.setenv("SQBERT_FAST_CACHE", str(tmp_path))
+    stale = tmp_path / "all-MiniLM-L6-v2-squeezebert"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"old")
+    (stale / "config.json").write_text("{}")
+    d = default_model_dir()
+    assert d == str(stale)
+    assert (stale / "modules.json").is_file() and (stale / "1_Pooling" / "config.json").is_file()
+    assert (stale / "model.safetensors").stat().st_size > 1000
+    assert sqf.SqueezeBertModel.from_pretrained(d) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all-MiniLM-L6-v2-squeezebert"]  # no leftovers
+
+
 def test_convert_refuses_non_bert(tmp_path, capsys):
     from hf_utils import SMALL_CONFIGS, hf_config, save_hf
 
