@@ -51,7 +51,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .readers import Row, _pick, detect_format, line_starts, read_rows
+from .readers import Row, _pick, csv_row_starts, detect_format, line_starts, read_rows
 from .fingerprint import weights_fingerprint
 from .scorer import Progress, Scorer, Summary, Window, resolve_settings
 from .tasks import TASKS, TaskOptions, check_positive_int, make_task
@@ -365,6 +365,10 @@ def _plan_shards(path: str, fmt: str, columns: list, shard_rows: int) -> dict:
     """Runs as a Ray task (the driver does not read the input): rows, and each shard's start (+ byte position)."""
     if fmt in ("jsonl", "text"):
         rows, starts = line_starts(path, shard_rows)
+        return {"rows": rows, "at": [list(a) for a in starts]}
+    if fmt in ("csv", "tsv"):  # each shard seeks to its first row: no re-parsing of the rows before it
+        next(read_rows(path, fmt, columns=columns), None)  # the header names the columns, or a clear error now
+        rows, starts = csv_row_starts(path, shard_rows, "\t" if fmt == "tsv" else ",")
         return {"rows": rows, "at": [list(a) for a in starts]}
     if fmt == "parquet":
         from .readers import _open_parquet

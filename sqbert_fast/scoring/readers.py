@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,17 +89,17 @@ def read_rows(path: str | os.PathLike, fmt: str | None = None, *, columns: Seque
     the format allows). ``columns`` are the fields the task needs; for JSONL/CSV/Parquet each must be present
     (a missing one makes the row bad), for text the single column is the line. ``at`` (JSONL and text only):
     ``(byte offset, row index, line number)`` of a line start found by ``line_starts``, to begin there
-    without reading what comes before."""
+    without reading what comes before; CSV/TSV: of a row start found by ``csv_row_starts``."""
     fmt = detect_format(path, fmt)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"input file {path} does not exist")
-    if at is not None and fmt not in ("jsonl", "text"):
-        raise ValueError(f"at= applies to JSONL and text input, not {fmt}")
+    if at is not None and fmt not in ("jsonl", "text", "csv", "tsv"):
+        raise ValueError(f"at= applies to JSONL, text, CSV and TSV input, not {fmt}")
     if fmt == "jsonl":
         return _read_jsonl(path, columns, skip, at)
     if fmt in ("csv", "tsv"):
-        return _read_csv(path, columns, skip, "\t" if fmt == "tsv" else ",")
+        return _read_csv(path, columns, skip, "\t" if fmt == "tsv" else ",", at)
     if fmt == "parquet":
         return _read_parquet(path, columns, skip, parquet_batch_rows)
     return _read_text(path, columns, skip, at)
@@ -117,6 +118,45 @@ def line_starts(path: str | os.PathLike, every: int) -> tuple[int, list[tuple[in
                 index += 1
             offset += len(raw)
     return index, starts
+
+
+_PHYSICAL_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def csv_row_starts(path: str | os.PathLike, every: int, delimiter: str = ",") -> tuple[int, list[tuple[int, int, int]]]:
+    """``line_starts`` for CSV/TSV: (data rows, ``at`` positions of rows 0, every, 2*every, ...) for
+    ``read_rows(..., at=)``, so that a shard of a CSV starts where it starts instead of parsing every row before
+    it. The csv module finds the records (a quoted field may hold newlines), fed one physical line at a time so
+    the byte offset after each record is exact; each position is the offset and line just past the record
+    before it, as a read from the start numbers them. Raises InputFormatError as ``read_rows`` would."""
+    consumed = [0]
+
+    def lines():  # physical lines as the text reader's newline="" splits them: at \n, \r\n and a lone \r
+        with open(path, "rb") as f:
+            for i, raw in enumerate(f):
+                if i == 0 and raw.startswith(_BOM):
+                    consumed[0] += len(_BOM)
+                    raw = raw[len(_BOM):]
+                for part in _PHYSICAL_LINE.findall(raw):
+                    consumed[0] += len(part)
+                    yield part.decode("utf-8", "surrogateescape")
+
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+    rows, starts = 0, []
+    try:
+        if next(reader, None) is None:
+            return 0, []
+        starts.append((consumed[0], 0, reader.line_num + 1))
+        for values in reader:
+            if not values:
+                continue
+            rows += 1
+            if rows % every == 0:
+                starts.append((consumed[0], rows, reader.line_num + 1))
+    except csv.Error as err:
+        raise InputFormatError(f"{path}, line {reader.line_num}: malformed {kind} ({err})") from None
+    return rows, [s for s in starts if s[1] < rows]
 
 
 def _decode(raw: bytes) -> tuple[str | None, str | None]:
@@ -185,9 +225,9 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
-def _read_csv(path: str, columns: Sequence[str], skip: int, delimiter: str) -> Iterator[Row]:
+def _read_csv(path: str, columns: Sequence[str], skip: int, delimiter: str, at=None) -> Iterator[Row]:
     kind = "TSV" if delimiter == "\t" else "CSV"
-    with open(path, "rb") as raw:
+    with open(path, "rb") as raw, open(path, "rb") as body:
         # surrogateescape keeps undecodable bytes as lone surrogates: the row holding them is reported bad,
         # the rest of the file still parses. utf-8-sig drops a byte order mark opening the file (Excel
         # writes one), which would otherwise stick to the first column's name.
@@ -207,6 +247,17 @@ def _read_csv(path: str, columns: Sequence[str], skip: int, delimiter: str) -> I
                                        f"(columns: {', '.join(header)})")
         positions = [header.index(name) for name in columns]
         index, prev_line, prev_bytes = 0, reader.line_num, 0
+        if at is not None:  # the rows from a start csv_row_starts found, read through a second handle
+            offset, index, line_no = at
+            body.seek(offset)
+            counter = _CountingReader(body)
+            text = io.TextIOWrapper(io.BufferedReader(counter, 1 << 13), encoding="utf-8", errors="surrogateescape",
+                                    newline="")
+            reader = csv.reader(text, delimiter=delimiter, strict=True)
+            prev_line, skip = line_no - 1, max(skip, index)
+            reader_base = prev_line  # csv's line_num counts from the seek
+        else:
+            reader_base = 0
         while True:
             try:
                 values = next(reader)
@@ -214,7 +265,7 @@ def _read_csv(path: str, columns: Sequence[str], skip: int, delimiter: str) -> I
                 return
             except csv.Error as err:  # e.g. an unterminated quote: name the line where the row starts
                 raise InputFormatError(f"{path}, line {prev_line + 1}: malformed {kind} ({err})") from None
-            first_line, prev_line = prev_line + 1, reader.line_num
+            first_line, prev_line = prev_line + 1, reader_base + reader.line_num
             # Bytes are read ahead in small blocks, so a row's share is lumpy, but the shares sum to the file
             # size: good enough for the ETA, which is all they are for.
             nbytes, prev_bytes = counter.consumed - prev_bytes, counter.consumed
