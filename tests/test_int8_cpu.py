@@ -85,7 +85,7 @@ def test_forced_isa_caps_the_int8_variant(monkeypatch):
 def test_forcing_an_unusable_int8_variant_is_an_error(tmp_path, monkeypatch):
     cfg = hf_config(**SMALL_CONFIGS["h64_d16_mixed"])
     save_hf("SqueezeBertModel", cfg, tmp_path)
-    missing = [v for v in ("i8_amx", "i8_avx512_vnni", "i8_avx_vnni", "i8_avx2", "i8_neon_dot")
+    missing = [v for v in ("i8_amx", "i8_avx512_vnni", "i8_avx_vnni", "i8_avx2", "i8_neon_dot", "i8_neon_i8mm")
                if v not in VARIANTS]
     monkeypatch.setenv("SQBERT_FAST_FORCE_INT8_ISA", missing[0] if missing else "i8_sse9")
     for backend in ("cpu", "auto"):
