@@ -1,8 +1,10 @@
 """The int8 GEMM (csrc/cpu/gemm_i8.cc), every int8 variant this machine runs, against the definition in
 sqbert_fast/quantization.py: the integer products bit for bit (every variant equals the float64 sum of the
 reference's int8 operands), the dequantized + bias + activation result within float rounding. Shapes at,
-below and above each variant's panel width (16 / 32 columns), row tile (4 / 6 / 12 rows) and K step
-(2 / 4), up to the default config's 3072-deep FFN conv with saturated operands.
+below and above each variant's panel width (16 / 32 columns), row tile (4 / 6 / 12 rows; i8_neon_i8mm's
+smmla takes rows in pairs, so odd M leaves a half-filled pair) and K step (2 / 4 / 8), up to the default
+config's 3072-deep FFN conv with saturated operands. Every usable variant is parametrised, the NEON ones
+through SIMDe on x86 (tests/test_neon.py requires them built).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ _C = pytest.importorskip("sqbert_fast._C")
 from sqbert_fast.quantization import QMAX, quantize_rows, quantize_weight  # noqa: E402
 
 VARIANTS = list(_C.cpu_info()["usable_int8_isas"])
-SHAPES = [(1, 1, 1), (1, 16, 4), (5, 15, 3), (6, 17, 5), (7, 31, 63), (12, 32, 64), (13, 33, 65), (25, 100, 192),
-          (3, 64, 768)]
+SHAPES = [(1, 1, 1), (1, 16, 4), (5, 15, 3), (6, 17, 5), (9, 18, 9), (7, 31, 63), (12, 32, 64), (13, 33, 65),
+          (25, 100, 192), (3, 64, 768)]
 
 
 def _reference(a: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:

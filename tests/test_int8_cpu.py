@@ -55,19 +55,11 @@ ATTN_ISAS = [i for i in ("avx512", "avx2", "scalar") if i in _C.cpu_info()["usab
     [i for i in ("amx", "avx512_bf16") if i in _C.cpu_info()["usable_isas"]][:1]
 
 
-def _variant_for(isa: str, variant: str) -> str:
-    # the int8 variant an ISA tier admits (x86 ones up to its level), the given one when it fits
-    levels = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3, "amx": 4}
-    need = {"i8_scalar": 0, "i8_avx2": 1, "i8_avx_vnni": 1, "i8_avx512_vnni": 2, "i8_amx": 4}
-    return variant if need.get(variant, 99) <= levels.get(isa, -1) else "i8_scalar"
-
-
 @pytest.mark.parametrize("isa", ATTN_ISAS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_each_op_matches_the_reference_int8_op(case, variant, isa):
     _, _, _, model, ids, mask = case
     cfg = model.config
-    variant = _variant_for(isa, variant)
     enc = CpuRunner(model, isa=isa, int8_isa=variant).encoder
     assert enc.int8_isa == variant
     assert enc.attention_precision == ("bf16" if isa in BF16_ISAS else "fp32")
@@ -103,7 +95,7 @@ def test_forced_isa_caps_the_int8_variant(monkeypatch):
 def test_forcing_an_unusable_int8_variant_is_an_error(tmp_path, monkeypatch):
     cfg = hf_config(**SMALL_CONFIGS["h64_d16_mixed"])
     save_hf("SqueezeBertModel", cfg, tmp_path)
-    missing = [v for v in ("i8_amx", "i8_avx512_vnni", "i8_avx_vnni", "i8_avx2", "i8_neon_dot")
+    missing = [v for v in ("i8_amx", "i8_avx512_vnni", "i8_avx_vnni", "i8_avx2", "i8_neon_dot", "i8_neon_i8mm")
                if v not in VARIANTS]
     monkeypatch.setenv("SQBERT_FAST_FORCE_INT8_ISA", missing[0] if missing else "i8_sse9")
     for backend in ("cpu", "auto"):
@@ -125,6 +117,6 @@ def test_a_conv_kept_in_fp32_runs_beside_int8_ones(case):
     p = pack(model.config, ids, mask)
     isa = ATTN_ISAS[0]  # fp32 attention, as the reference's: only the convs' precision differs
     for variant in VARIANTS:
-        runner = CpuRunner(model, isa=isa, int8_isa=_variant_for(isa, variant))
+        runner = CpuRunner(model, isa=isa, int8_isa=variant)
         got = p.unpack(runner.encode(p, False, False, False).last_hidden)
         assert max_diff_real(got, want, mask) <= 0.5 * int8_error, variant

@@ -80,6 +80,25 @@ def test_simde_neon_is_never_the_automatic_choice(monkeypatch):
     assert _C.default_isa() == "neon"
 
 
+def test_neon_int8_variants_are_built_and_preferred_in_order(monkeypatch):
+    """i8_neon_dot (sdot) and i8_neon_i8mm (smmla) are built beside neon (tests/test_gemm_i8.py runs them bit
+    for bit against the reference); with a NEON ISA the int8 choice is i8mm ahead of dotprod."""
+    _need_neon()
+    for v in ("i8_neon_dot", "i8_neon_i8mm"):
+        if v not in INFO["built_int8_isas"]:
+            pytest.fail(NOT_BUILT.replace("the neon ISA variant", f"the int8 variant {v}"))
+    feats = INFO["features"]
+    monkeypatch.delenv("SQBERT_FAST_FORCE_INT8_ISA", raising=False)
+    monkeypatch.setenv("SQBERT_FAST_FORCE_CPU_ISA", "neon")
+    want = "i8_neon_i8mm" if INFO["neon_impl"] == "simde" or feats["i8mm"] else \
+        "i8_neon_dot" if feats["asimddp"] else "i8_scalar"
+    assert _C.cpu_info()["int8_isa"] == want
+    if INFO["neon_impl"] == "simde":  # emulated: usable when asked for, never the automatic choice
+        assert {"i8_neon_dot", "i8_neon_i8mm"} <= set(INFO["usable_int8_isas"])
+        monkeypatch.delenv("SQBERT_FAST_FORCE_CPU_ISA")
+        assert _C.cpu_info()["int8_isa"] not in ("i8_neon_dot", "i8_neon_i8mm")
+
+
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def models(request):
     _need_neon()

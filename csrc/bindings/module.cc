@@ -440,6 +440,7 @@ py::dict cpu_info() {
   feats["neon"] = f.neon;
   feats["asimdhp"] = f.asimdhp;
   feats["asimddp"] = f.asimddp;
+  feats["i8mm"] = f.i8mm;
   d["features"] = feats;
   py::list built, usable;
   for (auto isa : sqf::built_isas()) {

@@ -106,6 +106,13 @@ CpuFeatures detect() {
 #endif
   f.asimdhp = hw & HWCAP_ASIMDHP;
   f.asimddp = hw & HWCAP_ASIMDDP;
+#ifndef AT_HWCAP2
+#define AT_HWCAP2 26
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+  f.i8mm = getauxval(AT_HWCAP2) & HWCAP2_I8MM;
 #endif
 #endif
   return f;
@@ -220,6 +227,7 @@ bool int8_cpu_has(Int8Isa isa) {
     case Int8Isa::i8_avx512_vnni: return cpu_has(Isa::avx512) && f.avx512_vnni;
     case Int8Isa::i8_amx: return cpu_has(Isa::avx512) && f.amx_int8 && f.amx_permitted;
     case Int8Isa::i8_neon_dot: return (f.neon && f.asimddp) || kNeonViaSimde;
+    case Int8Isa::i8_neon_i8mm: return (f.neon && f.i8mm) || kNeonViaSimde;
   }
   return false;
 }
@@ -231,7 +239,8 @@ Isa int8_tier(Int8Isa isa) {
     case Int8Isa::i8_avx_vnni: return Isa::avx2;
     case Int8Isa::i8_avx512_vnni: return Isa::avx512;
     case Int8Isa::i8_amx: return Isa::amx;
-    case Int8Isa::i8_neon_dot: return Isa::neon;
+    case Int8Isa::i8_neon_dot:
+    case Int8Isa::i8_neon_i8mm: return Isa::neon;
   }
   return Isa::scalar;
 }
@@ -246,16 +255,17 @@ const char* int8_isa_name(Int8Isa isa) {
     case Int8Isa::i8_avx512_vnni: return "i8_avx512_vnni";
     case Int8Isa::i8_amx: return "i8_amx";
     case Int8Isa::i8_neon_dot: return "i8_neon_dot";
+    case Int8Isa::i8_neon_i8mm: return "i8_neon_i8mm";
   }
   return "?";
 }
 
 Int8Isa int8_isa_from_name(const std::string& name) {
   for (Int8Isa i : {Int8Isa::i8_scalar, Int8Isa::i8_avx2, Int8Isa::i8_avx_vnni, Int8Isa::i8_avx512_vnni,
-                    Int8Isa::i8_amx, Int8Isa::i8_neon_dot})
+                    Int8Isa::i8_amx, Int8Isa::i8_neon_dot, Int8Isa::i8_neon_i8mm})
     if (name == int8_isa_name(i)) return i;
   throw std::invalid_argument(str_cat("unknown int8 ISA '", name, "' (expected one of i8_scalar, i8_avx2, "
-                                      "i8_avx_vnni, i8_avx512_vnni, i8_amx, i8_neon_dot)"));
+                                      "i8_avx_vnni, i8_avx512_vnni, i8_amx, i8_neon_dot, i8_neon_i8mm)"));
 }
 
 std::vector<Int8Isa> built_int8_isas() {
@@ -274,6 +284,9 @@ std::vector<Int8Isa> built_int8_isas() {
 #endif
 #ifdef SQF_HAVE_I8_NEON_DOT
   v.push_back(Int8Isa::i8_neon_dot);
+#endif
+#ifdef SQF_HAVE_I8_NEON_I8MM
+  v.push_back(Int8Isa::i8_neon_i8mm);
 #endif
   return v;
 }

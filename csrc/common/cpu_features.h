@@ -14,8 +14,10 @@ enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, amx = 4, neo
 // int8 GEMM variants (csrc/cpu/gemm_i8.cc), chosen apart from Isa: the int8 dot-product
 // instructions come and go independently of AVX-512 and bf16 (AVX-VNNI on Alder Lake without
 // AVX-512, AVX512-VNNI on Cascade Lake without bf16). Only the GEMM differs; the rest of an int8
-// model runs the Isa variant's kernels.
-enum class Int8Isa { i8_scalar = 0, i8_avx2 = 1, i8_avx_vnni = 2, i8_avx512_vnni = 3, i8_amx = 4, i8_neon_dot = 5 };
+// model runs the Isa variant's kernels. Where several fit, the larger value is preferred (i8_neon_i8mm's
+// smmla ahead of i8_neon_dot's sdot: twice the multiply-adds per instruction).
+enum class Int8Isa { i8_scalar = 0, i8_avx2 = 1, i8_avx_vnni = 2, i8_avx512_vnni = 3, i8_amx = 4, i8_neon_dot = 5,
+                     i8_neon_i8mm = 6 };
 
 struct CpuFeatures {
   bool avx2 = false, fma = false;
@@ -23,7 +25,7 @@ struct CpuFeatures {
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512_bf16 = false, amx_tile = false, amx_bf16 = false, amx_int8 = false;
   bool amx_permitted = false;  // Linux granted XTILEDATA (arch_prctl ARCH_REQ_XCOMP_PERM)
-  bool neon = false, asimdhp = false, asimddp = false;
+  bool neon = false, asimdhp = false, asimddp = false, i8mm = false;  // i8mm: HWCAP2_I8MM (smmla)
   std::string vendor, brand;
 };
 

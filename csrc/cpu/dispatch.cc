@@ -74,6 +74,9 @@ SQF_DECLARE_INT8(isa_i8_amx)
 #ifdef SQF_HAVE_I8_NEON_DOT
 SQF_DECLARE_INT8(isa_i8_neon_dot)
 #endif
+#ifdef SQF_HAVE_I8_NEON_I8MM
+SQF_DECLARE_INT8(isa_i8_neon_i8mm)
+#endif
 
 const Int8Kernels& int8_kernels(Int8Isa isa) {
   SQF_CHECK(int8_isa_supported(isa), "int8 ISA '", int8_isa_name(isa),
@@ -93,6 +96,9 @@ const Int8Kernels& int8_kernels(Int8Isa isa) {
 #endif
 #ifdef SQF_HAVE_I8_NEON_DOT
     case Int8Isa::i8_neon_dot: return isa_i8_neon_dot::int8_table();
+#endif
+#ifdef SQF_HAVE_I8_NEON_I8MM
+    case Int8Isa::i8_neon_i8mm: return isa_i8_neon_i8mm::int8_table();
 #endif
     default: return isa_i8_scalar::int8_table();
   }

@@ -17,6 +17,11 @@
 //                   16-column half of a panel (row stride 128 bytes); a 32 x 32 int32 C block = 4
 //                   tiles, 2 A + 2 B tiles per 64-deep step (tdpbssd: signed x signed, no shift).
 //   i8_neon_dot     [K/4][16][4] int8, sdot (vdotq_s32), 4-6 x 16; signed activations, no shift.
+//   i8_neon_i8mm    [K/8][16][8] int8 = [K/8][8 column pairs][2][8], smmla (vmmlaq_s32: a 2 x 8 block
+//                   of A times an 8 x 2 block of B into a 2 x 2 int32 tile), 4-6 x 16. A is quantized
+//                   into row pairs interleaved by 8-byte k-chunks, [M/2][K/8][2][8] (the A operand of
+//                   one smmla is one 16-byte load); signed activations, no shift. The accumulator
+//                   [r0c0 r0c1 r1c0 r1c1] of pair p, column pair j holds rows 2p, 2p+1 of columns 2j, 2j+1.
 // vpdpbusd multiplies unsigned by signed bytes: activations go in as q + 128 and the epilogue takes
 // 128 * sum_k w[k][n] (w_sum, from the packing) off each accumulator, which is the same integer.
 #include <algorithm>
@@ -66,6 +71,16 @@ constexpr int MR = 4;  // SIMDe on x86: 16 xmm registers
 constexpr bool kUnsigned = false;
 using AType = int8_t;
 using BType = int8_t;
+#elif defined(SQF_I8_NEON_I8MM)
+constexpr int64_t NR = 16, KS = 8;
+#if defined(__aarch64__)
+constexpr int MR = 6;  // 3 row pairs x 8 column pairs = 24 accumulators + 3 A + B of the 32 q registers
+#else
+constexpr int MR = 4;  // SIMDe on x86: 16 accumulators, as i8_neon_dot's 4 x 16
+#endif
+constexpr bool kUnsigned = false;
+using AType = int8_t;
+using BType = int8_t;
 #else
 constexpr int64_t NR = 16, KS = 4;
 constexpr int MR = 4;
@@ -75,6 +90,13 @@ using BType = int8_t;
 #endif
 
 constexpr int64_t kQmax = 127;
+// smmla takes A two rows at a time: row tiles (and the tail dispatch) step by whole row pairs.
+#if defined(SQF_I8_NEON_I8MM)
+constexpr int kRowStep = 2;
+#else
+constexpr int kRowStep = 1;
+#endif
+static_assert(MR % kRowStep == 0, "the row tile holds whole row pairs");
 #if !defined(SQF_I8_AMX)
 constexpr int64_t KPAD = KS;  // K of a panel is padded to this (zero weights)
 #endif
@@ -83,6 +105,7 @@ inline int64_t ksteps(int64_t K) { return ceil_div(K, KPAD) * (KPAD / KS); }
 int64_t panel_bytes(int64_t K) { return ksteps(K) * KS * NR * static_cast<int64_t>(sizeof(BType)); }
 
 // dst (one panel, [ceil(K/KS)][NR][KS] of BType) from w[n * ldw + k], n < nb, k < K; zero-padded.
+// With KS = 8 (i8mm) that is [K/8][NR/2][2][8]: one 16-byte load is the B operand of one smmla.
 void pack_panel(const int8_t* w, int64_t ldw, int64_t K, int64_t nb, int8_t* dst_bytes) {
   BType* dst = reinterpret_cast<BType*>(dst_bytes);
   const int64_t ks = ksteps(K);
@@ -162,6 +185,25 @@ float quantize_row(const float* a, int64_t K, int64_t Kq, AType* q) {
   return amax / static_cast<float>(kQmax);
 }
 
+// The A operand: rows quantized by quantize_row, scales to as[M], in the micro-kernel's layout, zero
+// rows from M up to Mp (whole row tiles are read). Row r of Kq values at aq + r * Kq, except on i8mm:
+// row pairs [Mp / 2][Kq / 8][2][8], so pair p starts at aq + 2 * p * Kq all the same.
+void quantize_a(const float* A, int64_t lda, int64_t M, int64_t K, int64_t Kq, int64_t Mp, AType* aq, float* as) {
+#if defined(SQF_I8_NEON_I8MM)
+  thread_local aligned_vector<AType> row;
+  if (static_cast<int64_t>(row.size()) < Kq) row.resize(static_cast<size_t>(Kq));
+  std::fill(aq + (M & ~int64_t(1)) * Kq, aq + Mp * Kq, AType(0));  // odd M: the last pair's second row too
+  for (int64_t r = 0; r < M; ++r) {
+    as[r] = quantize_row(A + r * lda, K, Kq, row.data());
+    AType* dst = aq + (r & ~int64_t(1)) * Kq + (r & 1) * KS;
+    for (int64_t s = 0; s < Kq / KS; ++s) std::memcpy(dst + s * 2 * KS, row.data() + s * KS, static_cast<size_t>(KS));
+  }
+#else
+  for (int64_t r = 0; r < M; ++r) as[r] = quantize_row(A + r * lda, K, Kq, aq + r * Kq);
+  std::fill(aq + M * Kq, aq + Mp * Kq, AType(0));
+#endif
+}
+
 #if !defined(SQF_I8_AMX)
 // acc[R][NR] = A rows (each Kq = ksteps * KS values, row stride lda) . one B panel
 template <int R>
@@ -230,6 +272,27 @@ void ukernel(const AType* A, int64_t lda, const BType* B, int64_t ks, int32_t* a
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < 4; ++v) vst1q_s32(acc + r * NR + 4 * v, c[r][v]);
+#elif defined(SQF_I8_NEON_I8MM)
+  // A: R / 2 row pairs, pair p at A + 2 * p * lda, each [ks][2][8]; B: [ks][NR / 2][2][8]
+  constexpr int P = R / 2, J = NR / 2;
+  int32x4_t c[P][J];
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < J; ++j) c[p][j] = vdupq_n_s32(0);
+  for (int64_t s = 0; s < ks; ++s) {
+    int8x16_t a[P];
+    for (int p = 0; p < P; ++p) a[p] = vld1q_s8(A + 2 * p * lda + s * 16);
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) {
+      const int8x16_t b = vld1q_s8(B + 16 * j);
+      for (int p = 0; p < P; ++p) c[p][j] = vmmlaq_s32(c[p][j], a[p], b);
+    }
+    B += NR * KS;
+  }
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < J; j += 2) {  // low halves: row 2p, high halves: row 2p + 1
+      vst1q_s32(acc + 2 * p * NR + 2 * j, vcombine_s32(vget_low_s32(c[p][j]), vget_low_s32(c[p][j + 1])));
+      vst1q_s32(acc + (2 * p + 1) * NR + 2 * j, vcombine_s32(vget_high_s32(c[p][j]), vget_high_s32(c[p][j + 1])));
+    }
 #else
   for (int r = 0; r < R; ++r)
     for (int64_t n = 0; n < NR; ++n) acc[r * NR + n] = 0;
@@ -247,10 +310,11 @@ void ukernel(const AType* A, int64_t lda, const BType* B, int64_t ks, int32_t* a
 #endif
 }
 
+// r rows (a multiple of kRowStep, <= R) through the ukernel of that height
 template <int R>
 void tail_rows(int r, const AType* A, int64_t lda, const BType* B, int64_t ks, int32_t* acc) {
   if (r == R) return ukernel<R>(A, lda, B, ks, acc);
-  if constexpr (R > 1) tail_rows<R - 1>(r, A, lda, B, ks, acc);
+  if constexpr (R > kRowStep) tail_rows<R - kRowStep>(r, A, lda, B, ks, acc);
 }
 
 #else
@@ -344,8 +408,7 @@ void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const fl
   thread_local aligned_vector<float> as;
   if (static_cast<int64_t>(aq.size()) < Mp * Kq) aq.resize(static_cast<size_t>(Mp * Kq));
   if (static_cast<int64_t>(as.size()) < M) as.resize(static_cast<size_t>(M));
-  for (int64_t r = 0; r < M; ++r) as[r] = quantize_row(A + r * lda, K, Kq, aq.data() + r * Kq);
-  std::fill(aq.data() + M * Kq, aq.data() + Mp * Kq, AType(0));  // whole tiles read rows up to Mp
+  quantize_a(A, lda, M, K, Kq, Mp, aq.data(), as.data());
   const BType* B = reinterpret_cast<const BType*>(Bbytes);
   alignas(64) int32_t acc[MR * NR];
 #if defined(SQF_I8_AMX)
@@ -365,7 +428,8 @@ void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const fl
 #if defined(SQF_I8_AMX)
       amx_block(aq.data() + m * Kq, Kq, Bp, ks, acc);
 #else
-      tail_rows<MR>(rows, aq.data() + m * Kq, Kq, Bp, ks, acc);
+      // whole row pairs on i8mm (an odd M's pad row is zeros); the epilogue writes `rows` rows
+      tail_rows<MR>((rows + kRowStep - 1) / kRowStep * kRowStep, aq.data() + m * Kq, Kq, Bp, ks, acc);
 #endif
       for (int r = 0; r < rows; ++r) epilogue(acc + r * NR, pc, as[m + r], !w_scale, C + (m + r) * ldc + j0, nb, act);
     }

@@ -2,14 +2,17 @@
 # CI stage "arm": a real aarch64 build of sqbert_fast._C (g++-aarch64-linux-gnu + the project's
 # CMakeLists via scripts/arm/aarch64-toolchain.cmake) and tests/arm/test_neon_qemu.py run under
 # qemu-aarch64 with an aarch64 Python 3.11 + numpy + pytest sysroot (scripts/arm/sysroot.sh),
-# twice: on qemu's default CPU (ARMv8.x "max": fp16 + dotprod HWCAPs) and as a Cortex-A53
-# (ARMv8.0), which proves the run-time dispatch falls back. Nothing is written into the repo;
+# twice: on qemu's default CPU (ARMv8.x "max": fp16 + dotprod + i8mm HWCAPs, so the smmla and sdot
+# int8 GEMMs run and are checked bit for bit against i8_scalar) and as a Cortex-A53 (ARMv8.0), which
+# proves the run-time dispatch falls back. Nothing is written into the repo;
 # everything lives under $SQF_ARM_CACHE (default ~/.cache/sqbert_fast/arm) and is reused, so a
 # second run only rebuilds what changed. Installs the cross tools with apt when run as root.
 #
 # usage: scripts/arm/check.sh [--bench]   env: SQF_ARM_CACHE, PYTHON (host python3.11 with pybind11)
-#   --bench: also cross-build benchmarks/arm/bench_encoder and run a tiny case under qemu (a smoke
-#            test of the benchmark, ~1-2 more minutes on a cold cache; qemu timings mean nothing)
+#   --bench: also cross-build benchmarks/arm/bench_encoder and run tiny cases under qemu -cpu max (a
+#            smoke test of the benchmark, fp32 and int8 on i8_neon_i8mm, plus --int8-gemm, which checks
+#            every int8 variant against i8_scalar; ~1-2 more minutes on a cold cache; qemu timings mean
+#            nothing)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -86,7 +89,12 @@ if ((BENCH)); then
     -DCMAKE_TOOLCHAIN_FILE="$ROOT/scripts/arm/aarch64-toolchain.cmake" >"$CACHE/bench-configure.log" 2>&1 &&
     cmake --build "$CACHE/build-bench" --parallel "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" >"$CACHE/bench-build.log" 2>&1 ||
     die "benchmarks/arm build failed (logs: $CACHE/bench-configure.log, $CACHE/bench-build.log)"
-  qemu-aarch64 -L "$SYSROOT" "$CACHE/build-bench/bench_encoder" --seq 8 --iters 1 --warmup 0 ||
-    die "bench_encoder failed under qemu-aarch64"
+  BENCH_BIN=(qemu-aarch64 -L "$SYSROOT" -cpu max "$CACHE/build-bench/bench_encoder")
+  "${BENCH_BIN[@]}" --seq 8 --iters 1 --warmup 0 || die "bench_encoder failed under qemu-aarch64"
+  "${BENCH_BIN[@]}" --seq 8 --iters 1 --warmup 0 --layers 2 --int8 --int8-isa i8_neon_i8mm ||
+    die "bench_encoder --int8 --int8-isa i8_neon_i8mm failed under qemu-aarch64"
+  "${BENCH_BIN[@]}" --list | grep -qx i8_neon_i8mm || die "bench_encoder --list: i8_neon_i8mm not usable on qemu's max CPU"
+  "${BENCH_BIN[@]}" --int8-gemm --seq 13 --iters 1 ||
+    die "bench_encoder --int8-gemm: an int8 variant differs from i8_scalar under qemu-aarch64"
 fi
 say "ok"

@@ -16,11 +16,11 @@ task heads in modeling.py cast to their own weight dtype.
 
 int8 models (``sqbert_fast.quantization``): the six convs of every layer arrive as int8 weights with a scale
 per output channel and are packed for the int8 GEMM variant chosen apart from the ISA (``_C.cpu_info()``
-"int8_isa": i8_avx512_vnni, i8_avx_vnni, i8_avx2, i8_neon_dot, i8_scalar; SQBERT_FAST_FORCE_INT8_ISA forces
-one); activations are quantized per row and conv group inside the GEMM. Attention's QK^T and PV run on the
-bf16 GEMM where the CPU has bf16 dot products (ISA amx or avx512_bf16; 2-3x faster there, the accuracy on
-real text is measured with it: sqbert_fast/int8_eval.py), else in fp32; SQBERT_FAST_INT8_ATTENTION=fp32 keeps
-them in fp32 everywhere. Everything else is the fp32 path.
+"int8_isa": i8_amx, i8_avx512_vnni, i8_avx_vnni, i8_avx2, i8_neon_i8mm, i8_neon_dot, i8_scalar;
+SQBERT_FAST_FORCE_INT8_ISA forces one); activations are quantized per row and conv group inside the GEMM.
+Attention's QK^T and PV run on the bf16 GEMM where the CPU has bf16 dot products (ISA amx or avx512_bf16;
+2-3x faster there, the accuracy on real text is measured with it: sqbert_fast/int8_eval.py), else in fp32;
+SQBERT_FAST_INT8_ATTENTION=fp32 keeps them in fp32 everywhere. Everything else is the fp32 path.
 
 float16 models (ARMv8.2-A cores with fp16 arithmetic, variant neon_fp16): the conv weights are packed as
 IEEE half and the GEMMs run fp16 FMAs whose partial sums are flushed into fp32 every 32 products;
