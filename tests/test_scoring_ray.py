@@ -177,3 +177,31 @@ def test_ray_parts_without_merge_and_arrow_dataset(models, local_ray, tmp_path):
     assert pa.types.is_fixed_size_list(table.schema.field("embedding").type)
     assert table.column("error").to_pylist()[3] is not None and table.column("embedding")[3].as_py() is None
     assert table.column("tokens").to_pylist()[0] > 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8", "ubinary"])
+def test_ray_embedding_dtypes_equal_local_bytes(models, local_ray, tmp_path, dtype):
+    """--embedding-dtype on Ray: the actors quantize with the local code and, for int8, the ranges of one
+    calibration task over the same head rows, so the .npy, the Parquet file and the ranges file are the
+    local run's bytes (one thread on both sides, as each half-CPU actor runs)."""
+    texts = _texts(40, seed=17)
+    texts[2] = ""
+    src = _write(tmp_path / "in.jsonl", "jsonl", _rows(texts))
+    kw = dict(task="embed", window=8, normalize=True, embedding_dtype=dtype, int8_calibration_rows=12)
+    local = Scorer(models["embed"], num_threads=1, **kw)
+    local.score_file(src, tmp_path / "local.parquet", id_field="key", progress=False)
+    local.score_file(src, tmp_path / "local.jsonl", embeddings_npy=str(tmp_path / "local.npy"), progress=False)
+    score_file_ray(models["embed"], src, str(tmp_path / "ray.parquet"), id_field="key", num_actors=2,
+                   num_cpus=0.5, shard_rows=16, **kw)
+    score_file_ray(models["embed"], src, str(tmp_path / "ray.jsonl"), embeddings_npy=str(tmp_path / "ray.npy"),
+                   num_actors=2, num_cpus=0.5, shard_rows=16, **kw)
+    assert (tmp_path / "ray.npy").read_bytes() == (tmp_path / "local.npy").read_bytes()
+    assert np.load(tmp_path / "ray.npy").dtype == {"float16": np.float16, "int8": np.int8, "ubinary": np.uint8}[dtype]
+    a, b = pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "ray.parquet")
+    assert a.schema == b.schema and a.equals(b)
+    if dtype == "int8":
+        for name in ("parquet", "jsonl"):
+            assert (tmp_path / f"ray.{name}.int8-ranges.npy").read_bytes() == \
+                (tmp_path / f"local.{name}.int8-ranges.npy").read_bytes()
+    else:
+        assert not (tmp_path / "ray.parquet.int8-ranges.npy").exists()

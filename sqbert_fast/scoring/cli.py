@@ -11,7 +11,7 @@ import os
 import sys
 
 from .readers import FORMATS
-from .tasks import POOLINGS, TASKS
+from .tasks import EMBEDDING_DTYPES, POOLINGS, TASKS
 from .writers import OUTPUT_FORMATS
 
 
@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument("--context-field", default="context", help="qa: context field (default: context)")
     io.add_argument("--errors", help="errors file, JSONL with id, row, line, reason (default: OUTPUT.errors.jsonl)")
     io.add_argument("--embeddings-npy", metavar="PATH",
-                    help="embed: write embeddings to one [rows, hidden] float32 .npy (row i = record i of OUTPUT)")
+                    help="embed: write embeddings to one [rows, width] .npy in the --embedding-dtype "
+                         "(row i = record i of OUTPUT)")
     io.add_argument("--resume", action="store_true", help="continue an interrupted run from its last commit")
     io.add_argument("--overwrite", action="store_true", help="replace OUTPUT / discard an interrupted run")
     io.add_argument("--no-progress", action="store_true", help="no progress meter on stderr")
@@ -42,13 +43,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="embed: L2-normalise the embeddings (default: yes when the checkpoint's modules.json "
                         "has a Normalize module)")
+    t.add_argument("--embedding-dtype", choices=EMBEDDING_DTYPES, default="float32",
+                   help="embed: how vectors are stored, as sentence-transformers' quantize_embeddings (after "
+                        "--normalize): float32; float16 (a cast); ubinary (bit i = dimension i > 0, packed "
+                        "into dim/8 uint8); int8 (each dimension's [min, max] cut into 256 buckets). A file "
+                        "is written front to back, so int8 cannot take its ranges from all embeddings as "
+                        "sentence-transformers does: they come from the first --int8-calibration-rows rows "
+                        "(kept for --resume) or from --int8-ranges, and are written to OUTPUT.int8-ranges.npy "
+                        "to quantize queries with (default: float32)")
+    t.add_argument("--int8-calibration-rows", type=int, default=2048,
+                   help="embed, int8: rows at the head of the input whose embeddings give each dimension's "
+                        "range; later values outside it are clipped (default: 2048)")
+    t.add_argument("--int8-ranges", metavar="NPY",
+                   help="embed, int8: a [2, dim] float32 .npy of minima and maxima (e.g. another run's "
+                        "OUTPUT.int8-ranges.npy) instead of calibrating")
     t.add_argument("--max-answer-tokens", type=int, default=30, help="qa: longest answer span (default: 30)")
+    t.add_argument("--doc-stride", type=int,
+                   help="qa: contexts longer than --max-length are scored in windows sharing this many tokens, "
+                        "the best span over all windows wins, as transformers' QA pipeline does "
+                        "(default: min(max length / 2, 128); must be less than the room the question leaves)")
     e = p.add_argument_group("execution")
     e.add_argument("--max-length", type=int,
                    help="tokens per row at most (default: the model's limit; embed: a sentence-transformers "
                         "checkpoint's max_seq_length)")
     e.add_argument("--truncation", choices=["truncate", "error"], default="truncate",
-                   help="longer rows: cut them, or send them to the errors file (default: truncate)")
+                   help="longer rows: cut them, or send them to the errors file (default: truncate; qa "
+                        "windows long contexts instead, see --doc-stride)")
     e.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch (default: 8192)")
     e.add_argument("--max-batch-size", type=int, default=256, help="rows per batch at most (default: 256)")
     e.add_argument("--window", type=int, default=2048,
@@ -78,6 +98,8 @@ def _scorer_kwargs(args: argparse.Namespace) -> dict:
         window=args.window, num_threads=args.threads, text_field=args.text_field, pair_field=args.pair_field,
         question_field=args.question_field, context_field=args.context_field, all_scores=args.all_scores,
         top_k=args.top_k, pooling=args.pooling, normalize=args.normalize, max_answer_tokens=args.max_answer_tokens,
+        embedding_dtype=args.embedding_dtype, int8_calibration_rows=args.int8_calibration_rows,
+        embedding_ranges=args.int8_ranges, doc_stride=args.doc_stride,
     )
 
 

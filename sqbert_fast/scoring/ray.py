@@ -22,6 +22,11 @@
 4. When every shard is committed, the driver merges the parts in shard order into the single OUTPUT the user
    asked for, as the local path does (``merge=False`` / ``--ray-no-merge`` leaves the parts as the output).
 
+Embeddings are quantized (``embedding_dtype``) by the actors with the local path's code. int8 ranges, unless
+given, come from one Ray task that embeds the input's first ``int8_calibration_rows`` rows as the local path
+does (same windows, same batches); the driver keeps them in state.json and hands them to every actor, so a
+resumed run and every shard use the same ones.
+
 Resume: a run killed at any point (driver SIGKILL, lost nodes) and started again with ``resume=True``
 (``--resume``) skips shards whose ``.done`` marker exists and redoes the others; since a shard's rows, and
 so its windows and batches, do not depend on the run, the merged file equals an uninterrupted run's. A
@@ -54,7 +59,7 @@ from typing import Any
 from .readers import Row, _pick, csv_row_starts, detect_format, line_starts, read_rows
 from .fingerprint import weights_fingerprint
 from .scorer import Progress, Scorer, Summary, Window, resolve_settings
-from .tasks import TASKS, TaskOptions, check_positive_int, make_task
+from .tasks import TASKS, TaskOptions, check_positive_int, check_ranges, make_task, ranges_digest
 from .writers import (_STATE_VERSION, ChunkedOutput, ResumeError, _differences, check_paths, detect_output_format,
                       records_table)
 
@@ -200,11 +205,37 @@ def describe_run(model: str, id_field: str | None = None, **scorer_kwargs: Any) 
     opts, max_length = resolve_settings(task, model if os.path.isdir(model) else None, config, tokenizer,
                                         kw.get("max_length"), opts)
     kw.update(asdict(opts), max_length=max_length)
+    task_obj = make_task(task, opts, None, tokenizer, config)
+    if kw.get("embedding_ranges") is not None:  # checked here, not first in every actor
+        if task != "embed" or opts.embedding_dtype != "int8":
+            raise ValueError("embedding_ranges (--int8-ranges) only applies to --task embed --embedding-dtype int8")
+        kw["embedding_ranges"] = check_ranges(kw["embedding_ranges"], task_obj.dim())
     columns = TASKS[task].fields(opts)
     if id_field and id_field not in columns:
         columns = columns + [id_field]
     tok_hash = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
-    return RunDescription(task, opts, max_length, columns, kw, tok_hash, make_task(task, opts, None, tokenizer, config))
+    return RunDescription(task, opts, max_length, columns, kw, tok_hash, task_obj)
+
+
+def _npy_dtype(desc: RunDescription):
+    import numpy as np
+
+    return desc.task_obj.vector_dtype() if desc.task == "embed" else np.float32
+
+
+def _int8(desc: RunDescription) -> bool:
+    return desc.task == "embed" and desc.options.embedding_dtype == "int8"
+
+
+def _calibrate(model: Any, scorer_kwargs: dict, input_path: str, in_fmt: str, columns: list) -> list:
+    """Runs as a Ray task: the int8 ranges of the input's head, exactly as Scorer.score_file calibrates."""
+    model, tmp = _materialize(model)
+    try:
+        scorer = Scorer(model, **scorer_kwargs)
+        return scorer.calibrate(read_rows(input_path, in_fmt, columns=columns)).tolist()
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _output_columns(desc: RunDescription, fmt: str, id_field: str | None, embeddings_npy: str | None) -> list:
@@ -217,8 +248,12 @@ def _output_columns(desc: RunDescription, fmt: str, id_field: str | None, embedd
 class _PartWriter(ChunkedOutput):
     """The part-writing half of ChunkedOutput, for one actor: no state file, nothing opened or removed."""
 
-    def __init__(self, parts: str, fmt: str, columns: list, npy: bool):  # noqa: super().__init__ not called
+    def __init__(self, parts: str, fmt: str, columns: list, npy: bool,  # noqa: super().__init__ not called
+                 npy_dtype: Any = "float32"):
+        import numpy as np
+
         self.parts, self.fmt, self.columns = parts, fmt, columns
+        self.npy_dtype = np.dtype(npy_dtype)
         self.names = [name for name, _ in columns]
         self.npy_path, self.npy_column = ("(shards)" if npy else None), "embedding"
         self.tmp_suffix = f".{os.getpid()}.{os.urandom(4).hex()}.tmp"  # a killed run's actor may still be writing
@@ -233,11 +268,13 @@ class ShardActor:
     each as part files in ``parts``. Returns, per shard, only its counts."""
 
     def __init__(self, model: Any, scorer_kwargs: dict, input_path: str, in_fmt: str, columns: list,
-                 id_field: str | None, parts: str, out_fmt: str, out_columns: list, npy: bool):
+                 id_field: str | None, parts: str, out_fmt: str, out_columns: list, npy: bool,
+                 npy_dtype: str = "float32"):
         model, self._tmp = _materialize(model)
         self.scorer = Scorer(model, **scorer_kwargs)
+        self.scorer.task.ranges = self.scorer.embedding_ranges  # int8: the run's ranges, from the driver
         self.input_path, self.in_fmt, self.columns, self.id_field = input_path, in_fmt, columns, id_field
-        self.writer = _PartWriter(parts, out_fmt, out_columns, npy)
+        self.writer = _PartWriter(parts, out_fmt, out_columns, npy, npy_dtype)
         self.stringify = bool(id_field) and out_fmt != "jsonl"
 
     def score_shard(self, shard: int, start: int, stop: int, at: list | None) -> dict:
@@ -288,6 +325,7 @@ class ScoringActor:
     def __init__(self, model: Any, columns: list, id_field: str | None, scorer_kwargs: dict, out_columns: list):
         model, self._tmp = _materialize(model)
         self.scorer = Scorer(model, **scorer_kwargs)
+        self.scorer.task.ranges = self.scorer.embedding_ranges
         self.columns, self.id_field, self.out_columns = columns, id_field, out_columns
 
     def __call__(self, batch):
@@ -308,8 +346,10 @@ class ScoringActor:
             table = table.append_column(self.id_field, batch.column(self.id_field))
         table = table.append_column("error", pa.array([r if isinstance(r, str) else None for r in results],
                                                       pa.string()))
-        return table.append_column("tokens", pa.array([len(e.ids) if e is not None else 0 for e in win.encodings],
-                                                      pa.int64()))
+        tokens = [0] * n
+        for i, piece in win.pieces:
+            tokens[i] += len(piece.ids)
+        return table.append_column("tokens", pa.array(tokens, pa.int64()))
 
     def __del__(self):
         if getattr(self, "_tmp", None):
@@ -350,6 +390,10 @@ def score_dataset(ds, model: str, *, num_actors: int = 2, num_cpus: float | None
     plan = plan_actors(cluster_nodes(), num_actors, num_cpus, num_gpus)
     desc = describe_run(model, id_field, **scorer_kwargs)
     kw = desc.scorer_kwargs
+    if _int8(desc) and kw.get("embedding_ranges") is None:
+        raise ValueError("score_dataset with embedding_dtype='int8' needs embedding_ranges: a Dataset streams "
+                         "through the actors, so there is no head to calibrate on first (Scorer.calibrate on a "
+                         "sample gives them)")
     if kw.get("num_threads") is None:
         kw["num_threads"] = max(1, int(plan.num_cpus))
     out_columns = [c for c in _output_columns(desc, "parquet", None, None) if c[0] != "id"]
@@ -438,7 +482,8 @@ def score_file_ray(model: str, input_path: str, output_path: str, *, address: st
     import ray.data
 
     t0 = time.perf_counter()
-    check_paths(input_path, output_path, errors_path, embeddings_npy)  # before Ray starts, and again on opening
+    check_paths(input_path, output_path, errors_path, embeddings_npy,
+                scorer_kwargs.get("task") == "embed" and scorer_kwargs.get("embedding_dtype") == "int8")
     in_fmt = detect_format(input_path, input_format)
     out_fmt = detect_output_format(output_path, output_format)
     if not os.path.isfile(input_path):
@@ -468,10 +513,21 @@ def score_file_ray(model: str, input_path: str, output_path: str, *, address: st
         "max_tokens": max(int(kw.get("max_tokens") or 8192), desc.max_length),
         "max_batch_size": kw.get("max_batch_size", 256), "window": window, "output_format": out_fmt,
         "id_field": id_field, "embeddings_npy": embeddings_npy, "shard_rows": shard_rows, "merge": merge,
+        "embedding_ranges": ranges_digest(kw.get("embedding_ranges")),
     }
     out = _RayOutput(output_path, out_fmt, _output_columns(desc, out_fmt, id_field, embeddings_npy), fingerprint,
                      errors_path=errors_path, npy_path=embeddings_npy, resume=resume, overwrite=overwrite,
-                     input_path=input_path)
+                     input_path=input_path, npy_dtype=_npy_dtype(desc), ranges=_int8(desc))
+    if _int8(desc):  # fixed once per run (state.json), before any shard is scored
+        if out.state.get("embedding_ranges") is None:
+            if kw.get("embedding_ranges") is None:
+                out.state["embedding_ranges"] = ray.get(
+                    ray.remote(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)(_calibrate).remote(
+                        _ship_dir(model), kw, os.path.abspath(input_path), in_fmt, desc.columns))
+            else:
+                out.state["embedding_ranges"] = kw["embedding_ranges"].tolist()
+            out.commit_state()
+        kw = dict(kw, embedding_ranges=check_ranges(out.state["embedding_ranges"], desc.task_obj.dim()))
     shards_state = out.state[_RAY_STATE]
     if "rows" not in shards_state:  # counted once by a Ray task, kept for --resume
         shards_state.update(ray.get(ray.remote(num_cpus=0)(_plan_shards).remote(
@@ -491,7 +547,8 @@ def score_file_ray(model: str, input_path: str, output_path: str, *, address: st
             fn_constructor_kwargs=dict(model=_ship_dir(model), scorer_kwargs=kw,
                                        input_path=os.path.abspath(input_path), in_fmt=in_fmt, columns=desc.columns,
                                        id_field=id_field, parts=os.path.abspath(out.parts), out_fmt=out_fmt,
-                                       out_columns=out.columns, npy=bool(embeddings_npy)),
+                                       out_columns=out.columns, npy=bool(embeddings_npy),
+                                       npy_dtype=str(out.npy_dtype)),
             compute=ray.data.ActorPoolStrategy(size=plan.num_actors), num_cpus=plan.num_cpus,
             num_gpus=plan.num_gpus)
         for counts in ds.iter_rows():  # per shard: five integers
@@ -517,5 +574,6 @@ def score_file_ray(model: str, input_path: str, output_path: str, *, address: st
         out.finish()
     else:
         out.mark_complete()
+        out.write_ranges()
     return Summary(rows=total, written=st_["rows_written"], errors=st_["errors"], tokens=st_["tokens"],
                    seconds=time.perf_counter() - t0)

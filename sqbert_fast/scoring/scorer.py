@@ -14,6 +14,7 @@ tokens computed, so the ETA stays honest although the batches run longest-first.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import queue
 import sys
@@ -23,13 +24,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .batching import pad_batch, plan_batches
 from .fingerprint import state_dict_fingerprint, weights_fingerprint
 from .readers import Row, detect_format, input_size, read_rows, rows_from_records
 from .recipe import read_recipe
-from .tasks import TASKS, TaskOptions, check_positive_int, make_task
+from .tasks import TASKS, TaskOptions, check_positive_int, check_ranges, make_task, ranges_digest
 from .writers import ChunkedOutput, detect_output_format
 
 __all__ = ["Scorer", "Summary", "resolve_settings", "score"]
@@ -43,7 +45,8 @@ class Window:
     rows: list[Row]
     inputs: list = field(default_factory=list)        # per row: tokenizer input (text or pair) or None
     encodings: list = field(default_factory=list)     # per row: tokenizers.Encoding or None
-    batches: list = field(default_factory=list)       # (row positions, padded tensors)
+    pieces: list = field(default_factory=list)        # (row position, encoding) run by the model (QA: windows)
+    batches: list = field(default_factory=list)       # (piece positions, padded tensors)
     tokens: int = 0
     units: int = 0
 
@@ -227,6 +230,16 @@ def resolve_settings(task: str, model_dir: str | None, config, tokenizer, max_le
         fields["normalize"] = bool(recipe is not None and recipe.normalize)
     if recipe is not None and recipe.do_lower_case:
         fields["lowercase"] = True
+    if task != "embed" and fields["embedding_dtype"] != "float32":
+        raise ValueError("embedding_dtype (--embedding-dtype) only applies to --task embed")
+    if task == "qa":
+        if fields["doc_stride"] is None:  # transformers' QA pipeline: min(max_seq_len // 2, 128)
+            fields["doc_stride"] = min(max_length // 2, 128)
+        if fields["doc_stride"] >= max_length:
+            raise ValueError(f"doc_stride (--doc-stride) must be less than max_length ({max_length}): consecutive "
+                             f"context windows share doc_stride tokens, got {fields['doc_stride']}")
+    elif fields["doc_stride"] is not None:
+        raise ValueError("doc_stride (--doc-stride) only applies to --task qa")
     return TaskOptions(**fields), max_length
 
 
@@ -245,16 +258,23 @@ class Scorer:
         max_tokens: padded-token budget of a batch; max_batch_size: rows per batch at most.
         window: rows read, sorted and committed together (bounds memory; fixes the batches).
         num_threads: ``sqf.set_num_threads`` for the run.
+        embedding_ranges: embed with ``embedding_dtype="int8"``: the per-dimension [minima, maxima], an array
+            of shape [2, dim] or a .npy file (sentence-transformers' ``ranges``). Left out, each scored input
+            is calibrated on its own first ``int8_calibration_rows`` rows (see ``calibrate``).
         **task_options: fields of ``TaskOptions`` (text_field, pair_field, question_field, context_field,
-            all_scores, top_k, pooling, normalize, max_answer_tokens). For ``embed``, pooling and normalize
-            left out (None) follow the checkpoint's sentence-transformers recipe (``recipe.py``: 1_Pooling,
-            a Normalize module in modules.json), else mean and no normalisation; given ones win.
+            all_scores, top_k, pooling, normalize, max_answer_tokens, embedding_dtype,
+            int8_calibration_rows, doc_stride). For ``embed``, pooling and normalize left out (None) follow
+            the checkpoint's sentence-transformers recipe (``recipe.py``: 1_Pooling, a Normalize module in
+            modules.json), else mean and no normalisation; given ones win. ``embedding_dtype``: float32,
+            float16, int8 or ubinary (``tasks.quantize_embeddings``), applied after normalisation. ``doc_stride``
+            (qa): tokens shared by consecutive context windows, default min(max_length // 2, 128).
     """
 
     def __init__(self, model: Any, task: str = "classify", *, tokenizer: Any = None, backend: str = "auto",
                  dtype: Any = None, device: Any = None, max_length: int | None = None,
                  truncation: str = "truncate", max_tokens: int = 8192, max_batch_size: int = 256,
-                 window: int = 2048, num_threads: int | None = None, **task_options: Any):
+                 window: int = 2048, num_threads: int | None = None, embedding_ranges: Any = None,
+                 **task_options: Any):
         import sqbert_fast as sqf
 
         if task not in TASKS:
@@ -292,6 +312,11 @@ class Scorer:
         self.device = next(model.parameters()).device
         self.options, self.max_length = resolve_settings(task, model_dir, model.config, tokenizer, max_length, options)
         self.task = make_task(task, self.options, model, tokenizer)
+        self.embedding_ranges = None  # given by the caller; a run without them calibrates its own
+        if embedding_ranges is not None:
+            if task != "embed" or self.options.embedding_dtype != "int8":
+                raise ValueError("embedding_ranges (--int8-ranges) only applies to --task embed --embedding-dtype int8")
+            self.embedding_ranges = check_ranges(embedding_ranges, self.task.dim())
         self.truncation = truncation
         self.max_tokens = max(int(max_tokens), self.max_length)  # a full-length row must fit a batch
         self.max_batch_size = int(max_batch_size)
@@ -302,8 +327,12 @@ class Scorer:
 
         self._tok = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         self._tok.no_padding()
-        self._tok.enable_truncation(self.max_length, strategy=self.task.truncation)
+        self._tok.enable_truncation(self.max_length, strategy=self.task.truncation,
+                                    stride=self.options.doc_stride or 0)
         self._needs_offsets = task in ("token-classify", "qa")
+        # qa: the room a window leaves for context is max_length - question - specials; the Rust tokenizer
+        # panics (not an exception) when doc_stride does not fit in it, so such rows are refused first.
+        self._pair_specials = self._tok.post_processor.num_special_tokens_to_add(True) if task == "qa" else 0
 
     # ---- public API ------------------------------------------------------------------------------
     def columns(self, id_field: str | None = None) -> list[str]:
@@ -320,9 +349,18 @@ class Scorer:
         cols = self.columns(id_field)
         if isinstance(inputs, (str, os.PathLike)):
             fmt = detect_format(inputs, input_format)
+            self.task.ranges = self.embedding_ranges
+            if self._needs_ranges() and self.embedding_ranges is None:
+                self.calibrate(read_rows(inputs, fmt, columns=cols))
             rows = read_rows(inputs, fmt, columns=cols)
             meter = Progress(input_size(inputs, fmt), enabled=progress)
         else:
+            inputs = iter(inputs)
+            self.task.ranges = self.embedding_ranges
+            if self._needs_ranges() and self.embedding_ranges is None:  # calibrate on the head, then score it with the rest
+                head = list(itertools.islice(inputs, self.options.int8_calibration_rows))
+                self.calibrate(rows_from_records(head, cols))
+                inputs = itertools.chain(head, inputs)
             rows = rows_from_records(inputs, cols)
             meter = Progress(None, enabled=progress)
         try:
@@ -345,6 +383,17 @@ class Scorer:
         total = input_size(input_path, in_fmt)  # fails on an unreadable file before any output is made
         out = self.open_output(input_path, output_path, in_fmt, output_format, id_field, errors_path,
                                embeddings_npy, resume, overwrite)
+        if self._needs_ranges():
+            # Calibrated once, kept in state.json: a resumed run quantizes with the very same ranges.
+            if out.state.get("embedding_ranges") is not None:
+                self.task.ranges = check_ranges(out.state["embedding_ranges"], self.task.dim())
+            else:
+                if self.embedding_ranges is None:
+                    self.calibrate(read_rows(input_path, in_fmt, columns=self.columns(id_field)))
+                else:
+                    self.task.ranges = self.embedding_ranges
+                out.state["embedding_ranges"] = self.task.ranges.tolist()
+                out.commit_state()
         meter = Progress(total, out.state["units"], enabled=progress)
         if not out.complete:
             rows = read_rows(input_path, in_fmt, columns=self.columns(id_field), skip=out.rows_consumed)
@@ -359,6 +408,36 @@ class Scorer:
         return Summary(rows=meter.rows, written=out.state["rows_written"], errors=out.state["errors"],
                        tokens=meter.tokens, seconds=time.perf_counter() - t0, model_seconds=meter.model_seconds,
                        wait_seconds=meter.wait_seconds)
+
+    def _needs_ranges(self) -> bool:
+        return self.task.name == "embed" and self.options.embedding_dtype == "int8"
+
+    def calibrate(self, inputs: Any, rows: int | None = None) -> np.ndarray:
+        """int8 ranges from data, as sentence-transformers' calibration embeddings give them: the minimum and
+        maximum of each dimension over the (normalised, if normalize) float32 embeddings of the first ``rows``
+        rows of ``inputs`` (default ``int8_calibration_rows``; bad rows are skipped). A streaming scorer
+        cannot see all embeddings before writing the first, so the head of the input stands for the whole;
+        values beyond it are clipped to the range's ends. Sets and returns them ([2, dim] float32).
+        ``inputs``: rows (readers.Row), or texts / (text, pair) tuples / dict records."""
+        if self.task.name != "embed":
+            raise ValueError("calibrate only applies to --task embed")
+        rows = check_positive_int("int8_calibration_rows", rows or self.options.int8_calibration_rows)
+        head = list(itertools.islice(iter(inputs), rows))
+        if head and not isinstance(head[0], Row):
+            head = list(rows_from_records(head, self.columns()))
+        vectors = []
+        self.task.calibrating = True
+        try:
+            for _, results in self.run_windows(head):
+                vectors += [r["embedding"] for r in results if not isinstance(r, str)]
+        finally:
+            self.task.calibrating = False
+        if not vectors:
+            raise ValueError(f"no valid row among the first {rows} to calibrate the int8 ranges on "
+                             "(pass --int8-ranges)")
+        emb = np.stack(vectors)
+        self.task.ranges = np.stack([emb.min(axis=0), emb.max(axis=0)]).astype(np.float32)
+        return self.task.ranges
 
     def output_columns(self, output_format: str, id_field: str | None, embeddings_npy: str | None) -> list:
         import pyarrow as pa
@@ -394,6 +473,7 @@ class Scorer:
             "options": asdict(self.options), "max_length": self.max_length, "truncation": self.truncation,
             "max_tokens": self.max_tokens, "max_batch_size": self.max_batch_size, "window": self.window,
             "output_format": out_fmt, "id_field": id_field, "embeddings_npy": embeddings_npy,
+            "embedding_ranges": ranges_digest(self.embedding_ranges),
         }
 
     def open_output(self, input_path, output_path, in_fmt, output_format, id_field, errors_path, embeddings_npy,
@@ -401,11 +481,13 @@ class Scorer:
         out_fmt = detect_output_format(output_path, output_format)
         if embeddings_npy and self.task.name != "embed":
             raise ValueError("embeddings_npy (--embeddings-npy) only applies to --task embed")
+        embed = self.task.name == "embed"
         return ChunkedOutput(
             output_path, out_fmt, self.output_columns(out_fmt, id_field, embeddings_npy),
             self.fingerprint(input_path, in_fmt, out_fmt, id_field, embeddings_npy),
             errors_path=errors_path, npy_path=embeddings_npy, resume=resume, overwrite=overwrite,
-            input_path=input_path)
+            input_path=input_path, npy_dtype=self.task.vector_dtype() if embed else np.float32,
+            ranges=self._needs_ranges())
 
     # ---- the pipeline ------------------------------------------------------------------------------
     def run_windows(self, rows: Iterable[Row], meter: Progress | None = None,
@@ -455,23 +537,44 @@ class Scorer:
                 if row.error is None:
                     win.inputs[i] = inp
                     todo.append(i)
+        if self.options.doc_stride is not None:
+            todo = self._check_questions(win, todo)
         for i, enc in zip(todo, self._encode([win.inputs[i] for i in todo])):
             row = win.rows[i]
             if isinstance(enc, str):
                 row.error = enc
-            elif self.truncation == "error" and enc.overflowing:
+            elif self.truncation == "error" and enc.overflowing and self.options.doc_stride is None:
                 row.error = f"longer than max_length={self.max_length} tokens (--truncation error)"
             else:
                 row.error = self.task.check(enc)
             if row.error is None:
                 win.encodings[i] = enc
-        valid = [i for i in range(n) if win.encodings[i] is not None]
-        lengths = [len(win.encodings[i].ids) for i in valid]
+        win.pieces = [(i, piece) for i in range(n) if win.encodings[i] is not None
+                      for piece in self.task.pieces(win.encodings[i])]
+        lengths = [len(piece.ids) for _, piece in win.pieces]
         win.tokens = sum(lengths)
         for batch in plan_batches(lengths, self.max_tokens, self.max_batch_size):
-            positions = [valid[b] for b in batch]
-            win.batches.append((positions, pad_batch([win.encodings[i] for i in positions], self.pad_id)))
+            win.batches.append((batch, pad_batch([win.pieces[p][1] for p in batch], self.pad_id)))
         return win
+
+    def _check_questions(self, win: Window, todo: list[int]) -> list[int]:
+        """qa: refuse rows whose question leaves a window no more than doc_stride context tokens (the Rust
+        tokenizer would panic on them); returns the rows still to encode."""
+        questions = [win.inputs[i][0] for i in todo]
+        try:
+            counted = self._tok.encode_batch_fast(questions, add_special_tokens=False)
+        except Exception:  # a bad question: leave it to _encode, which names the row
+            return todo
+        keep = []
+        for i, enc in zip(todo, counted):
+            room = self.max_length - len(enc.ids) - self._pair_specials
+            if room <= self.options.doc_stride:
+                win.rows[i].error = (f"the question takes {len(enc.ids)} tokens, leaving {max(room, 0)} of "
+                                     f"max_length={self.max_length} for context, which must be more than "
+                                     f"doc_stride={self.options.doc_stride} (shorten it, or lower --doc-stride)")
+            else:
+                keep.append(i)
+        return keep
 
     def _encode(self, inputs: list) -> list:
         if not inputs:
@@ -491,13 +594,26 @@ class Scorer:
     @torch.inference_mode()
     def compute(self, win: Window, meter: Progress) -> list:
         results: list = [row.error for row in win.rows]
-        for positions, tensors in win.batches:
+        outputs: list = [None] * len(win.pieces)
+        left = [0] * len(win.rows)  # pieces still to run, per row
+        for i, _ in win.pieces:
+            left[i] += 1
+        for batch, tensors in win.batches:
             tensors = {k: v.to(self.device) for k, v in tensors.items()}
-            encodings = [win.encodings[i] for i in positions]
-            outputs = self.task.run(tensors, encodings, [win.inputs[i] for i in positions])
-            for i, out in zip(positions, outputs):
-                results[i] = out
-            meter.batch_done(len(positions), sum(len(e.ids) for e in encodings))
+            encodings = [win.pieces[p][1] for p in batch]
+            rows = [win.pieces[p][0] for p in batch]
+            for p, out in zip(batch, self.task.run(tensors, encodings, [win.inputs[i] for i in rows])):
+                outputs[p] = out
+            done = 0
+            for i in rows:
+                left[i] -= 1
+                done += left[i] == 0
+            meter.batch_done(done, sum(len(e.ids) for e in encodings))
+        per_row: dict[int, list] = {}
+        for (i, _), out in zip(win.pieces, outputs):
+            per_row.setdefault(i, []).append(out)
+        for i, outs in per_row.items():
+            results[i] = self.task.merge(outs)
         return results
 
     @staticmethod

@@ -13,10 +13,59 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["POOLINGS", "TASKS", "TaskOptions", "check_positive_int", "make_task"]
+__all__ = ["EMBEDDING_DTYPES", "POOLINGS", "TASKS", "TaskOptions", "check_positive_int", "make_task",
+           "quantize_embeddings", "ranges_digest"]
 
 # mean, cls, pooler, and sentence-transformers' other modes (recipe.py); "a+b" concatenates modes as it does
 POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+
+# How embed stores its vectors: sentence-transformers' quantize_embeddings precisions (float16 is a plain cast).
+EMBEDDING_DTYPES = ("float32", "float16", "int8", "ubinary")
+
+
+def quantize_embeddings(emb: np.ndarray, dtype: str, ranges: np.ndarray | None = None) -> np.ndarray:
+    """[rows, dim] float32 -> the stored vectors, as sentence-transformers' ``quantize_embeddings(emb,
+    precision, ranges=ranges)``: float16 a cast; ubinary ``x > 0`` bits packed along the dimension (uint8,
+    dim/8 bytes a row, first dimension in the high bit); int8 each dimension's [min, max] (``ranges``, shape
+    [2, dim]) cut into 256 equal buckets, bucket index - 128, values outside the range clipped to its ends."""
+    emb = np.asarray(emb, dtype=np.float32)
+    if dtype == "float32":
+        return emb
+    if dtype == "float16":
+        return emb.astype(np.float16)
+    if dtype == "ubinary":
+        return np.packbits(emb > 0, axis=-1)
+    if dtype == "int8":
+        if ranges is None:
+            raise ValueError("int8 embeddings need ranges: calibrate (Scorer.calibrate) or pass embedding_ranges")
+        low = ranges[0].astype(np.float32)
+        step = (ranges[1].astype(np.float32) - low) / 255
+        step = np.where(step == 0, 1, step).astype(np.float32)  # a constant dimension: every value in bucket 0
+        bucket = np.clip(np.floor((emb - low) / step), 0, 255)
+        return (bucket - 128).astype(np.int8)
+    raise ValueError(f"embedding_dtype (--embedding-dtype) must be one of {', '.join(EMBEDDING_DTYPES)}, got {dtype!r}")
+
+
+def check_ranges(ranges, dim: int) -> np.ndarray:
+    """int8 ranges as a float32 [2, dim] array (row 0 the minima, row 1 the maxima), or a ValueError."""
+    if isinstance(ranges, (str, bytes)) or hasattr(ranges, "__fspath__"):
+        try:
+            ranges = np.load(ranges, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read int8 ranges (--int8-ranges) from {ranges}: {err}") from None
+    arr = np.asarray(ranges, dtype=np.float32)
+    if arr.shape != (2, dim):
+        raise ValueError(f"int8 ranges (--int8-ranges) must have shape (2, {dim}) (minima, maxima per dimension), "
+                         f"got {arr.shape}")
+    if not np.isfinite(arr).all() or (arr[0] > arr[1]).any():
+        raise ValueError("int8 ranges (--int8-ranges) must be finite, with each minimum <= its maximum")
+    return arr
+
+
+def ranges_digest(ranges: np.ndarray | None) -> str | None:
+    import hashlib
+
+    return None if ranges is None else hashlib.sha256(np.ascontiguousarray(ranges, np.float32).tobytes()).hexdigest()
 
 
 def check_positive_int(name: str, value) -> int:
@@ -40,10 +89,20 @@ class TaskOptions:
     normalize: bool | None = None     # embed: L2-normalise; None: the model's recipe
     max_answer_tokens: int = 30       # qa: longest answer span
     lowercase: bool = False           # embed: lower-case texts first (a recipe's do_lower_case)
+    embedding_dtype: str = "float32"  # embed: how vectors are stored, one of EMBEDDING_DTYPES
+    int8_calibration_rows: int = 2048  # embed, int8: rows whose embeddings give the ranges (none passed)
+    doc_stride: int | None = None     # qa: tokens shared by consecutive context windows; None: min(max_length // 2, 128)
 
     def __post_init__(self):
         self.top_k = check_positive_int("top_k", self.top_k)
         self.max_answer_tokens = check_positive_int("max_answer_tokens", self.max_answer_tokens)
+        self.int8_calibration_rows = check_positive_int("int8_calibration_rows", self.int8_calibration_rows)
+        if self.embedding_dtype not in EMBEDDING_DTYPES:
+            raise ValueError(f"embedding_dtype (--embedding-dtype) must be one of {', '.join(EMBEDDING_DTYPES)}, "
+                             f"got {self.embedding_dtype!r}")
+        if self.doc_stride is not None:
+            if isinstance(self.doc_stride, bool) or not isinstance(self.doc_stride, int) or self.doc_stride < 0:
+                raise ValueError(f"doc_stride (--doc-stride) must be a whole number >= 0, got {self.doc_stride!r}")
         if self.pooling is not None and (not isinstance(self.pooling, str)
                                          or not all(m in POOLINGS for m in self.pooling.split("+"))):
             raise ValueError(f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
@@ -82,6 +141,14 @@ class Task:
 
     def check(self, encoding) -> str | None:
         return None
+
+    def pieces(self, encoding) -> list:
+        """The encodings a row is run as: itself (QA: one per context window)."""
+        return [encoding]
+
+    def merge(self, outputs: list[dict]) -> dict:
+        """One row's result from its pieces' results, in piece order."""
+        return outputs[0]
 
     def schema(self) -> list:
         raise NotImplementedError
@@ -133,19 +200,34 @@ class Embed(Task):
             inp = inp.lower() if isinstance(inp, str) else tuple(t.lower() for t in inp)
         return inp, err
 
+    ranges: np.ndarray | None = None  # int8: [2, dim] minima and maxima, set by the Scorer for a run
+    calibrating = False                # True: return the float32 vectors (the Scorer collecting int8 ranges)
+
     def dim(self) -> int:
         return self.config.hidden_size * len((self.opts.pooling or "mean").split("+"))
+
+    def vector_dtype(self) -> np.dtype:
+        return np.dtype({"float32": np.float32, "float16": np.float16, "int8": np.int8,
+                         "ubinary": np.uint8}[self.opts.embedding_dtype])
+
+    def width(self) -> int:
+        """Values a stored vector holds: dim, or dim / 8 bytes (rounded up) for ubinary."""
+        return -(-self.dim() // 8) if self.opts.embedding_dtype == "ubinary" else self.dim()
 
     def schema(self):
         import pyarrow as pa
 
-        # Fixed width: Arrow stores the vectors as one flat float32 buffer, no per-row offsets.
-        return [("embedding", pa.list_(pa.float32(), self.dim()))]
+        # Fixed width: Arrow stores the vectors as one flat buffer of the stored dtype, no per-row offsets.
+        value = {"float32": pa.float32(), "float16": pa.float16(), "int8": pa.int8(),
+                 "ubinary": pa.uint8()}[self.opts.embedding_dtype]
+        return [("embedding", pa.list_(value, self.width()))]
 
     def run(self, inputs, encodings, texts):
         out = self.model(**inputs)
-        emb = self.pool(out, inputs["attention_mask"])
-        return [{"embedding": row} for row in emb.numpy()]
+        emb = self.pool(out, inputs["attention_mask"]).numpy()
+        if not self.calibrating:
+            emb = quantize_embeddings(emb, self.opts.embedding_dtype, self.ranges)
+        return [{"embedding": row} for row in emb]
 
     @staticmethod
     def _pool_one(mode: str, out, mask: torch.Tensor) -> torch.Tensor:
@@ -205,6 +287,15 @@ class TokenClassify(Task):
 
 
 class QuestionAnswering(Task):
+    """Extractive QA over contexts of any length, as transformers' question-answering pipeline does: the
+    context is cut into windows of at most max_length tokens (question included) that share ``doc_stride``
+    tokens with their neighbours; each window's start and end logits are turned into probabilities over its
+    context tokens and [CLS] (the pipeline keeps [CLS] in the softmax, then gives it probability 0), its best
+    span (start <= end, at most max_answer_tokens) scores p_start * p_end, and the row's answer is the best
+    span over all windows (the first window on a tie), as character offsets into the original context.
+    Unlike the pipeline, spans are not widened to whole words, and a span found in two windows keeps its
+    better score (the pipeline adds the scores of equal answer texts)."""
+
     name, model_class = "qa", "SqueezeBertForQuestionAnswering"
     truncation = "only_second"  # the context is cut, never the question
 
@@ -217,6 +308,12 @@ class QuestionAnswering(Task):
             return "no context token fits after the question within max_length"
         return None
 
+    def pieces(self, encoding):
+        return [encoding] + list(encoding.overflowing)
+
+    def merge(self, outputs):
+        return max(outputs, key=lambda r: r["score"])  # max() keeps the first of equal scores
+
     def schema(self):
         import pyarrow as pa
 
@@ -226,13 +323,16 @@ class QuestionAnswering(Task):
         out = self.model(**inputs)
         start_logits, end_logits = out.start_logits.float(), out.end_logits.float()
         longest = self.opts.max_answer_tokens
+        cls_id = self.tokenizer.cls_token_id
         results = []
         for r, enc in enumerate(encodings):
-            ctx = np.array([s == 1 for s in enc.sequence_ids] + [False] * (start_logits.shape[1] - len(enc.ids)))
-            idx = torch.from_numpy(np.flatnonzero(ctx))
-            # Probabilities over the context tokens only (the transformers pipeline's "score").
-            p_start = _softmax(start_logits[r, idx])
-            p_end = _softmax(end_logits[r, idx])
+            ctx = np.array([s == 1 for s in enc.sequence_ids])
+            allowed = ctx | (np.array(enc.ids) == cls_id) if cls_id is not None else ctx
+            idx = torch.from_numpy(np.flatnonzero(allowed))
+            in_ctx = torch.from_numpy(ctx[idx.numpy()])
+            # Softmax over context + [CLS] (the pipeline's normalisation), then [CLS] can never be chosen.
+            p_start = _softmax(start_logits[r, idx]) * in_ctx
+            p_end = _softmax(end_logits[r, idx]) * in_ctx
             pair = torch.triu(p_start[:, None] * p_end[None, :])
             pair = torch.tril(pair, diagonal=longest - 1)
             best = int(pair.argmax())

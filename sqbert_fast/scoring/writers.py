@@ -1,8 +1,11 @@
 """Output formats and the commit protocol that makes runs resumable.
 
 Formats: JSONL (one object per row), CSV (fixed header; list/struct values JSON-encoded in their cell),
-Parquet (typed columns: embeddings as ``list<float32>``, token tags as ``list<struct>``). Embeddings can go
-instead to one ``.npy`` file of shape ``[rows, hidden]`` (float32) whose row i belongs to record i.
+Parquet (typed columns: embeddings as ``fixed_size_list<float32 | float16 | int8 | uint8>`` by
+``--embedding-dtype``, token tags as ``list<struct>``). Embeddings can go instead to one ``.npy`` file of
+shape ``[rows, width]`` in the stored dtype whose row i belongs to record i. int8 embeddings come with
+``OUTPUT.int8-ranges.npy``, the [2, dim] float32 minima and maxima they were quantized with (kept in
+``state.json`` from the start of the run, so a resumed run uses the same).
 
 Commit protocol (never lose or duplicate work): results are written as numbered *parts* into
 ``OUTPUT.parts/`` — one part per window of input rows, each written to a temp file, fsynced and renamed —
@@ -64,8 +67,13 @@ def _inside(path: str, folder: str) -> bool:
     return False
 
 
+def ranges_path(output: str | os.PathLike) -> str:
+    """Where int8 embeddings' ranges are written beside OUTPUT (sentence-transformers' ``ranges`` array)."""
+    return os.fspath(output) + ".int8-ranges.npy"
+
+
 def check_paths(input_path: str | os.PathLike | None, output: str | os.PathLike, errors_path: str | None = None,
-                npy_path: str | None = None) -> None:
+                npy_path: str | None = None, ranges: bool = False) -> None:
     """Refuse a run whose files overlap, before anything is opened for writing or removed.
 
     The files a run writes are OUTPUT, the errors file, the embeddings .npy, the ``.tmp`` file beside each
@@ -77,7 +85,8 @@ def check_paths(input_path: str | os.PathLike | None, output: str | os.PathLike,
     parts = output + ".parts"
     written = []
     for role, path in (("OUTPUT", output), ("the errors file (--errors)", errors_path or default_errors_path(output)),
-                       ("the embeddings file (--embeddings-npy)", npy_path)):
+                       ("the embeddings file (--embeddings-npy)", npy_path),
+                       ("the int8 ranges file", ranges_path(output) if ranges else None)):
         if path:
             path = os.fspath(path)
             written += [(role, path), (f"the temporary file of {role}", path + ".tmp")]
@@ -171,7 +180,7 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def records_table(columns: list, records: list[dict]):
     """Records -> a pyarrow Table of ``columns`` ((name, type) pairs); a missing or None value is null.
-    Float vectors (embeddings) go in as one flat buffer, not a Python object per float."""
+    Numeric vectors (embeddings, any stored dtype) go in as one flat buffer, not a Python object per value."""
     import pyarrow as pa
 
     arrays = []
@@ -179,7 +188,8 @@ def records_table(columns: list, records: list[dict]):
         values = [r.get(name) for r in records]
         listy = pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ)
         present = [v for v in values if v is not None]
-        if listy and pa.types.is_floating(typ.value_type) and present and isinstance(present[0], np.ndarray):
+        numeric = listy and (pa.types.is_floating(typ.value_type) or pa.types.is_integer(typ.value_type))
+        if numeric and present and isinstance(present[0], np.ndarray):
             dtype = typ.value_type.to_pandas_dtype()
             mask = None
             if len(present) < len(values):  # nulls (bad rows): zero-filled slots under a validity mask
@@ -212,8 +222,9 @@ class ChunkedOutput:
 
     def __init__(self, output: str | os.PathLike, fmt: str, columns: list, fingerprint: dict, *,
                  errors_path: str | None = None, npy_path: str | None = None, npy_column: str = "embedding",
-                 resume: bool = False, overwrite: bool = False, input_path: str | os.PathLike | None = None):
-        check_paths(input_path, output, errors_path, npy_path)
+                 resume: bool = False, overwrite: bool = False, input_path: str | os.PathLike | None = None,
+                 npy_dtype: Any = np.float32, ranges: bool = False):
+        check_paths(input_path, output, errors_path, npy_path, ranges)
         self.output = os.fspath(output)
         self.fmt = fmt
         self.columns = columns
@@ -221,6 +232,8 @@ class ChunkedOutput:
         self.errors_path = errors_path or default_errors_path(self.output)
         self.npy_path = npy_path
         self.npy_column = npy_column
+        self.npy_dtype = np.dtype(npy_dtype)
+        self.ranges_path = ranges_path(self.output) if ranges else None
         self.parts = self.output + ".parts"
         self.fingerprint = fingerprint
         self.state = {"version": _STATE_VERSION, "fingerprint": fingerprint, "parts": 0, "rows_consumed": 0,
@@ -253,7 +266,7 @@ class ChunkedOutput:
             shutil.rmtree(self.parts)
         if os.path.exists(self.output) and not overwrite:
             raise ResumeError(f"{self.output} exists (from a finished run?); pass --overwrite to replace it")
-        for stale in (self.errors_path, self.npy_path):
+        for stale in (self.errors_path, self.npy_path, self.ranges_path):
             if stale and os.path.exists(stale):
                 os.remove(stale)
         os.makedirs(self.parts)
@@ -281,6 +294,10 @@ class ChunkedOutput:
     def _write_state(self) -> None:
         _fsync_write(os.path.join(self.parts, _STATE), json.dumps(self.state, indent=1).encode("utf-8"))
 
+    def commit_state(self) -> None:
+        """Record what the caller put in ``state`` (int8 ranges) before the first part is written."""
+        self._write_state()
+
     # ---- commit ------------------------------------------------------------------------------------
     def commit(self, records: list[dict], errors: list[dict], rows: int, units: int, tokens: int) -> None:
         """Write one window's results as a part, then record it. ``rows`` input rows were consumed."""
@@ -304,9 +321,9 @@ class ChunkedOutput:
         if self.npy_path:
             vectors = [r.pop(self.npy_column) for r in records]
             if vectors:
-                data = np.stack(vectors).astype(np.float32, copy=False)
+                data = np.stack(vectors).astype(self.npy_dtype, copy=False)
             else:
-                data = np.zeros((0, npy_width), np.float32)
+                data = np.zeros((0, npy_width), self.npy_dtype)
             width = int(data.shape[1])
             with open(self._part(i, "npy") + self.tmp_suffix, "wb") as f:
                 np.save(f, data)
@@ -364,6 +381,7 @@ class ChunkedOutput:
         os.replace(tmp, self.output)
         if self.npy_path:
             self._merge_npy(n)
+        self.write_ranges()
         with open(self.errors_path + ".tmp", "wb") as out:
             for i in range(n):
                 with open(self._part(i, "errors.jsonl"), "rb") as f:
@@ -374,12 +392,21 @@ class ChunkedOutput:
             os.remove(self.errors_path + ".tmp")
         shutil.rmtree(self.parts)
 
+    def write_ranges(self) -> None:
+        """int8: OUTPUT.int8-ranges.npy, so that queries can be quantized as the corpus was."""
+        if self.ranges_path and self.state.get("embedding_ranges") is not None:
+            with open(self.ranges_path + ".tmp", "wb") as f:
+                np.save(f, np.asarray(self.state["embedding_ranges"], dtype=np.float32))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(self.ranges_path + ".tmp", self.ranges_path)
+
     def _merge_npy(self, n: int) -> None:
         width = self.state.get("npy_width") or 0
         rows = self.state["rows_written"]
         tmp = self.npy_path + ".tmp"
         with open(tmp, "wb") as out:
-            np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+            np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(self.npy_dtype),
                                                        "fortran_order": False, "shape": (rows, width)})
             for i in range(n):
                 shard = np.load(self._part(i, "npy"), mmap_mode="r")
