@@ -639,14 +639,19 @@ def measure_peaks(caps: CpuCaps, threads: int, device: str = "cpu", budget_s: fl
 def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Shape], *, threads: int,
                   device: str = "cpu", min_reps: int = 5, max_reps: int = 100, budget_s: float = 2.0,
                   call_limit_s: float = 60.0, shape_limit_s: float = 60.0, peak: bool = True, quiet: bool = False,
-                  model_note: str = "", options: Optional[dict] = None, caps: Optional[CpuCaps] = None) -> dict:
+                  model_note: str = "", options: Optional[dict] = None, caps: Optional[CpuCaps] = None,
+                  gap_ms: float = 0.0, settle: int = 0) -> dict:
     """Prepare every (provider, precision), time them round-robin per shape; return the JSON document.
 
     Precisions this CPU would emulate are left out first (``select_cells``; ``caps`` defaults to
     ``cpu_caps()``). A provider whose first call at a shape takes longer than ``call_limit_s`` (or whose
     call there is predicted to, from its previous shape and the FLOP ratio) gets an error row and is
     dropped from later shapes. Timing at a shape stops at ``budget_s`` once every provider has
-    ``min_reps`` calls, and at ``shape_limit_s`` after at least one round even below ``min_reps``."""
+    ``min_reps`` calls, and at ``shape_limit_s`` after at least one round even below ``min_reps``.
+    ``gap_ms`` / ``settle``: before each timed call, an idle gap and untimed calls of the same provider, so
+    that nothing an engine before it leaves running (a spinning pool, caches it evicted) is charged to it
+    (the fair method of benchmarks/bench_cpu.py; the gap and settle calls are not part of the time budget's
+    accounting of rounds but do take wall time)."""
     import torch
 
     from . import peers
@@ -667,7 +672,7 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
                            "of the ISA; % kernel = of our own ffn_ln's best GFLOP/s, sampled before and between "
                            "shapes",
                  "min_reps": min_reps, "budget_s_per_shape": budget_s, "call_limit_s": call_limit_s,
-                 "shape_limit_s": shape_limit_s,
+                 "shape_limit_s": shape_limit_s, "gap_ms": gap_ms, "settle": settle,
                  "cpu_caps": {"arch": caps.arch, "vendor": caps.vendor, "family": caps.family, "model": caps.model,
                               "features": sorted(caps.features), "forced_isa": caps.forced,
                               "native": [p for p in ("fp32", "bf16", "fp16", "int8") if caps.emulated(p) is None]}})
@@ -762,6 +767,11 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
             if rounds >= 1 and elapsed + elapsed / rounds > shape_limit_s:
                 break  # the next round would end past the shape's time limit
             for cell in live[rounds % len(live):] + live[:rounds % len(live)]:  # rotate who goes first
+                if gap_ms > 0:
+                    time.sleep(gap_ms / 1e3)
+                for _ in range(settle):
+                    cell.prepared(ids_d, mask_d)
+                    cell.prepared.synchronize()
                 t0 = time.perf_counter()
                 cell.prepared(ids_d, mask_d)
                 cell.prepared.synchronize()
@@ -1164,6 +1174,11 @@ def add_arguments(p) -> None:
     p.add_argument("--current", metavar="NEW_JSON", help="with --compare: compare this file instead of running")
     p.add_argument("--threshold", type=float, default=0.10, help="--compare: relative change counted (default 0.10)")
     p.add_argument("--fail-on-regression", action="store_true", help="--compare: exit 1 if any row regressed")
+    p.add_argument("--gap-ms", type=_at_least(0, float), default=0.0,
+                   help="idle milliseconds before each timed call (the fair method: nothing the engine before "
+                        "leaves running is charged to the next; e.g. 100)")
+    p.add_argument("--settle", type=_at_least(0, int), default=0,
+                   help="untimed calls of the same engine right before each timed one (e.g. 1)")
     p.add_argument("--markdown", metavar="JSON", help="print the README table of an earlier bench.json (no run)")
     p.add_argument("--onnx-exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="torch.onnx exporter for onnxruntime (auto: dynamo, legacy if it fails)")
@@ -1256,7 +1271,7 @@ def run(args) -> int:
                         shape_limit_s=max(budget, args.shape_limit if args.shape_limit is not None
                                           else (15.0 if args.quick else 60.0)),
                         peak=not args.no_peak, quiet=args.quiet, model_note=note,
-                        options={"exporter": args.onnx_exporter})
+                        options={"exporter": args.onnx_exporter}, gap_ms=args.gap_ms, settle=args.settle)
     doc["meta"]["argv"] = sys.argv
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, "bench.json")

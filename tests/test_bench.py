@@ -442,6 +442,39 @@ def test_slow_first_call_is_dropped_not_waited_on(tiny_model_dir, monkeypatch):
         assert 1 <= rows[prov, "2x16"]["reps"] < 50
 
 
+def test_gap_and_settle_calls_before_each_timed_call(tiny_model_dir, monkeypatch):
+    """--gap-ms / --settle: each timed call follows an idle gap and `settle` untimed calls of the same engine."""
+    import time as _time
+
+    real_prepare = peers.prepare
+    log = []
+
+    def prepare(provider, model_dir, precision="fp32", **kw):
+        p = real_prepare("transformers", model_dir, precision)
+        inner = p.run
+
+        def run(ids, mask):
+            log.append((provider, _time.perf_counter()))
+            return inner(ids, mask)
+
+        p.run, p.provider = run, provider
+        return p
+
+    monkeypatch.setattr(peers, "prepare", prepare)
+    doc = bench.run_benchmark(tiny_model_dir, [("a", "fp32"), ("b", "fp32")], bench.parse_shapes("1x8"), threads=1,
+                              min_reps=3, max_reps=3, budget_s=0.0, peak=False, quiet=True, gap_ms=30, settle=2)
+    assert doc["meta"]["gap_ms"] == 30 and doc["meta"]["settle"] == 2
+    rows = {r["provider"]: r for r in doc["results"]}
+    assert rows["a"]["reps"] == rows["b"]["reps"] == 3
+    log = [(p, t) for p, t in log if p in ("a", "b")]  # not the reference outputs (transformers)
+    calls = [p for p, _ in log]
+    assert calls.count("a") == calls.count("b") == 1 + 3 * 3  # first call, then (2 settle + 1 timed) x 3 rounds
+    timed_rounds = calls[2:]
+    assert all(timed_rounds[i:i + 3] in (["a"] * 3, ["b"] * 3) for i in range(0, len(timed_rounds), 3))
+    gaps = [t2 - t1 for (p1, t1), (p2, t2) in zip(log[2:], log[3:]) if p1 != p2]
+    assert gaps and min(gaps) >= 0.03
+
+
 def test_avx2_run_leaves_bf16_out_and_says_why(tiny_model_dir, tmp_path, monkeypatch, capsys):
     from sqbert_fast.cli import main
 
