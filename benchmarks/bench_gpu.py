@@ -7,7 +7,7 @@ sqbert_fast ``cuda`` (padding-free: packing is part of the timed call). Shapes: 
 mixed (256 sequences of 8..128 tokens). Each cell: median ms over CUDA-event-timed calls after
 warm-up, sequences/s, then a check of the output against transformers fp32 (max abs difference of
 the last hidden state on real tokens <= 2e-2; a fast wrong kernel is worthless). Writes
-``bench_gpu.json`` into --out and prints a table with the ratios the Triton issue targets.
+``bench_gpu.json`` and ``bench_gpu.md`` into --out and prints the table with the targets of issue 20.
 
     python benchmarks/bench_gpu.py --out bench-out/gpu
     python -m sqbert_fast.gpu_timings merge bench-out/gpu/bench_gpu.json   # what backend="auto" goes by
@@ -266,7 +266,10 @@ def main(argv=None) -> int:
                results=results, targets=targets)
     with open(os.path.join(args.out, "bench_gpu.json"), "w") as f:
         json.dump(doc, f, indent=2)
-    print(format_table(results, targets))
+    text = format_table(results, targets)
+    with open(os.path.join(args.out, "bench_gpu.md"), "w") as f:
+        f.write(f"{doc['meta']['gpu']} (sm_{major}{minor}), fp16, commit {doc['meta']['commit']}\n\n{text}\n")
+    print(text)
     if tmp is not None:
         tmp.cleanup()
     return 0 if all(r.get("correct", True) for r in results) else 1

@@ -207,3 +207,14 @@ def test_model_says_why_it_runs_where_it_runs(monkeypatch):
     assert m.backend_reason == backends.choose("cpu", torch.float32)[1] and m.backend in m.backend_reason
     m.set_backend("reference")
     assert m.backend_reason == "reference: asked for"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_auto_on_this_card():
+    """On a real GPU: auto takes a GPU backend, by a measurement when the file has one for this card."""
+    name, why = backends.choose("cuda", FP16)
+    assert name in ("triton", "cuda"), why
+    run, _ = gpu_timings.match_run(gpu_timings.load()["runs"], torch.cuda.get_device_name(),
+                                   tuple(torch.cuda.get_device_capability()), "float16")
+    assert ("measured" in why) if run is not None else ("fallback" in why), why
