@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# The GPU check, for a fresh H100 machine with PyTorch, Triton, transformers, pybind11, CMake and
-# nvcc installed and no network: build sqbert_fast from source, run the GPU tests (Triton and
-# CUDA backends), the GPU benchmark, and the CUDA tests once under compute-sanitizer. Logs and
-# JSON go into the folder given as the argument. Each stage runs even if an earlier one failed;
-# the exit code is non-zero if any failed.
+# The GPU check, for a fresh H100/H200 machine with PyTorch, Triton, transformers, pybind11, CMake and
+# nvcc installed and no network: build sqbert_fast from source, run the GPU tests (Triton and CUDA
+# backends), the GPU benchmark, and the CUDA tests under compute-sanitizer (memcheck, then racecheck on a
+# few shapes). Logs, bench_gpu.json, bench_gpu.md (the table) and gpu_backend_timings.json (the package's
+# timings file with this card's run merged in) go into the folder given as the argument; the `resources`
+# stage, not run by default (it needs no GPU: scripts/gpu_resource_usage.py), adds registers, spills and
+# occupancy of every kernel as built there. Each stage runs even if an earlier one failed; the exit code is
+# non-zero if any failed.
 #
-#   benchmarks/gpu_check.sh OUT_DIR [STAGE ...]      # stages: build info tests bench sanitizer
+#   benchmarks/gpu_check.sh OUT_DIR [STAGE ...]   # stages: build info tests bench sanitizer racecheck [resources]
 #
 # GPU_CHECK_BUDGET_S (default 540) bounds the whole run: each stage gets its own limit or what is
 # left of the budget, whichever is less, and a stage with under 20 s left is skipped (and counts
-# as failed). PYTHON picks the interpreter (default: python3, else python).
+# as failed). The benchmark runs before the sanitizer stages so that a short budget keeps the numbers;
+# on a warm machine `benchmarks/gpu_check.sh OUT sanitizer racecheck` runs them on the same build.
+# PYTHON picks the interpreter (default: python3, else python).
 set -uo pipefail
 OUT="${1:?usage: benchmarks/gpu_check.sh OUT_DIR [STAGE ...]}"
 shift
-STAGES=("${@:-build info tests bench sanitizer}")
+STAGES=("${@:-build info tests bench sanitizer racecheck}")
 STAGES=(${STAGES[*]})
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -54,15 +59,29 @@ if wanted build; then
     stage build 240 "$PYTHON" -m pip install --no-build-isolation --no-deps -e . || { tail -40 "$OUT/build.log"; exit 1; }
 fi
 wanted info && { stage info 60 "$PYTHON" -m sqbert_fast.cli info || rc=1; }
+# registers/spills/shared memory from the cubins just built (no GPU needed; Triton kernels compiled for this card)
+wanted resources && { stage resources 150 "$PYTHON" scripts/gpu_resource_usage.py --out "$OUT" \
+  --arch "$("$PYTHON" -c "import torch; m, n = torch.cuda.get_device_capability(); print(10 * m + n)" 2>/dev/null || echo 90)" \
+  || rc=1; }
 if wanted tests; then
   # pytest-xdist spreads the Triton autotuning compiles over the cores when it is installed
   # (pytest-benchmark warns under xdist, and warnings are errors here: it is not needed for tests)
   xdist=(); "$PYTHON" -c "import xdist" 2>/dev/null && xdist=(-n 8 -p no:benchmark)
   stage tests 240 "$PYTHON" -m pytest -m gpu tests/test_gpu_parity.py tests/test_cuda.py tests/test_triton.py \
+    tests/test_backend_order.py \
     -q -rs "${xdist[@]}" || rc=1
 fi
-wanted bench && { TRITON_PRINT_AUTOTUNING=1 stage bench 300 "$PYTHON" benchmarks/bench_gpu.py --out "$OUT" || rc=1; }
+if wanted bench; then
+  TRITON_PRINT_AUTOTUNING=1 stage bench 300 "$PYTHON" benchmarks/bench_gpu.py --out "$OUT" || rc=1
+  # the package's timings file with this card's run merged in (what backend="auto" goes by): copy it over
+  # sqbert_fast/data/gpu_backend_timings.json to keep it
+  [[ -f "$OUT/bench_gpu.json" ]] && { "$PYTHON" -m sqbert_fast.gpu_timings merge "$OUT/bench_gpu.json" \
+    --out "$OUT/gpu_backend_timings.json" >>"$OUT/bench.log" 2>&1 || rc=1; }
+fi
 wanted sanitizer && { stage sanitizer 180 bash scripts/cuda_sanitizer.sh || rc=1; }
+# racecheck (shared-memory hazards) is slow: the tensor-core and fp32 tile paths at lengths past one tile
+wanted racecheck && { SANITIZER_TOOL=racecheck stage racecheck 150 bash scripts/cuda_sanitizer.sh \
+  -k "lengths_match_reference and (97 or 512) or graphs" || rc=1; }
 wanted tests && grep -E "passed|failed|error|skipped" "$OUT/tests.log" | tail -3
 wanted bench && tail -30 "$OUT/bench.log"
 rm -rf "$BIN"

@@ -36,6 +36,7 @@ def collect() -> dict:
         for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.int8):
             key = f"{device}/{str(dtype).replace('torch.', '')}"
             info["backends"][key] = {name: (r or "available") for name, r in backends.reasons(device, dtype).items()}
+    info["auto_cuda"] = auto_cuda()
     # int8 (issue 19): the backends that run int8 models here, and the C++ int8 GEMM variant when there is one
     runs = [name for name, r in backends.reasons("cpu", torch.int8).items() if not r]
     int8: dict = {"backends": runs}
@@ -43,6 +44,26 @@ def collect() -> dict:
         int8["cpu_int8_isa"] = info["cpu_extension"]["int8_isa"]
     info["int8"] = int8
     return info
+
+
+def auto_cuda() -> dict:
+    """Which backend ``backend="auto"`` takes on CUDA, and why: on this machine's GPU when there is one,
+    else on each card of the timings file (both GPU backends assumed built and installed there)."""
+    from . import gpu_timings
+
+    out: dict = {"timings_file": "sqbert_fast/data/gpu_backend_timings.json",
+                 "fallback": f"no measurement for the card and dtype: {', '.join(gpu_timings.FALLBACK)}, "
+                             "first that can run"}
+    if torch.cuda.is_available():
+        out["here"] = {}
+        for dtype in (torch.float16, torch.bfloat16, torch.float32):
+            name, why = backends.choose("cuda", dtype)
+            out["here"][gpu_timings.dtype_name(dtype)] = {"backend": name or None, "reason": why}
+    else:
+        out["here"] = None
+        out["per_card"] = [row for dtype in (torch.float16, torch.bfloat16, torch.float32)
+                           for row in gpu_timings.per_card(dtype)]
+    return out
 
 
 def add_arguments(p) -> None:
@@ -78,6 +99,16 @@ def run(args) -> int:
     i8 = info["int8"]
     print("int8: " + (", ".join(f"{b} ({i8['cpu_int8_isa']})" if b == "cpu" and i8.get("cpu_int8_isa") else b
                                 for b in i8["backends"]) or "none"))
+    auto = info["auto_cuda"]
+    if auto["here"] is not None:
+        print("auto on this GPU:")
+        for dt, c in auto["here"].items():
+            print(f"  {dt:<9} {c['reason'] if c['backend'] else 'none: ' + c['reason']}")
+    else:
+        print(f"auto on CUDA (no GPU here; what it would take on each card of {auto['timings_file']}):")
+        for row in auto["per_card"]:
+            print(f"  {row['gpu']} sm_{row['capability'].replace('.', '')} {row['dtype']}: {row['reason']}")
+        print(f"  other cards and dtypes: {auto['fallback']}")
     print(f"threads: {info['threads']}")
     print("backends:")
     for key, per in info["backends"].items():

@@ -179,6 +179,12 @@ class SqueezeBertPreTrainedModel(nn.Module):
         """Name of the backend that runs this model on its current device and dtype."""
         return self._get_runner_backend().name
 
+    @property
+    def backend_reason(self) -> str:
+        """Why that backend: the measurement or rule ``backend="auto"`` went by, or that it was asked for."""
+        device, dtype = self._device_dtype()
+        return _backends.select_with_reason(self._backend_name, device, dtype)[1]
+
     def set_backend(self, backend: str) -> "SqueezeBertPreTrainedModel":
         self._backend_name = backend
         self._runner = None

@@ -230,12 +230,15 @@ def test_bench_gpu_correctness_and_targets():
     assert ids.shape == mask.shape == (6, 40) and int(mask.sum(1).min()) >= 8 and bool((ids[mask == 0] == 0).all())
     cell = lambda p, s, ms, ok=True: dict(provider=p, shape=s, median_ms=ms, seqs_per_s=int(s.split("x")[0][-3:]) / ms * 1e3,
                                           correct=ok)
-    res = [cell("transformers", "1x128", 12.0), cell("triton", "1x128", 0.25),
-           cell("torch.compile", "256x128", 30.0), cell("triton", "256x128", 25.0, ok=False)]
-    got = {(t["shape"], t.get("faster_than"), t.get("max_ms")): t["ok"] for t in bg.check_targets(res)}
-    assert got[("1x128", None, 0.3)] is True and got[("1x128", "transformers", None)] is True
-    assert got[("256x128", "torch.compile", None)] is False  # 1.2x < 1.5x, and the cell is not correct
-    assert got[("mixed256x128", "torch.compile", None)] is None  # not run
+    res = [cell("transformers", "1x128", 12.0), cell("triton", "1x128", 0.25), cell("cuda", "1x128", 0.3),
+           cell("torch.compile", "256x128", 30.0), cell("triton", "256x128", 25.0, ok=False),
+           cell("cuda", "256x128", 20.0)]
+    got = {(t["provider"], t["shape"], t.get("faster_than"), t.get("max_ms")): t["ok"] for t in bg.check_targets(res)}
+    assert got[("triton", "1x128", None, 0.35)] is True
+    assert got[("triton", "256x128", "torch.compile", None)] is False  # 1.2x < 2x, and the cell is not correct
+    assert got[("triton", "mixed256x128", "torch.compile", None)] is None  # not run
+    assert got[("cuda", "1x128", "triton", None)] is False  # slower than triton
+    assert got[("cuda", "256x128", "triton", None)] is True  # faster than triton
 
 
 # ---- which precisions this CPU runs natively, and its peak (CPU features injected) -----------------

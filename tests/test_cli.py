@@ -29,6 +29,10 @@ def test_info_reports_build_cpu_and_backends():
     info = json.loads(j.stdout)
     assert info["backends"]["cpu/float32"]["cpu"] == "available"
     assert info["cpu_extension"]["isa_in_use"] in info["cpu_extension"]["usable_isas"]
+    # which backend auto takes on CUDA, and why: on this GPU, or (none here) on each card of the timings file
+    auto = info["auto_cuda"]
+    assert auto["here"] is not None or any(row["backend"] and row["reason"] for row in auto["per_card"])
+    assert "auto on " in r.stdout
 
 
 def _unusable_isa():

@@ -273,40 +273,17 @@ def test_workspace_is_reused_and_outputs_are_not():
 
 # ---- GPU code generation, without a GPU ------------------------------------------------------------
 def compile_for_sm90(dtype: str) -> list:
-    """Compiles one GPU config of every kernel to an sm_90 cubin (triton's bundled ptxas; no device
-    needed). The interpreter runs the kernels' Python semantics only; this catches what only code
-    generation sees (layouts, shared memory, constexpr misuse). Run with TRITON_INTERPRET=0."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    """Compiles the first GPU config of every kernel specialisation (sqbert_fast._triton.compile_gpu) to an
+    sm_90 cubin (triton's bundled ptxas; no device needed). The interpreter runs the kernels' Python
+    semantics only; this catches what only code generation sees (layouts, shared memory, constexpr
+    misuse). Run with TRITON_INTERPRET=0."""
+    from sqbert_fast._triton import compile_gpu
 
-    from sqbert_fast._triton import attn_out_ln as aol, embed_ln as emb, ffn_ln as ffn, qkv_attention as qkv
-
-    p, prec = "*" + dtype, "ieee" if dtype == "fp32" else "tf32"
-    cases = [
-        (aol._linear_kernel, dict(lo_ptr="*i32"), dict(BLOCK_N=128, ACT=-1, HAS_RES=True, FUSE_LN=True, BLOCK_C=256), aol._GPU_CONFIGS[1]),
-        (aol._linear_kernel, dict(lo_ptr="*i32"), dict(BLOCK_N=64, ACT=0, HAS_RES=False, FUSE_LN=False, BLOCK_C=256), aol._GPU_CONFIGS[-1]),
-        (ffn._ffn_ln_kernel, dict(loi_ptr="*i32", part_ptr="*fp32"),
-         dict(BI=64, BLOCK_O=256, ACT=0, FUSE_LN=True, SPLIT_K=False, BLOCK_C=256), ffn._GPU_CONFIGS[1]),
-        (ffn._ffn_ln_kernel, dict(loi_ptr="*i32", part_ptr="*fp32"),
-         dict(BI=64, BLOCK_O=256, ACT=0, FUSE_LN=False, SPLIT_K=True, BLOCK_C=256), ffn._GPU_CONFIGS[0]),
-        (ffn._split_sum_ln_kernel, dict(part_ptr="*fp32"), dict(BLOCK_T=4, BLOCK_C=1024), None),
-        (qkv._qkv_attention_kernel, dict(loq_ptr="*i32", lok_ptr="*i32", lov_ptr="*i32", cu_ptr="*i64", kv_ptr="*u8",
-                                         soff_ptr="*i64"), dict(BLOCK_D=64, WANT_SCORES=True), qkv._GPU_CONFIGS[0]),
-        (emb._embed_ln_kernel, dict(ids_ptr="*i64", pos_ptr="*i64", typ_ptr="*i64"), dict(HAS_IDS=True, BLOCK_T=8, BLOCK_C=256), None),
-        (common._layer_norm_kernel, {}, dict(BLOCK_T=4, BLOCK_C=256), None),
-    ]
     done = []
-    for kernel, pointers, consts, config in cases:
-        fn = kernel
-        while not isinstance(fn, triton.runtime.JITFunction):  # unwrap the autotuner
-            fn = fn.fn
-        consts = dict(consts, **(dict(config.kwargs, PREC=prec) if config else {}))
-        sig = {a: "constexpr" if a in consts else pointers.get(a, p if a.endswith("_ptr") else "i32") for a in fn.arg_names}
-        sig.update({a: "fp32" for a in ("eps", "sm_scale", "lowest") if a in sig})
-        src = ASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
-        triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options=dict(num_warps=config.num_warps if config else 4, num_stages=config.num_stages if config else 1))
-        done.append(fn.__name__)
+    for case in compile_gpu.cases():
+        compiled = compile_gpu.compile_case(case, case.configs[0], dtype, 90)
+        assert compiled.asm["cubin"], case.label
+        done.append(compiled.metadata.name)
     return done
 
 
@@ -315,7 +292,7 @@ def test_kernels_compile_for_sm90():
     r = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__), capture_output=True, text=True,
                        env=dict(os.environ, TRITON_INTERPRET="0"), timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
-    assert r.stdout.count("_kernel") == 16
+    assert r.stdout.count("_kernel") == 20
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
