@@ -245,6 +245,10 @@ class CpuCaps:
         feats = frozenset(f for f in self.features if f in keep)
         return CpuCaps(self.arch, feats, self.vendor, self.family, self.model, isa, self.forced, self.neon_impl)
 
+    def native(self) -> list[str]:
+        """The precisions this CPU runs natively, in the order reports list them."""
+        return [p for p in ("fp32", "bf16", "fp16", "int8") if self.emulated(p) is None]
+
     def emulated(self, precision: str) -> Optional[str]:
         """None when ``precision`` runs natively here, else why it would be emulated."""
         forced = f"; SQBERT_FAST_FORCE_CPU_ISA={self.forced}" if self.forced else ""
@@ -618,7 +622,7 @@ def measure_peaks(caps: CpuCaps, threads: int, device: str = "cpu", budget_s: fl
     ``theoretical`` (cores x clock x FLOPs/cycle), ``kernel`` (our own ffn_ln, best call: the practical
     peak) and ``torch_matmul`` (a peer's number, not the ceiling). With ``prev`` only the kernel is
     sampled again and the best kept. On a GPU the kernel peak is torch.matmul's."""
-    native = [p for p in ("fp32", "bf16", "fp16", "int8") if caps.emulated(p) is None]
+    native = caps.native()
     if device != "cpu":
         out = prev or {"theoretical": {"gflops": {}, "basis": {}, "note": "not computed for GPUs"},
                        "kernel_op": "torch.matmul on the GPU (no own-kernel microbenchmark for GPUs)"}
@@ -675,7 +679,7 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
                  "shape_limit_s": shape_limit_s, "gap_ms": gap_ms, "settle": settle,
                  "cpu_caps": {"arch": caps.arch, "vendor": caps.vendor, "family": caps.family, "model": caps.model,
                               "features": sorted(caps.features), "forced_isa": caps.forced,
-                              "native": [p for p in ("fp32", "bf16", "fp16", "int8") if caps.emulated(p) is None]}})
+                              "native": caps.native()}})
     cells, unavailable = select_cells(cells, caps, device)
     for u in unavailable:
         _log(f"{u['provider']}:{u['precision']}: {u['reason']}", quiet)
@@ -995,15 +999,16 @@ def markdown_table(doc: dict) -> str:
     m = doc.get("meta", {})
     ok_rows = [r for r in doc.get("results", []) if "error" not in r]
     cols: list[str] = []
+    label_of: dict = {}
     for r in ok_rows:
         label = f"{r['provider']} {r['precision']}"
         if r.get("actual_precision") and r["precision"] == "default":
             label += f" ({r['actual_precision']})"
-        r["_col"] = label
+        label_of[id(r)] = label  # not stored in the row: the document stays as it was read
         if label not in cols:
             cols.append(label)
     shapes = list(dict.fromkeys(r["shape"] for r in ok_rows))
-    cell = {(r["shape"], r["_col"]): r for r in ok_rows}
+    cell = {(r["shape"], label_of[id(r)]): r for r in ok_rows}
     ours = [c for c in cols if c.split()[0] not in PEER_NAMES and c.split()[0] != "reference"]
     headers = ["shape"] + cols + [f"{c}: x best {c.split()[1]} peer" for c in ours
                                   if any(cell.get((s, c), {}).get("speedup_vs_best_peer_same_precision")
