@@ -26,17 +26,28 @@ from ..packing import Packed
 from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
 from .reference import ENCODER_LN_EPS
 
-try:
-    from .._triton import common as _common
-    from .._triton.attn_out_ln import attn_out_ln
-    from .._triton.embed_ln import embed_ln
-    from .._triton.ffn_ln import ffn_ln, pack_ffn, split_plan
-    from .._triton.qkv_attention import qkv_attention, score_offsets
-except Exception as e:  # triton missing or broken: reasons() says so
-    _common = None
-    _IMPORT_ERROR = f"{type(e).__name__}: {e}"
-else:
-    _IMPORT_ERROR = ""
+# The kernels (and triton, 0.2 s of import) load on first use: a CPU-only process never pays for them.
+_common = attn_out_ln = embed_ln = ffn_ln = pack_ffn = split_plan = qkv_attention = score_offsets = None
+_IMPORT_ERROR: str | None = None  # None: not tried yet
+
+
+def _load() -> bool:
+    """Imports the Triton kernels once; False (and _IMPORT_ERROR says why) when triton is missing or broken."""
+    global _common, attn_out_ln, embed_ln, ffn_ln, pack_ffn, split_plan, qkv_attention, score_offsets, _IMPORT_ERROR
+    if _IMPORT_ERROR is None:
+        try:
+            from .._triton import common
+            from .._triton.attn_out_ln import attn_out_ln as _attn_out_ln
+            from .._triton.embed_ln import embed_ln as _embed_ln
+            from .._triton.ffn_ln import ffn_ln as _ffn_ln, pack_ffn as _pack_ffn, split_plan as _split_plan
+            from .._triton.qkv_attention import qkv_attention as _qkv_attention, score_offsets as _score_offsets
+        except Exception as e:  # triton missing or broken: reasons() says so
+            _IMPORT_ERROR = f"{type(e).__name__}: {e}"
+        else:
+            _common, attn_out_ln, embed_ln, ffn_ln = common, _attn_out_ln, _embed_ln, _ffn_ln
+            pack_ffn, split_plan, qkv_attention, score_offsets = _pack_ffn, _split_plan, _qkv_attention, _score_offsets
+            _IMPORT_ERROR = ""
+    return _common is not None
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 GRAPH_MAX_TOKENS = int(os.environ.get("SQBERT_FAST_TRITON_GRAPH_MAX_TOKENS", "4096"))
@@ -44,7 +55,10 @@ GRAPH_CACHE = 16  # captured length patterns kept per runner (least recently use
 
 
 def interpreting() -> bool:
-    return _common is not None and _common.INTERPRET
+    """TRITON_INTERPRET=1: the kernels' own flag once loaded, else read as kernels/common.py reads it."""
+    if _common is not None:
+        return bool(_common.INTERPRET)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @dataclass
@@ -62,6 +76,8 @@ class _Layer:
 
 class TritonRunner(Runner):
     def __init__(self, base_model):
+        if not _load():
+            raise RuntimeError(f"triton is not importable ({_IMPORT_ERROR}); pip install 'sqbert_fast[triton]'")
         cfg = base_model.config
         self.cfg = cfg
         w = {k: v.contiguous() for k, v in encoder_weights(base_model).items()}
@@ -192,7 +208,7 @@ class TritonBackend(Backend):
     def reasons(self, device, dtype):
         device = torch.device(device)
         r = []
-        if _common is None:
+        if (device.type == "cuda" or interpreting()) and not _load():  # elsewhere the device is reason enough
             r.append(f"triton is not importable ({_IMPORT_ERROR}); pip install 'sqbert_fast[triton]'")
         if dtype not in DTYPES:
             r.append(f"supports float16, bfloat16 and float32, the model is {dtype}")
