@@ -92,21 +92,12 @@ def _qkv_attention_kernel(x_ptr, wq_ptr, loq_ptr, bq_ptr, wk_ptr, lok_ptr, bk_pt
                  mask=qmask[:, None] & (offs_d < D)[None, :])
 
 
-def score_offsets(seqlens: list, heads: int, device) -> tuple[torch.Tensor, int]:
-    """Start of each sequence's [heads, L, L] score block, and the total size."""
-    offs, total = [], 0
-    for n in seqlens:
-        offs.append(total)
-        total += heads * n * n
-    return torch.tensor(offs, dtype=torch.int64, device=device), total
-
-
 def qkv_attention(x: torch.Tensor, cu_seqlens: torch.Tensor, key_valid: torch.Tensor, max_len: int,
                   q: GroupedWeight, k: GroupedWeight, v: GroupedWeight, heads: int,
                   ctx: torch.Tensor | None = None, scores: torch.Tensor | None = None,
                   soff: torch.Tensor | None = None) -> torch.Tensor:
     """ctx = softmax(Q K^T / sqrt(d) + mask) V per sequence and head; fills `scores` (with soff
-    from score_offsets) with the pre-softmax scores when it is given."""
+    from Packed.score_offsets, on the device) with the pre-softmax scores when it is given."""
     T, H = x.shape
     d = H // heads
     if ctx is None:

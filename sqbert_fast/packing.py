@@ -39,6 +39,20 @@ class Packed:
     seqlens: list                           # python ints, len B
     real: Optional[torch.Tensor]            # [B, S] bool: the attention_mask; None when all real
 
+    # What every backend needs and none recomputes: the longest sequence, and where each sequence's
+    # [heads, L, L] block of attention scores starts in a layer's flat score buffer.
+    @property
+    def max_len(self) -> int:
+        return max(self.seqlens)
+
+    def score_offsets(self, heads: int) -> tuple[list, int]:
+        """(start of each sequence's [heads, L, L] score block, total per layer)."""
+        offs, total = [], 0
+        for n in self.seqlens:
+            offs.append(total)
+            total += heads * n * n
+        return offs, total
+
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """[T, ...] packed rows -> [B, S, ...], zeros where no row was computed."""
         if self.flat_index is None:
@@ -55,11 +69,9 @@ class Packed:
         """
         B, S = self.batch, self.seq_len
         out = flat.new_full((B, heads, S, S), torch.finfo(flat.dtype).min)
-        off = 0
         starts = self.cu_seqlens.tolist()
-        for b, L in enumerate(self.seqlens):
+        for b, (L, off) in enumerate(zip(self.seqlens, self.score_offsets(heads)[0])):
             block = flat[off: off + heads * L * L].view(heads, L, L)
-            off += heads * L * L
             if self.flat_index is None:
                 out[b] = block
             else:

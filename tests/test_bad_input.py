@@ -92,8 +92,10 @@ def test_cpu_binding_checks_its_arguments(model_dir):
         enc.forward(ids, None, zeros, np.arange(3), cu, valid, np.zeros((3, 63), dtype=np.float32))
     with pytest.raises(IndexError, match="outside the vocabulary"):
         enc.forward(np.array([1, 2, 999], dtype=np.int64), None, zeros, np.arange(3), cu, valid, out)
-    with pytest.raises(ValueError, match="no unmasked token"):
-        enc.forward(ids, None, zeros, np.arange(3), cu, np.zeros(3, dtype=np.uint8), out)
+    # key_valid is validated once, in packing.py (the model raises for a fully masked row, above); a
+    # direct caller passing a sequence with no valid key gets finite numbers, never a division by zero
+    enc.forward(ids, None, zeros, np.arange(3), cu, np.zeros(3, dtype=np.uint8), out)
+    assert np.isfinite(out).all()
     with pytest.raises(ValueError, match="non-decreasing"):
         enc.forward(ids, None, zeros, np.arange(3), np.array([0, 2, 1, 3], dtype=np.int64), valid, out)
     with pytest.raises(ValueError, match="exactly one of input_ids and inputs_embeds"):

@@ -197,10 +197,6 @@ def test_graph_buckets():
         cb.graph_bucket(2, 300, 100, 4096)  # more tokens than batch x max_len
 
 
-def test_score_offsets():
-    assert cb.score_offsets([3, 1, 2], 2) == ([0, 18, 20], 28)
-
-
 # ---- GPU ------------------------------------------------------------------------------------------
 def _gpu_skip():
     if cb._C_cuda is None:

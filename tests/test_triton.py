@@ -31,7 +31,7 @@ from sqbert_fast._triton import common  # noqa: E402
 from sqbert_fast._triton.attn_out_ln import attn_out_ln  # noqa: E402
 from sqbert_fast._triton.embed_ln import embed_ln  # noqa: E402
 from sqbert_fast._triton.ffn_ln import ffn_ln, split_plan  # noqa: E402
-from sqbert_fast._triton.qkv_attention import qkv_attention, score_offsets  # noqa: E402
+from sqbert_fast._triton.qkv_attention import qkv_attention  # noqa: E402
 
 interpreter = pytest.mark.skipif(not common.INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1 (this is a GPU run)")
 
@@ -137,7 +137,8 @@ def test_qkv_attention_kernel(name, dtype):
     want, want_s = ref.qkv_attention(x, p, encoder_weights(m), 0, cfg, True)
     want32, want32_s = ref.qkv_attention(x.float(), p, encoder_weights(m32), 0, cfg, True)
     layer = runner.layers[0]
-    soff, total = score_offsets(p.seqlens, cfg.num_attention_heads, "cpu")
+    offs, total = p.score_offsets(cfg.num_attention_heads)
+    soff = torch.tensor(offs, dtype=torch.int64)
     scores = torch.empty(total, dtype=dtype)
     ctx = qkv_attention(x, p.cu_seqlens, p.key_valid, max(p.seqlens), layer.q, layer.k, layer.v,
                         cfg.num_attention_heads, scores=scores, soff=soff)

@@ -139,7 +139,7 @@ class Encoder {
     Workspace* operator->() { return ws.get(); }
   };
   Lease lease();
-  // Validates cu_seqlens / key_valid of a packed batch; returns the longest sequence.
+  // O(batch) checks of cu_seqlens (packing.py validates the rest once); returns the longest sequence.
   int64_t check_batch(const ForwardArgs& a) const;
   EmbedArgs embed_args(const ForwardArgs& a, float* out) const;
   // The workspace's regions (its layout lives here only).

@@ -13,7 +13,8 @@
 // tasks are too few for the threads: grouped GEMMs into the [T, 3H] workspace, then one task per
 // (sequence, head) running the same attention core.
 // Keys whose key_valid is 0 (padding kept only for the pooler) get transformers' additive mask
-// (float lowest), i.e. probability exactly 0.
+// (float lowest), i.e. probability exactly 0. A sequence with no valid key at all (packing.py refuses
+// one; a direct _C caller may pass one) gets a zero context, never a division by zero.
 #include <cfloat>
 #include <cmath>
 #include <vector>
@@ -293,7 +294,7 @@ void attend(const float* q, const float* k, const float* v, int64_t ld, int64_t 
       }
     }
     for (int64_t i = 0; i < nq; ++i) {
-      const float r = 1.0f / lrow[i];
+      const float r = lrow[i] > 0.f ? 1.0f / lrow[i] : 0.f;  // no valid key (direct _C use): zero context
       const vf vr = vset1(r);
       float* o = out + (q0 + i) * ldo;
       int64_t c = 0;

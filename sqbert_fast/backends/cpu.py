@@ -145,7 +145,7 @@ class CpuRunner(Runner):
         hidden = torch.empty(L + 1, T, H) if want_hidden else None
         scores = None
         if want_scores:
-            scores = torch.empty(L, cfg.num_attention_heads * sum(n * n for n in p.seqlens))
+            scores = torch.empty(L, p.score_offsets(cfg.num_attention_heads)[1])
         pooled = torch.empty(p.batch, H) if want_pooled else None
 
         def np_(t):

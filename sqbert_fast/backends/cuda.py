@@ -61,15 +61,6 @@ def graph_bucket(batch: int, tokens: int, max_len: int, max_tokens: Optional[int
     return batch_cap, tokens_cap, len_cap
 
 
-def score_offsets(seqlens: list, heads: int) -> tuple[list, int]:
-    """Start of each sequence's [heads, L, L] score block, and the per-layer total."""
-    offs, total = [], 0
-    for n in seqlens:
-        offs.append(total)
-        total += heads * n * n
-    return offs, total
-
-
 def cuda_info() -> dict:
     """What was built and what the driver reports (for ``sqbert-fast info``)."""
     if _C_cuda is None:
@@ -143,11 +134,11 @@ class CudaRunner(Runner):
         scores = soff = None
         per_layer = 0
         if want_scores:
-            offs, per_layer = score_offsets(p.seqlens, heads)
+            offs, per_layer = p.score_offsets(heads)
             soff = torch.tensor(offs, dtype=torch.int64).to(self.device, non_blocking=True)
             scores = torch.empty(nl, per_layer, **new)
         pooled = torch.empty(p.batch, H, **new) if want_pooled else None
-        self._forward(batch=p.batch, tokens=T, max_len=max(p.seqlens), cu_seqlens=p.cu_seqlens,
+        self._forward(batch=p.batch, tokens=T, max_len=p.max_len, cu_seqlens=p.cu_seqlens,
                       input_ids=p.input_ids, inputs_embeds=p.inputs_embeds, token_type_ids=p.token_type_ids,
                       position_ids=p.position_ids, key_valid=p.key_valid, last=last, hidden=hidden,
                       scores=scores, soff=soff, per_layer=per_layer,
@@ -161,7 +152,7 @@ class CudaRunner(Runner):
         p = _on_device(p, self.device, self.dtype)
         with self._lock, torch.cuda.device(self.device):
             if not (want_hidden or want_scores):
-                bucket = graph_bucket(p.batch, p.tokens, max(p.seqlens))
+                bucket = graph_bucket(p.batch, p.tokens, p.max_len)
                 if bucket is not None:
                     out = self._graphed(p, bucket, want_pooled)
                     if out is not None:

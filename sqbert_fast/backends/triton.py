@@ -27,25 +27,25 @@ from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
 from .reference import ENCODER_LN_EPS
 
 # The kernels (and triton, 0.2 s of import) load on first use: a CPU-only process never pays for them.
-_common = attn_out_ln = embed_ln = ffn_ln = pack_ffn = split_plan = qkv_attention = score_offsets = None
+_common = attn_out_ln = embed_ln = ffn_ln = pack_ffn = split_plan = qkv_attention = None
 _IMPORT_ERROR: str | None = None  # None: not tried yet
 
 
 def _load() -> bool:
     """Imports the Triton kernels once; False (and _IMPORT_ERROR says why) when triton is missing or broken."""
-    global _common, attn_out_ln, embed_ln, ffn_ln, pack_ffn, split_plan, qkv_attention, score_offsets, _IMPORT_ERROR
+    global _common, attn_out_ln, embed_ln, ffn_ln, pack_ffn, split_plan, qkv_attention, _IMPORT_ERROR
     if _IMPORT_ERROR is None:
         try:
             from .._triton import common
             from .._triton.attn_out_ln import attn_out_ln as _attn_out_ln
             from .._triton.embed_ln import embed_ln as _embed_ln
             from .._triton.ffn_ln import ffn_ln as _ffn_ln, pack_ffn as _pack_ffn, split_plan as _split_plan
-            from .._triton.qkv_attention import qkv_attention as _qkv_attention, score_offsets as _score_offsets
+            from .._triton.qkv_attention import qkv_attention as _qkv_attention
         except Exception as e:  # triton missing or broken: reasons() says so
             _IMPORT_ERROR = f"{type(e).__name__}: {e}"
         else:
             _common, attn_out_ln, embed_ln, ffn_ln = common, _attn_out_ln, _embed_ln, _ffn_ln
-            pack_ffn, split_plan, qkv_attention, score_offsets = _pack_ffn, _split_plan, _qkv_attention, _score_offsets
+            pack_ffn, split_plan, qkv_attention = _pack_ffn, _split_plan, _qkv_attention
             _IMPORT_ERROR = ""
     return _common is not None
 
@@ -136,7 +136,7 @@ class TritonRunner(Runner):
         if not self.needs_inter and not _common.fuse_ln(T, self.device):
             n_split = split_plan(T, self.layers[0].inter, self.layers[0].out.chunks, False, self.device)[0]
             part = self._buffer("ffn_part", n_split * T, H, workspace, torch.float32) if n_split > 1 else None
-        max_len = max(p.seqlens)
+        max_len = p.max_len
 
         x = embed_ln(p.input_ids, p.inputs_embeds, p.position_ids, p.token_type_ids, *self.embeddings,
                      out=hidden[0] if want_hidden else x_buf)
@@ -155,7 +155,11 @@ class TritonRunner(Runner):
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
         if p.inputs_embeds is not None:
             p.inputs_embeds = p.inputs_embeds.contiguous()
-        soff = score_offsets(p.seqlens, self.cfg.num_attention_heads, self.device) if want_scores else (None, 0)
+        if want_scores:
+            offs, total = p.score_offsets(self.cfg.num_attention_heads)
+            soff = (torch.tensor(offs, dtype=torch.int64, device=self.device), total)
+        else:
+            soff = (None, 0)
         # Calls from several threads share the workspace and the graphs' static inputs: enqueue one
         # call's kernels at a time (they then run in order on the stream; outputs are never shared).
         with self._lock:
