@@ -61,10 +61,50 @@ def test_no_device_is_a_clean_error():
         cb._C_cuda.check_device()
     with pytest.raises(RuntimeError, match="no CUDA device"):
         cb._C_cuda.device_info(0)
-    with pytest.raises(RuntimeError, match="no CUDA device"):
-        cb._C_cuda.Encoder(CFG, {}, "float16", 0)
+    with pytest.raises(RuntimeError, match="no CUDA device"):  # the weights check out; the device is missing
+        cb._C_cuda.Encoder(CFG, _device_weights(CFG), "float16", 0)
     info = cb.cuda_info()
     assert info["built"] and info["devices"] == 0 and "no CUDA device" in info["error"]
+
+
+class _DeviceArray:
+    """What the binding sees of a CUDA tensor, without a GPU: a __cuda_array_interface__ (never read)."""
+
+    def __init__(self, shape, typestr="<f2", strides=None, readonly=False):
+        self.__cuda_array_interface__ = {"shape": tuple(shape), "typestr": typestr, "data": (0x7f0000000000, readonly),
+                                         "strides": strides, "version": 3}
+
+
+def _device_weights(cfg, typestr="<f2"):
+    """encoder_weights' names and shapes for `cfg` (a model built on the meta device), as device arrays."""
+    with torch.device("meta"):
+        m = sqf.SqueezeBertModel(sqf.SqueezeBertConfig(**cfg), backend="reference")
+    return {k: _DeviceArray(v.shape, typestr) for k, v in backends.encoder_weights(m).items()}
+
+
+@built
+def test_encoder_checks_each_weight_before_looking_for_a_device():
+    """One binding convention (csrc/bindings/py_common.h): _C_cuda.Encoder names a bad weight as _C.Encoder
+    does, on any machine, before it needs a GPU."""
+    E = cb._C_cuda.Encoder
+    good = _device_weights(CFG)
+    with pytest.raises(KeyError, match="missing weight 'layers.3.k_bias'"):
+        E(CFG, {k: v for k, v in good.items() if k != "layers.3.k_bias"}, "float16", 0)
+    with pytest.raises(ValueError, match=r"layers.0.inter_weight has shape \(3072, 768, 1\) but expected \(3072, 192, 1\)"):
+        E(CFG, {**good, "layers.0.inter_weight": _DeviceArray((3072, 768, 1))}, "float16", 0)
+    with pytest.raises(TypeError, match="word_embeddings must have dtype float16, got float32"):
+        E(CFG, {**good, "word_embeddings": _DeviceArray((30522, 768), "<f4")}, "float16", 0)
+    with pytest.raises(ValueError, match="pooler_bias is in host memory, but this encoder reads CUDA device memory"):
+        E(CFG, {**good, "pooler_bias": torch.zeros(768, dtype=torch.float16)}, "float16", 0)
+    with pytest.raises(ValueError, match="position_embeddings must be C-contiguous"):
+        E(CFG, {**good, "position_embeddings": _DeviceArray((512, 768), strides=(2, 1024))}, "float16", 0)
+    with pytest.raises(TypeError, match="must be a numpy array or a torch tensor, got list"):
+        E(CFG, {**good, "embeddings_ln_bias": [0.0] * 768}, "float16", 0)
+    if cb._C_cuda.device_count() == 0:
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            E(CFG, good, "float16", 0)
+        with pytest.raises(RuntimeError, match="no CUDA device"):  # fp32 device arrays check out too
+            E(CFG, _device_weights(CFG, "<f4"), "float32", 0)
 
 
 def test_explicit_cuda_backend_on_cpu_model_raises_reasons():

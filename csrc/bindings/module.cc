@@ -1,10 +1,7 @@
-// pybind11 bindings: sqbert_fast._C. The only place where Python objects meet the kernels.
-// Arrays arrive as NumPy views of torch tensors (zero copy); every argument is checked for
-// dtype, shape and contiguity here and named in the error. Compute releases the GIL.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
+// pybind11 bindings: sqbert_fast._C. The only place where Python objects meet the CPU kernels.
+// Arrays arrive as NumPy arrays or CPU torch tensors (zero copy) and are checked by the view of
+// py_common.h, shared with the CUDA module, so both Encoders take the same arguments the same way.
+// Compute releases the GIL.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -15,104 +12,39 @@
 #include "../common/errors.h"
 #include "../common/thread_pool.h"
 #include "../cpu/encoder.h"
+#include "py_common.h"
 
 namespace py = pybind11;
 using sqf::str_cat;
+using sqf::pyb::Memory;
 
 namespace {
 
 template <typename T>
-const char* dtype_name() {
-  if (std::is_same<T, float>::value) return "float32";
-  if (std::is_same<T, int64_t>::value) return "int64";
-  if (std::is_same<T, uint8_t>::value) return "uint8";
-  if (std::is_same<T, int8_t>::value) return "int8";
-  return "?";
-}
-
-// Checks dtype, C-contiguity and shape (-1 = any) of `obj`; returns its data pointer.
-template <typename T>
-T* array_ptr(const py::object& obj, const char* name, std::vector<int64_t> shape,
-             bool writable = false) {
-  if (!py::isinstance<py::array>(obj))
-    throw py::type_error(str_cat(name, " must be a numpy array"));
-  py::array arr = py::reinterpret_borrow<py::array>(obj);
-  if (!py::isinstance<py::array_t<T>>(arr) || arr.dtype().itemsize() != sizeof(T))
-    throw py::type_error(str_cat(name, " must have dtype ", dtype_name<T>(), ", got ",
-                                 std::string(py::str(arr.dtype()))));
-  if (!(arr.flags() & py::array::c_style))
-    throw py::value_error(str_cat(name, " must be C-contiguous"));
-  if (writable && !arr.writeable()) throw py::value_error(str_cat(name, " must be writable"));
-  bool ok = arr.ndim() == static_cast<py::ssize_t>(shape.size());
-  for (size_t i = 0; ok && i < shape.size(); ++i)
-    ok = shape[i] < 0 || arr.shape(i) == shape[i];
-  if (!ok) {
-    std::string got = "(";
-    for (py::ssize_t i = 0; i < arr.ndim(); ++i) got += str_cat(i ? ", " : "", arr.shape(i));
-    std::string want = "(";
-    for (size_t i = 0; i < shape.size(); ++i)
-      want += shape[i] < 0 ? std::string(i ? ", *" : "*") : str_cat(i ? ", " : "", shape[i]);
-    throw py::value_error(str_cat(name, " has shape ", got, ") but expected ", want, ")"));
-  }
-  return static_cast<T*>(const_cast<void*>(arr.data()));
+T* array_ptr(const py::handle& obj, const char* name, const std::vector<int64_t>& shape, bool writable = false) {
+  return sqf::pyb::checked<T>(obj, name, shape, Memory::host, writable);
 }
 
 template <typename T>
-T* optional_ptr(const py::object& obj, const char* name, std::vector<int64_t> shape,
-                bool writable = false) {
-  return obj.is_none() ? nullptr : array_ptr<T>(obj, name, std::move(shape), writable);
+T* optional_ptr(const py::object& obj, const char* name, const std::vector<int64_t>& shape, bool writable = false) {
+  return sqf::pyb::optional<T>(obj, name, shape, Memory::host, writable);
 }
 
 class PyEncoder {
  public:
   PyEncoder(py::dict config, py::dict weights, const std::string& isa, bool bf16, bool fp16, bool int8,
             const std::string& int8_isa, const std::string& int8_attention) {
-    auto geti = [&](const char* k) {
-      if (!config.contains(k)) throw py::key_error(str_cat("config is missing '", k, "'"));
-      return config[k].cast<int64_t>();
-    };
     sqf::cpu::EncoderConfig c;
-    c.vocab = geti("vocab_size");
-    c.hidden = geti("hidden_size");
-    c.heads = geti("num_attention_heads");
-    c.layers = geti("num_hidden_layers");
-    c.intermediate = geti("intermediate_size");
-    c.max_positions = geti("max_position_embeddings");
-    c.type_vocab = geti("type_vocab_size");
-    c.q_groups = geti("q_groups");
-    c.k_groups = geti("k_groups");
-    c.v_groups = geti("v_groups");
-    c.post_attention_groups = geti("post_attention_groups");
-    c.intermediate_groups = geti("intermediate_groups");
-    c.output_groups = geti("output_groups");
-    c.embedding_ln_eps = config["layer_norm_eps"].cast<float>();
-    c.act = sqf::cpu::act_from_name(config["hidden_act"].cast<std::string>());
+    static_cast<sqf::EncoderSpec&>(c) = sqf::pyb::spec_from_dict(config, "cpu");
     c.bf16 = bf16;
     c.fp16 = fp16;
     c.int8 = int8;
     if (bf16 + fp16 + int8 > 1) throw py::value_error("give at most one of bf16, fp16 and int8");
-    // Sizes first: each divides or sizes something below (heads = 0 would be a division by zero).
-    for (auto [name, v] : {std::pair<const char*, int64_t>{"vocab_size", c.vocab}, {"hidden_size", c.hidden},
-                           {"num_attention_heads", c.heads}, {"intermediate_size", c.intermediate},
-                           {"max_position_embeddings", c.max_positions}, {"type_vocab_size", c.type_vocab}})
-      if (v < 1) throw py::value_error(str_cat(name, " must be >= 1, got ", v));
-    if (c.layers < 0) throw py::value_error(str_cat("num_hidden_layers must be >= 0, got ", c.layers));
-    const int64_t H = c.hidden, I = c.intermediate;
-    auto check_groups = [&](int64_t g, int64_t in, int64_t out, const char* name) {
-      if (g < 1 || in % g || out % g)
-        throw py::value_error(str_cat(name, "=", g, " must divide both ", in, " and ", out));
-    };
-    check_groups(c.q_groups, H, H, "q_groups");
-    check_groups(c.k_groups, H, H, "k_groups");
-    check_groups(c.v_groups, H, H, "v_groups");
-    check_groups(c.post_attention_groups, H, H, "post_attention_groups");
-    check_groups(c.intermediate_groups, H, I, "intermediate_groups");
-    check_groups(c.output_groups, I, H, "output_groups");
-    if (H % c.heads) throw py::value_error("hidden_size must be a multiple of num_attention_heads");
+    const int64_t H = c.hidden;
 
     // Conv weights are only read while packing, except FFN weights, which the fused FFN reads in
-    // place (Encoder::Encoder): fp32 ones in an fp32 model, bf16 ones (given as uint16 bits) in a
-    // bf16 model. Every other array is read in place. What is read is kept.
+    // place (Encoder::Encoder): fp32 ones in an fp32 model, bf16 ones (given as uint16 bits or a
+    // bfloat16 tensor) in a bf16 model. Every other array is read in place. What is read is kept.
     const bool ffn_in_place = sqf::cpu::Encoder::ffn_reads_in_place(c);
     auto get = [&](const std::string& key) -> py::object {
       if (!weights.contains(key.c_str())) throw py::key_error(str_cat("missing weight '", key, "'"));
@@ -121,27 +53,7 @@ class PyEncoder {
     auto w = [&](const std::string& key, std::vector<int64_t> shape) -> const float* {
       py::object o = get(key);
       if (shape.size() != 3 && key != "pooler_weight") keep_.push_back(o);
-      return array_ptr<float>(o, key.c_str(), std::move(shape));
-    };
-    // an FFN weight: fp32, or (bf16 models) bf16 bits in a uint16 array, returned through w16
-    auto ffn_w = [&](const std::string& key, std::vector<int64_t> shape, const uint16_t** w16) -> const float* {
-      py::object o = get(key);
-      if (bf16 && py::isinstance<py::array_t<uint16_t>>(o)) {
-        *w16 = array_ptr<uint16_t>(o, key.c_str(), std::move(shape));
-        keep_.push_back(o);
-        return nullptr;
-      }
-      if (ffn_in_place) keep_.push_back(o);
-      return array_ptr<float>(o, key.c_str(), std::move(shape));
-    };
-    // an int8 conv weight [out, in/groups, 1] and its fp32 scales [out] (key + "_scale"); both are
-    // only read while packing
-    auto w8 = [&](const std::string& key, std::vector<int64_t> shape) {
-      sqf::cpu::RawInt8 r;
-      r.w = array_ptr<int8_t>(get(key), key.c_str(), shape);
-      const std::string sk = key + "_scale";
-      r.scale = array_ptr<float>(get(sk), sk.c_str(), {shape[0]});
-      return r;
+      return array_ptr<float>(o, key.c_str(), shape);
     };
     sqf::cpu::RawWeights raw;
     raw.word = w("word_embeddings", {c.vocab, H});
@@ -150,39 +62,34 @@ class PyEncoder {
     raw.emb_ln_w = w("embeddings_ln_weight", {H});
     raw.emb_ln_b = w("embeddings_ln_bias", {H});
     for (int64_t l = 0; l < c.layers; ++l) {
-      auto k = [&](const char* name) { return str_cat("layers.", l, ".", name); };
       sqf::cpu::RawLayer r{};
-      if (int8) {  // each conv int8 when its scales are given, else fp32 (a conv kept in higher precision)
-        auto conv = [&](const char* name, std::vector<int64_t> shape, sqf::cpu::RawInt8* q8, const float** f32) {
-          if (weights.contains((k(name) + "_scale").c_str()))
-            *q8 = w8(k(name), std::move(shape));
-          else
-            *f32 = w(k(name), std::move(shape));
-        };
-        conv("q_weight", {H, H / c.q_groups, 1}, &r.q8, &r.q_w);
-        conv("k_weight", {H, H / c.k_groups, 1}, &r.k8, &r.k_w);
-        conv("v_weight", {H, H / c.v_groups, 1}, &r.v8, &r.v_w);
-        conv("post_weight", {H, H / c.post_attention_groups, 1}, &r.post8, &r.post_w);
-        conv("inter_weight", {I, H / c.intermediate_groups, 1}, &r.inter8, &r.inter_w);
-        conv("out_weight", {H, I / c.output_groups, 1}, &r.out8, &r.out_w);
-      } else {
-        r.q_w = w(k("q_weight"), {H, H / c.q_groups, 1});
-        r.k_w = w(k("k_weight"), {H, H / c.k_groups, 1});
-        r.v_w = w(k("v_weight"), {H, H / c.v_groups, 1});
-        r.post_w = w(k("post_weight"), {H, H / c.post_attention_groups, 1});
-        r.inter_w = ffn_w(k("inter_weight"), {I, H / c.intermediate_groups, 1}, &r.inter_w16);
-        r.out_w = ffn_w(k("out_weight"), {H, I / c.output_groups, 1}, &r.out_w16);
+      const float** f32[] = {&r.q_w, &r.k_w, &r.v_w, &r.post_w, &r.inter_w, &r.out_w};
+      const float** bias[] = {&r.q_b, &r.k_b, &r.v_b, &r.post_b, &r.inter_b, &r.out_b};
+      sqf::cpu::RawInt8* q8[] = {&r.q8, &r.k8, &r.v8, &r.post8, &r.inter8, &r.out8};
+      const uint16_t** w16[] = {nullptr, nullptr, nullptr, nullptr, &r.inter_w16, &r.out_w16};
+      int i = 0;
+      for (const sqf::ConvSpec& cv : c.convs()) {
+        const std::string key = sqf::layer_key(l, cv.name, "_weight");
+        const std::vector<int64_t> shape = {cv.out, cv.in / cv.groups, 1};
+        *bias[i] = w(sqf::layer_key(l, cv.name, "_bias"), {cv.out});
+        if (int8 && weights.contains((key + "_scale").c_str())) {
+          // an int8 conv weight and its fp32 scales [out], both only read while packing (a conv without
+          // scales stays fp32: one kept in higher precision)
+          q8[i]->w = array_ptr<int8_t>(get(key), key.c_str(), shape);
+          q8[i]->scale = array_ptr<float>(get(key + "_scale"), (key + "_scale").c_str(), {cv.out});
+        } else if (w16[i] && bf16 && sqf::pyb::view_of(get(key), key.c_str()).dtype != "float32") {
+          *w16[i] = sqf::pyb::checked<uint16_t>(get(key), key.c_str(), shape, Memory::host);
+          keep_.push_back(get(key));
+        } else {
+          if (w16[i] && ffn_in_place) keep_.push_back(get(key));
+          *f32[i] = array_ptr<float>(get(key), key.c_str(), shape);
+        }
+        ++i;
       }
-      r.q_b = w(k("q_bias"), {H});
-      r.k_b = w(k("k_bias"), {H});
-      r.v_b = w(k("v_bias"), {H});
-      r.post_b = w(k("post_bias"), {H});
-      r.post_ln_w = w(k("post_ln_weight"), {H});
-      r.post_ln_b = w(k("post_ln_bias"), {H});
-      r.inter_b = w(k("inter_bias"), {I});
-      r.out_b = w(k("out_bias"), {H});
-      r.out_ln_w = w(k("out_ln_weight"), {H});
-      r.out_ln_b = w(k("out_ln_bias"), {H});
+      r.post_ln_w = w(sqf::layer_key(l, "post_ln", "_weight"), {H});
+      r.post_ln_b = w(sqf::layer_key(l, "post_ln", "_bias"), {H});
+      r.out_ln_w = w(sqf::layer_key(l, "out_ln", "_weight"), {H});
+      r.out_ln_b = w(sqf::layer_key(l, "out_ln", "_bias"), {H});
       raw.layers.push_back(r);
     }
     if (weights.contains("pooler_weight")) {
@@ -210,7 +117,7 @@ class PyEncoder {
   static sqf::cpu::ForwardArgs packed_batch(py::object cu_seqlens, py::object key_valid) {
     sqf::cpu::ForwardArgs a;
     const int64_t* cu = array_ptr<int64_t>(cu_seqlens, "cu_seqlens", {-1});
-    a.batch = py::reinterpret_borrow<py::array>(cu_seqlens).shape(0) - 1;
+    a.batch = sqf::pyb::rows_of(cu_seqlens, "cu_seqlens") - 1;
     if (a.batch < 1) throw py::value_error("empty batch: cu_seqlens needs at least 2 entries");
     a.tokens = cu[a.batch];
     if (a.tokens < 1) throw py::value_error("empty batch: no tokens");
@@ -236,9 +143,8 @@ class PyEncoder {
   void embed_ln(py::object input_ids, py::object inputs_embeds, py::object token_type_ids,
                 py::object position_ids, py::object out) {
     const py::object ids = input_ids.is_none() ? inputs_embeds : input_ids;
-    if (!py::isinstance<py::array>(ids)) throw py::type_error("input_ids or inputs_embeds must be a numpy array");
     sqf::cpu::ForwardArgs a;
-    a.tokens = py::reinterpret_borrow<py::array>(ids).shape(0);
+    a.tokens = sqf::pyb::rows_of(ids, input_ids.is_none() ? "inputs_embeds" : "input_ids");
     if (a.tokens < 1) throw py::value_error("empty batch: no tokens");
     embed_inputs(a, input_ids, inputs_embeds, token_type_ids, position_ids);
     float* o = array_ptr<float>(out, "out", {a.tokens, enc_->config().hidden}, true);
@@ -260,7 +166,7 @@ class PyEncoder {
   void attn_out_ln(int64_t layer, py::object ctx, py::object residual, py::object out) {
     const int64_t H = enc_->config().hidden;
     const float* c = array_ptr<float>(ctx, "ctx", {-1, H});
-    const int64_t T = py::reinterpret_borrow<py::array>(ctx).shape(0);
+    const int64_t T = sqf::pyb::rows_of(ctx, "ctx");
     const float* r = array_ptr<float>(residual, "residual", {T, H});
     float* o = array_ptr<float>(out, "out", {T, H}, true);
     py::gil_scoped_release release;
@@ -270,16 +176,22 @@ class PyEncoder {
   void ffn_ln(int64_t layer, py::object x, py::object out) {
     const int64_t H = enc_->config().hidden;
     const float* xp = array_ptr<float>(x, "x", {-1, H});
-    const int64_t T = py::reinterpret_borrow<py::array>(x).shape(0);
+    const int64_t T = sqf::pyb::rows_of(x, "x");
     float* o = array_ptr<float>(out, "out", {T, H}, true);
     py::gil_scoped_release release;
     enc_->ffn_ln(layer, T, xp, o);
   }
 
+  // The signature of _C_cuda.Encoder.forward. max_len and score_offsets are what the CUDA encoder
+  // cannot read from device memory; here they are optional and, when given, checked against
+  // cu_seqlens (O(batch)). There is no stream, and the workspaces are the Encoder's own.
   void forward(py::object input_ids, py::object inputs_embeds, py::object token_type_ids,
                py::object position_ids, py::object cu_seqlens, py::object key_valid,
                py::object last_hidden, py::object hidden_states, py::object scores,
-               py::object pool_rows, py::object pooled) {
+               py::object pool_rows, py::object pooled, int64_t max_len, py::object score_offsets,
+               py::object workspace, int64_t stream) {
+    if (!workspace.is_none()) throw py::value_error("the cpu encoder keeps its own workspaces: workspace must be None");
+    if (stream != 0) throw py::value_error("the cpu encoder runs on no stream: stream must be 0");
     const auto& c = enc_->config();
     sqf::cpu::ForwardArgs a = packed_batch(cu_seqlens, key_valid);
     if (!a.key_valid) throw py::value_error("key_valid is required");
@@ -289,11 +201,17 @@ class PyEncoder {
     a.last_hidden = array_ptr<float>(last_hidden, "last_hidden", {T, H}, true);
     a.hidden_states =
         optional_ptr<float>(hidden_states, "hidden_states", {c.layers + 1, T, H}, true);
-    if (!scores.is_none()) {
-      int64_t per_layer = 0;
-      for (int64_t b = 0; b < B; ++b) per_layer += c.heads * (cu[b + 1] - cu[b]) * (cu[b + 1] - cu[b]);
-      a.scores = array_ptr<float>(scores, "scores", {c.layers, per_layer}, true);
+    const int64_t* soff = optional_ptr<int64_t>(score_offsets, "score_offsets", {B});
+    int64_t per_layer = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t L = cu[b + 1] - cu[b];
+      if (max_len > 0 && L > max_len)
+        throw py::value_error(str_cat("sequence ", b, " has ", L, " tokens, more than max_len=", max_len));
+      if (soff && soff[b] != per_layer)
+        throw py::value_error(str_cat("score_offsets[", b, "] is ", soff[b], ", cu_seqlens put it at ", per_layer));
+      per_layer += c.heads * L * L;
     }
+    if (!scores.is_none()) a.scores = array_ptr<float>(scores, "scores", {c.layers, per_layer}, true);
     a.pool_rows = optional_ptr<int64_t>(pool_rows, "pool_rows", {B});
     a.pooled = optional_ptr<float>(pooled, "pooled", {B, H}, true);
     py::gil_scoped_release release;
@@ -369,13 +287,13 @@ py::array_t<float> int8_gemm(const std::string& variant, py::object a, py::objec
                              py::object bias, const std::string& act) {
   const auto& k = sqf::cpu::int8_kernels(sqf::int8_isa_from_name(variant));
   const float* A = array_ptr<float>(a, "a", {-1, -1});
-  const int64_t M = py::reinterpret_borrow<py::array>(a).shape(0), K = py::reinterpret_borrow<py::array>(a).shape(1);
+  const int64_t M = sqf::pyb::view_of(a, "a").shape[0], K = sqf::pyb::view_of(a, "a").shape[1];
   const int8_t* W = array_ptr<int8_t>(w, "w", {-1, K});
-  const int64_t N = py::reinterpret_borrow<py::array>(w).shape(0);
+  const int64_t N = sqf::pyb::rows_of(w, "w");
   if (M < 1 || N < 1 || K < 1) throw py::value_error("int8_gemm needs M, N, K >= 1");
   const float* ws = optional_ptr<float>(w_scale, "w_scale", {N});
   const float* b = optional_ptr<float>(bias, "bias", {N});
-  const sqf::cpu::Act ac = act.empty() ? sqf::cpu::Act::none : sqf::cpu::act_from_name(act);
+  const sqf::Act ac = act.empty() ? sqf::Act::none : sqf::act_from_name(act, "cpu");
   const int64_t panels = (N + k.nr - 1) / k.nr, pb = k.panel_bytes(K);
   sqf::cpu::aligned_vector<int8_t> packed(static_cast<size_t>(panels * pb));
   std::vector<int32_t> sum(static_cast<size_t>(N), 0);
@@ -483,13 +401,8 @@ py::dict cpu_info() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "sqbert_fast C++ CPU kernels";
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const std::out_of_range& e) {
-      PyErr_SetString(PyExc_IndexError, e.what());
-    }
-  });
+  // std::invalid_argument and std::out_of_range from the kernels become ValueError and IndexError
+  // (pybind11's own translation).
   m.def("cpu_info", &cpu_info, "CPU features detected and ISA variants built/usable");
   m.def("int8_gemm", &int8_gemm, py::arg("variant"), py::arg("a"), py::arg("w"), py::arg("w_scale") = py::none(),
         py::arg("bias") = py::none(), py::arg("act") = "", "one int8 GEMM on one int8 variant (tests, benchmarks)");
@@ -517,7 +430,8 @@ PYBIND11_MODULE(_C, m) {
            py::arg("token_type_ids"), py::arg("position_ids"), py::arg("cu_seqlens"),
            py::arg("key_valid"), py::arg("last_hidden"), py::arg("hidden_states") = py::none(),
            py::arg("scores") = py::none(), py::arg("pool_rows") = py::none(),
-           py::arg("pooled") = py::none())
+           py::arg("pooled") = py::none(), py::kw_only(), py::arg("max_len") = 0,
+           py::arg("score_offsets") = py::none(), py::arg("workspace") = py::none(), py::arg("stream") = 0)
       .def("embed_ln", &PyEncoder::embed_ln, py::arg("input_ids"), py::arg("inputs_embeds"),
            py::arg("token_type_ids"), py::arg("position_ids"), py::arg("out"),
            "embeddings gather + sum + LayerNorm on packed rows")

@@ -35,16 +35,6 @@ uint16_t float_to_half(float x) {
   return sign | static_cast<uint16_t>(h + (rem > 0x1000u || (rem == 0x1000u && (h & 1u))));
 }
 
-Act act_from_name(const std::string& n) {
-  if (n == "gelu" || n == "gelu_python") return Act::gelu;
-  if (n == "gelu_new" || n == "gelu_pytorch_tanh" || n == "gelu_fast") return Act::gelu_tanh;
-  if (n == "relu") return Act::relu;
-  if (n == "silu" || n == "swish") return Act::silu;
-  if (n == "tanh") return Act::tanh;
-  throw std::invalid_argument(str_cat("hidden_act '", n, "' is not supported by the cpu backend "
-                                      "(supported: gelu, gelu_new, gelu_pytorch_tanh, relu, silu, tanh)"));
-}
-
 static GroupedLinear in_place(const float* w, const uint16_t* w16, const float* b, int64_t in, int64_t out,
                               int64_t groups) {
   GroupedLinear gl;

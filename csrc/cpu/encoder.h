@@ -16,14 +16,8 @@
 namespace sqf {
 namespace cpu {
 
-struct EncoderConfig {
-  int64_t vocab = 0, hidden = 0, heads = 0, layers = 0, intermediate = 0;
-  int64_t max_positions = 0, type_vocab = 0;
-  int64_t q_groups = 1, k_groups = 1, v_groups = 1, post_attention_groups = 1;
-  int64_t intermediate_groups = 1, output_groups = 1;
-  float embedding_ln_eps = 1e-12f;
-  float encoder_ln_eps = 1e-12f;  // transformers hard-codes 1e-12 for the encoder LayerNorms
-  Act act = Act::gelu;
+// The model's shape (common/encoder_spec.h) plus the cpu encoder's precision.
+struct EncoderConfig : EncoderSpec {
   // bf16: conv weights packed as bf16 (GEMMs on AMX tiles / AVX512-BF16, fp32 accumulation);
   // activations, LayerNorm and softmax stay fp32.
   bool bf16 = false;
@@ -170,7 +164,6 @@ class Encoder {
   std::vector<std::unique_ptr<Workspace>> free_ws_;
 };
 
-Act act_from_name(const std::string& name);
 uint16_t float_to_bf16(float x);
 uint16_t float_to_half(float x);  // IEEE binary16, round to nearest even
 

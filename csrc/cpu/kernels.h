@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../common/cpu_features.h"
+#include "../common/encoder_spec.h"
 #include "../common/thread_pool.h"
 
 namespace sqf {
@@ -39,7 +40,7 @@ struct CacheAligned {
 template <class T>
 using aligned_vector = std::vector<T, CacheAligned<T>>;
 
-enum class Act : int { none = 0, gelu = 1, gelu_tanh = 2, relu = 3, silu = 4, tanh = 5 };
+using ::sqf::Act;  // the one activation table: common/encoder_spec.h
 
 // bf16 weights use one layout on every ISA (gemm_bf16.cc): VNNI panels of 32 columns,
 // [groups][ceil((out/groups)/32)][Kp/2][32][2] with Kp = in/groups rounded up to 32.

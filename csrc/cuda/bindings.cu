@@ -1,11 +1,8 @@
-// pybind11 bindings: sqbert_fast._C_cuda. Tensors never cross this boundary: Python passes
-// data_ptr() ints, shapes and the current torch stream's handle; this file checks what it can
-// (shapes of the weights, dtype names, sizes) and names the offending argument. Nothing touches
-// the GPU at import, so the module imports on machines without one; functions that need a
-// device raise RuntimeError("no CUDA device: ...") instead of crashing.
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
+// pybind11 bindings: sqbert_fast._C_cuda. Arrays are torch tensors on the device (or any object with
+// __cuda_array_interface__), checked by the view of ../bindings/py_common.h, shared with the CPU
+// module: both Encoders take the same arguments the same way, and parse the config into the same
+// EncoderSpec. Nothing touches the GPU at import, so the module imports on machines without one;
+// functions that need a device raise RuntimeError("no CUDA device: ...") instead of crashing.
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -13,10 +10,13 @@
 
 #include <cuda_runtime.h>
 
+#include "../bindings/py_common.h"
 #include "kernels.h"
 
 namespace py = pybind11;
 namespace sc = sqf::cuda;
+using sqf::pyb::Memory;
+using sqf::str_cat;
 
 namespace {
 
@@ -25,15 +25,6 @@ sc::DType dtype_from_name(const std::string& n) {
   if (n == "float16") return sc::DType::f16;
   if (n == "bfloat16") return sc::DType::bf16;
   throw py::value_error("dtype must be float32, float16 or bfloat16, got '" + n + "'");
-}
-
-int act_from_name(const std::string& n) {
-  if (n == "gelu" || n == "gelu_python") return sc::act_gelu;
-  if (n == "gelu_new" || n == "gelu_pytorch_tanh" || n == "gelu_fast") return sc::act_gelu_tanh;
-  if (n == "relu") return sc::act_relu;
-  if (n == "silu" || n == "swish") return sc::act_silu;
-  if (n == "tanh") return sc::act_tanh;
-  throw py::value_error("hidden_act '" + n + "' is not supported by the cuda backend");
 }
 
 void check_device(int index) {
@@ -45,45 +36,12 @@ void check_device(int index) {
 }
 
 sc::EncoderConfig config_from_dict(const py::dict& d, const std::string& dtype) {
-  auto geti = [&](const char* k) -> int64_t {
-    if (!d.contains(k)) throw py::key_error(std::string("config is missing '") + k + "'");
-    return d[k].cast<int64_t>();
-  };
   sc::EncoderConfig c;
-  c.vocab = geti("vocab_size");
-  c.hidden = static_cast<int>(geti("hidden_size"));
-  c.heads = static_cast<int>(geti("num_attention_heads"));
-  c.layers = static_cast<int>(geti("num_hidden_layers"));
-  c.intermediate = static_cast<int>(geti("intermediate_size"));
-  c.max_positions = geti("max_position_embeddings");
-  c.type_vocab = geti("type_vocab_size");
-  c.q_groups = static_cast<int>(geti("q_groups"));
-  c.k_groups = static_cast<int>(geti("k_groups"));
-  c.v_groups = static_cast<int>(geti("v_groups"));
-  c.post_groups = static_cast<int>(geti("post_attention_groups"));
-  c.inter_groups = static_cast<int>(geti("intermediate_groups"));
-  c.out_groups = static_cast<int>(geti("output_groups"));
-  if (!d.contains("layer_norm_eps")) throw py::key_error("config is missing 'layer_norm_eps'");
-  c.embedding_eps = d["layer_norm_eps"].cast<float>();
-  if (!d.contains("hidden_act")) throw py::key_error("config is missing 'hidden_act'");
-  c.act = act_from_name(d["hidden_act"].cast<std::string>());
+  static_cast<sqf::EncoderSpec&>(c) = sqf::pyb::spec_from_dict(d, "cuda");
   c.dtype = dtype_from_name(dtype);
-  const int H = c.hidden, I = c.intermediate;
-  if (H < 1 || c.heads < 1 || H % c.heads) throw py::value_error("hidden_size must be a positive multiple of num_attention_heads");
-  auto check_groups = [](int g, int in, int out, const char* name) {
-    if (g < 1 || in % g || out % g)
-      throw py::value_error(std::string(name) + "=" + std::to_string(g) + " must divide both " + std::to_string(in) +
-                            " and " + std::to_string(out));
-  };
-  check_groups(c.q_groups, H, H, "q_groups");
-  check_groups(c.k_groups, H, H, "k_groups");
-  check_groups(c.v_groups, H, H, "v_groups");
-  check_groups(c.post_groups, H, H, "post_attention_groups");
-  check_groups(c.inter_groups, H, I, "intermediate_groups");
-  check_groups(c.out_groups, I, H, "output_groups");
-  if (H / c.heads > sc::kAttnMaxHeadDim)
-    throw py::value_error("head size " + std::to_string(H / c.heads) + " exceeds the CUDA attention kernel's " +
-                          std::to_string(sc::kAttnMaxHeadDim));
+  if (c.head_dim() > sc::kAttnMaxHeadDim)
+    throw py::value_error(str_cat("head size ", c.head_dim(), " exceeds the CUDA attention kernel's ",
+                                  sc::kAttnMaxHeadDim));
   return c;
 }
 
@@ -122,64 +80,43 @@ py::dict layout_dict(const sc::WorkspaceLayout& w) {
   return d;
 }
 
-template <typename T>
-T* ptr(int64_t v) { return reinterpret_cast<T*>(static_cast<uintptr_t>(v)); }
-
 class PyEncoder {
  public:
-  // weights: name -> (data_ptr, shape tuple); all in `dtype`, contiguous, on `device`
+  // weights: name -> a contiguous tensor of `dtype` on `device`, read in place (and kept alive here).
+  // They are checked before the device is looked for, so a bad weight is named on any machine.
   PyEncoder(py::dict config, py::dict weights, const std::string& dtype, int device) : device_(device) {
     c_ = config_from_dict(config, dtype);
-    check_device(device);
-    const sc::DeviceInfo info = sc::device_info(device);
-    if (info.major < 8)
-      throw std::runtime_error("the cuda backend needs compute capability 8.0 or newer, device " + std::to_string(device) +
-                               " (" + info.name + ") is " + std::to_string(info.major) + "." + std::to_string(info.minor));
-    dev_.sm_count = info.sm_count;
-    dev_.smem_optin = info.smem_optin;
-    const int64_t H = c_.hidden, I = c_.intermediate;
-    auto w = [&](const std::string& key, std::vector<int64_t> shape) -> const void* {
-      if (!weights.contains(key.c_str())) throw py::key_error("missing weight '" + key + "'");
-      py::tuple t = weights[key.c_str()].cast<py::tuple>();
-      if (t.size() != 2) throw py::value_error("weight '" + key + "' must be (data_ptr, shape)");
-      auto got = t[1].cast<std::vector<int64_t>>();
-      if (got != shape) {
-        std::string g, s;
-        for (auto v : got) g += std::to_string(v) + ",";
-        for (auto v : shape) s += std::to_string(v) + ",";
-        throw py::value_error("weight '" + key + "' has shape (" + g + ") but expected (" + s + ")");
-      }
-      const int64_t p = t[0].cast<int64_t>();
-      if (p == 0) throw py::value_error("weight '" + key + "' is a null pointer");
-      return ptr<const void>(p);
-    };
-    auto conv = [&](const std::string& wk, const std::string& bk, int in, int out, int groups) {
-      sc::Conv cv;
-      cv.w = w(wk, {out, in / groups, 1});
-      cv.bias = w(bk, {out});
-      cv.in = in;
-      cv.out = out;
-      cv.groups = groups;
-      return cv;
+    const std::string dt = sc::dtype_name(c_.dtype);
+    const int64_t H = c_.hidden;
+    auto w = [&](const std::string& key, const std::vector<int64_t>& shape) -> const void* {
+      if (!weights.contains(key.c_str())) throw py::key_error(str_cat("missing weight '", key, "'"));
+      py::object o = weights[key.c_str()];
+      const void* p = sqf::pyb::checked_view(o, key.c_str(), dt, shape, Memory::cuda).data;
+      if (!p) throw py::value_error(str_cat("weight '", key, "' is a null pointer"));
+      keep_.push_back(o);
+      return p;
     };
     w_.word = w("word_embeddings", {c_.vocab, H});
     w_.position = w("position_embeddings", {c_.max_positions, H});
     w_.token_type = w("token_type_embeddings", {c_.type_vocab, H});
     w_.emb_ln_w = w("embeddings_ln_weight", {H});
     w_.emb_ln_b = w("embeddings_ln_bias", {H});
-    for (int l = 0; l < c_.layers; ++l) {
-      auto k = [&](const char* name) { return "layers." + std::to_string(l) + "." + name; };
+    for (int64_t l = 0; l < c_.layers; ++l) {
       sc::LayerWeights lw;
-      lw.q = conv(k("q_weight"), k("q_bias"), H, H, c_.q_groups);
-      lw.k = conv(k("k_weight"), k("k_bias"), H, H, c_.k_groups);
-      lw.v = conv(k("v_weight"), k("v_bias"), H, H, c_.v_groups);
-      lw.post = conv(k("post_weight"), k("post_bias"), H, H, c_.post_groups);
-      lw.inter = conv(k("inter_weight"), k("inter_bias"), H, I, c_.inter_groups);
-      lw.out = conv(k("out_weight"), k("out_bias"), I, H, c_.out_groups);
-      lw.post_ln_w = w(k("post_ln_weight"), {H});
-      lw.post_ln_b = w(k("post_ln_bias"), {H});
-      lw.out_ln_w = w(k("out_ln_weight"), {H});
-      lw.out_ln_b = w(k("out_ln_bias"), {H});
+      sc::Conv* convs[] = {&lw.q, &lw.k, &lw.v, &lw.post, &lw.inter, &lw.out};
+      int i = 0;
+      for (const sqf::ConvSpec& cs : c_.convs()) {
+        sc::Conv& cv = *convs[i++];
+        cv.w = w(sqf::layer_key(l, cs.name, "_weight"), {cs.out, cs.in / cs.groups, 1});
+        cv.bias = w(sqf::layer_key(l, cs.name, "_bias"), {cs.out});
+        cv.in = static_cast<int>(cs.in);
+        cv.out = static_cast<int>(cs.out);
+        cv.groups = static_cast<int>(cs.groups);
+      }
+      lw.post_ln_w = w(sqf::layer_key(l, "post_ln", "_weight"), {H});
+      lw.post_ln_b = w(sqf::layer_key(l, "post_ln", "_bias"), {H});
+      lw.out_ln_w = w(sqf::layer_key(l, "out_ln", "_weight"), {H});
+      lw.out_ln_b = w(sqf::layer_key(l, "out_ln", "_bias"), {H});
       w_.layers.push_back(lw);
     }
     if (weights.contains("pooler_weight")) {
@@ -188,52 +125,77 @@ class PyEncoder {
       w_.pooler.in = w_.pooler.out = static_cast<int>(H);
       w_.pooler.groups = 1;
     }
+    check_device(device);
+    const sc::DeviceInfo info = sc::device_info(device);
+    if (info.major < 8)
+      throw std::runtime_error(str_cat("the cuda backend needs compute capability 8.0 or newer, device ", device, " (",
+                                       info.name, ") is ", info.major, ".", info.minor));
+    dev_.sm_count = info.sm_count;
+    dev_.smem_optin = info.smem_optin;
   }
 
   sc::WorkspaceLayout layout(int64_t tokens) const {
-    const sc::FfnPlan f = sc::plan_ffn(tokens, c_.hidden, c_.intermediate, c_.inter_groups, c_.out_groups, c_.dtype,
-                                       dev_.smem_optin, dev_.sm_count);
+    const sc::FfnPlan f = sc::plan_ffn(tokens, int(c_.hidden), int(c_.intermediate), int(c_.intermediate_groups),
+                                       int(c_.output_groups), c_.dtype, dev_.smem_optin, dev_.sm_count);
     return sc::workspace_layout(c_, tokens, !f.fused);
   }
 
-  void forward(int batch, int64_t tokens, int max_len, int64_t cu_seqlens, int64_t input_ids, int64_t inputs_embeds,
-               int64_t token_type_ids, int64_t position_ids, int64_t key_valid, int64_t last_hidden,
-               int64_t hidden_states, int64_t scores, int64_t score_offsets, int64_t score_per_layer, int64_t pool_rows,
-               int64_t pooled, int64_t workspace, int64_t workspace_bytes, int64_t stream) {
+  // The signature of _C.Encoder.forward. Sizes come from the arrays: batch from cu_seqlens, the row
+  // capacity from last_hidden (a CUDA graph's bucket: live rows = cu_seqlens[batch], read on the
+  // device). max_len (an upper bound of the lengths: the grid), score_offsets (with scores) and the
+  // workspace are required here, since nothing is read back from the device.
+  void forward(py::object input_ids, py::object inputs_embeds, py::object token_type_ids, py::object position_ids,
+               py::object cu_seqlens, py::object key_valid, py::object last_hidden, py::object hidden_states,
+               py::object scores, py::object pool_rows, py::object pooled, int64_t max_len, py::object score_offsets,
+               py::object workspace, int64_t stream) {
+    using sqf::pyb::checked;
+    using sqf::pyb::checked_view;
+    using sqf::pyb::optional;
+    const std::string dt = sc::dtype_name(c_.dtype);
+    const int64_t H = c_.hidden;
+    const int64_t batch = sqf::pyb::rows_of(cu_seqlens, "cu_seqlens") - 1;
+    const int64_t tokens = sqf::pyb::rows_of(last_hidden, "last_hidden");
     if (batch < 1 || tokens < 1) throw py::value_error("empty batch");
     if (max_len < 1 || max_len > tokens)
-      throw py::value_error("max_len " + std::to_string(max_len) + " outside [1, tokens=" + std::to_string(tokens) + "]");
-    if (!cu_seqlens || !token_type_ids || !position_ids || !key_valid || !last_hidden || !workspace)
-      throw py::value_error("cu_seqlens, token_type_ids, position_ids, key_valid, last_hidden and workspace are required");
-    if (!input_ids == !inputs_embeds) throw py::value_error("give exactly one of input_ids and inputs_embeds");
-    if (scores && !score_offsets) throw py::value_error("scores need score_offsets");
-    if (pooled && !pool_rows) throw py::value_error("pooled needs pool_rows");
+      throw py::value_error(str_cat("max_len ", max_len, " outside [1, tokens=", tokens, "]"));
+    if (input_ids.is_none() == inputs_embeds.is_none())
+      throw py::value_error("give exactly one of input_ids and inputs_embeds");
+    if (workspace.is_none()) throw py::value_error("workspace is required (size it with workspace_layout)");
+    if (!scores.is_none() && score_offsets.is_none()) throw py::value_error("scores need score_offsets");
+    if (!pooled.is_none() && pool_rows.is_none()) throw py::value_error("pooled needs pool_rows");
     sc::ForwardArgs a;
-    a.batch = batch;
+    a.batch = static_cast<int>(batch);
     a.tokens = tokens;
-    a.max_len = max_len;
-    a.cu_seqlens = ptr<const int64_t>(cu_seqlens);
-    a.input_ids = ptr<const int64_t>(input_ids);
-    a.inputs_embeds = ptr<const void>(inputs_embeds);
-    a.token_type_ids = ptr<const int64_t>(token_type_ids);
-    a.position_ids = ptr<const int64_t>(position_ids);
-    a.key_valid = ptr<const uint8_t>(key_valid);
-    a.last_hidden = ptr<void>(last_hidden);
-    a.hidden_states = ptr<void>(hidden_states);
-    a.scores = ptr<void>(scores);
-    a.score_offsets = ptr<const int64_t>(score_offsets);
-    a.score_per_layer = score_per_layer;
-    a.pool_rows = ptr<const int64_t>(pool_rows);
-    a.pooled = ptr<void>(pooled);
-    a.workspace = ptr<void>(workspace);
-    a.workspace_bytes = workspace_bytes;
+    a.max_len = static_cast<int>(max_len);
+    a.cu_seqlens = checked<int64_t>(cu_seqlens, "cu_seqlens", {batch + 1}, Memory::cuda);
+    a.input_ids = optional<int64_t>(input_ids, "input_ids", {tokens}, Memory::cuda);
+    if (!inputs_embeds.is_none())
+      a.inputs_embeds = checked_view(inputs_embeds, "inputs_embeds", dt, {tokens, H}, Memory::cuda).data;
+    a.token_type_ids = checked<int64_t>(token_type_ids, "token_type_ids", {tokens}, Memory::cuda);
+    a.position_ids = checked<int64_t>(position_ids, "position_ids", {tokens}, Memory::cuda);
+    a.key_valid = checked<uint8_t>(key_valid, "key_valid", {tokens}, Memory::cuda);
+    a.last_hidden = checked_view(last_hidden, "last_hidden", dt, {tokens, H}, Memory::cuda, true).data;
+    if (!hidden_states.is_none())
+      a.hidden_states =
+          checked_view(hidden_states, "hidden_states", dt, {c_.layers + 1, tokens, H}, Memory::cuda, true).data;
+    if (!scores.is_none()) {
+      const sqf::pyb::View v = checked_view(scores, "scores", dt, {c_.layers, -1}, Memory::cuda, true);
+      a.scores = v.data;
+      a.score_per_layer = v.shape[1];
+      a.score_offsets = checked<int64_t>(score_offsets, "score_offsets", {batch}, Memory::cuda);
+    }
+    a.pool_rows = optional<int64_t>(pool_rows, "pool_rows", {batch}, Memory::cuda);
+    if (!pooled.is_none()) a.pooled = checked_view(pooled, "pooled", dt, {batch, H}, Memory::cuda, true).data;
+    const sqf::pyb::View ws = checked_view(workspace, "workspace", "uint8", {-1}, Memory::cuda, true);
+    a.workspace = ws.data;
+    a.workspace_bytes = ws.shape[0];
     py::gil_scoped_release release;
     int current = -1;
     if (cudaGetDevice(&current) != cudaSuccess || current != device_) {  // not during graph capture
       const cudaError_t e = cudaSetDevice(device_);
       if (e != cudaSuccess) throw std::runtime_error(std::string("cudaSetDevice: ") + cudaGetErrorString(e));
     }
-    sc::encoder_forward(c_, w_, a, dev_, ptr<CUstream_st>(stream));
+    sc::encoder_forward(c_, w_, a, dev_, reinterpret_cast<cudaStream_t>(static_cast<uintptr_t>(stream)));
   }
 
   int sm_count() const { return dev_.sm_count; }
@@ -241,6 +203,7 @@ class PyEncoder {
 
  private:
   int device_;
+  std::vector<py::object> keep_;  // the weights, read in place
   sc::EncoderConfig c_;
   sc::EncoderWeights w_;
   sc::DeviceLimits dev_;
@@ -254,13 +217,6 @@ class PyEncoder {
 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "sqbert_fast CUDA kernels (fused SqueezeBERT encoder)";
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const std::out_of_range& e) {
-      PyErr_SetString(PyExc_IndexError, e.what());
-    }
-  });
   m.attr("cuda_archs") = SQF_CUDA_ARCHS;
   m.attr("cudart_version") = CUDART_VERSION;
   m.attr("gemm_tile") = py::make_tuple(sc::kGemmBM, sc::kGemmBN, sc::kGemmBK);
@@ -309,11 +265,12 @@ PYBIND11_MODULE(_C_cuda, m) {
            py::arg("dtype"), py::arg("device"))
       .def("workspace_layout", [](const PyEncoder& e, int64_t tokens) { return layout_dict(e.layout(tokens)); },
            py::arg("tokens"))
-      .def("forward", &PyEncoder::forward, py::arg("batch"), py::arg("tokens"), py::arg("max_len"),
-           py::arg("cu_seqlens"), py::arg("input_ids"), py::arg("inputs_embeds"), py::arg("token_type_ids"),
-           py::arg("position_ids"), py::arg("key_valid"), py::arg("last_hidden"), py::arg("hidden_states"),
-           py::arg("scores"), py::arg("score_offsets"), py::arg("score_per_layer"), py::arg("pool_rows"),
-           py::arg("pooled"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"))
+      .def("forward", &PyEncoder::forward, py::arg("input_ids"), py::arg("inputs_embeds"),
+           py::arg("token_type_ids"), py::arg("position_ids"), py::arg("cu_seqlens"), py::arg("key_valid"),
+           py::arg("last_hidden"), py::arg("hidden_states") = py::none(), py::arg("scores") = py::none(),
+           py::arg("pool_rows") = py::none(), py::arg("pooled") = py::none(), py::kw_only(),
+           py::arg("max_len") = 0, py::arg("score_offsets") = py::none(), py::arg("workspace") = py::none(),
+           py::arg("stream") = 0)
       .def_property_readonly("sm_count", &PyEncoder::sm_count)
       .def_property_readonly("smem_optin", &PyEncoder::smem_optin);
 }

@@ -38,7 +38,7 @@ void encoder_forward(const EncoderConfig& c, const EncoderWeights& w, const Forw
   const int64_t T = a.tokens, H = c.hidden;
   if (a.batch < 1 || T < 1) throw std::invalid_argument("empty batch");
   if (int(w.layers.size()) != c.layers) throw std::invalid_argument("layer weights do not match the config");
-  const FfnPlan ffn = plan_ffn(T, c.hidden, c.intermediate, c.inter_groups, c.out_groups, c.dtype,
+  const FfnPlan ffn = plan_ffn(T, int(c.hidden), int(c.intermediate), int(c.intermediate_groups), int(c.output_groups), c.dtype,
                                dev.smem_optin, dev.sm_count);
   const WorkspaceLayout lay = workspace_layout(c, T, !ffn.fused);
   if (a.workspace_bytes < lay.total)
@@ -64,7 +64,7 @@ void encoder_forward(const EncoderConfig& c, const EncoderWeights& w, const Forw
   EmbedArgs e;
   e.rows = T;
   e.live = live;
-  e.hidden = c.hidden;
+  e.hidden = int(c.hidden);
   e.input_ids = a.input_ids;
   e.inputs_embeds = a.inputs_embeds;
   e.token_type_ids = a.token_type_ids;
@@ -77,7 +77,7 @@ void encoder_forward(const EncoderConfig& c, const EncoderWeights& w, const Forw
   e.type_vocab = c.type_vocab;
   e.ln_w = w.emb_ln_w;
   e.ln_b = w.emb_ln_b;
-  e.eps = c.embedding_eps;
+  e.eps = c.embedding_ln_eps;
   e.out = layer_out(0);
   embed_ln(c.dtype, e, stream);
 
@@ -88,8 +88,8 @@ void encoder_forward(const EncoderConfig& c, const EncoderWeights& w, const Forw
     AttentionArgs at;
     at.batch = a.batch;
     at.max_len = a.max_len;
-    at.heads = c.heads;
-    at.hidden = c.hidden;
+    at.heads = int(c.heads);
+    at.hidden = int(c.hidden);
     at.cu_seqlens = a.cu_seqlens;
     at.key_valid = a.key_valid;
     at.ctx = ctx;
@@ -101,7 +101,7 @@ void encoder_forward(const EncoderConfig& c, const EncoderWeights& w, const Forw
     ln.residual = x;
     ln.ln_w = lw.post_ln_w;
     ln.ln_b = lw.post_ln_b;
-    ln.eps = c.encoder_eps;
+    ln.eps = c.encoder_ln_eps;
     ln.out = mid;
     ln.pre = pre;
     ln.counters = counters;
@@ -112,7 +112,7 @@ void encoder_forward(const EncoderConfig& c, const EncoderWeights& w, const Forw
     ln2.ln_w = lw.out_ln_w;
     ln2.ln_b = lw.out_ln_b;
     ln2.out = y;
-    ffn_ln(c.dtype, mid, T, live, lw.inter, lw.out, c.act, ln2, inter, dev.smem_optin, dev.sm_count, stream);
+    ffn_ln(c.dtype, mid, T, live, lw.inter, lw.out, static_cast<int>(c.act), ln2, inter, dev.smem_optin, dev.sm_count, stream);
   }
   void* last = layer_out(c.layers);
   if (last != a.last_hidden) {

@@ -8,14 +8,18 @@
 #include <string>
 #include <vector>
 
+#include "../common/encoder_spec.h"
+
 typedef struct CUstream_st* cudaStream_t;
 
 namespace sqf {
 namespace cuda {
 
 enum class DType : int { f32 = 0, f16 = 1, bf16 = 2 };
-// Same ids as the CPU kernels' Act.
-enum Act : int { act_none = 0, act_gelu = 1, act_gelu_tanh = 2, act_relu = 3, act_silu = 4, act_tanh = 5 };
+// The kernels take the activation as an int: common/encoder_spec.h's Act ids.
+constexpr int act_none = static_cast<int>(::sqf::Act::none), act_gelu = static_cast<int>(::sqf::Act::gelu),
+              act_gelu_tanh = static_cast<int>(::sqf::Act::gelu_tanh), act_relu = static_cast<int>(::sqf::Act::relu),
+              act_silu = static_cast<int>(::sqf::Act::silu), act_tanh = static_cast<int>(::sqf::Act::tanh);
 
 int dtype_size(DType t);
 const char* dtype_name(DType t);
@@ -124,13 +128,8 @@ void ffn_ln(DType t, const void* x, int64_t rows, const int64_t* live, const Con
             int sm_count, cudaStream_t stream);
 
 // ---- the whole encoder: embeddings, L x (qkv_attention, attn_out_ln, ffn_ln), pooler ---------
-struct EncoderConfig {
-  int64_t vocab = 0, max_positions = 0, type_vocab = 0;
-  int hidden = 0, heads = 0, layers = 0, intermediate = 0;
-  int q_groups = 1, k_groups = 1, v_groups = 1, post_groups = 1, inter_groups = 1, out_groups = 1;
-  float embedding_eps = 1e-12f;
-  float encoder_eps = 1e-12f;  // transformers' SqueezeBertLayerNorm ignores config.layer_norm_eps
-  int act = act_gelu;
+// The model's shape (common/encoder_spec.h, shared with the cpu encoder) plus the compute dtype.
+struct EncoderConfig : ::sqf::EncoderSpec {
   DType dtype = DType::f32;
 };
 

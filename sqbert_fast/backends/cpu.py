@@ -29,12 +29,14 @@ everything else is as for bfloat16.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
 
 from ..packing import Packed
-from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
+from .base import Backend, Encoded, compute_dtype, encoder_weights
+from .native import NativeRunner, encoder_config
 
 try:
     from .. import _C
@@ -43,11 +45,6 @@ except ImportError as e:  # pragma: no cover - exercised only on broken installs
     _IMPORT_ERROR = str(e)
 else:
     _IMPORT_ERROR = ""
-
-_CFG_KEYS = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
-             "max_position_embeddings", "type_vocab_size", "q_groups", "k_groups", "v_groups",
-             "post_attention_groups", "intermediate_groups", "output_groups", "layer_norm_eps", "hidden_act")
-
 
 def bf16_supported() -> bool:
     """True when this CPU (and this build) has a bf16 GEMM: AMX-BF16 or AVX512-BF16."""
@@ -102,7 +99,7 @@ def _bits(t: torch.Tensor):
     return (t.view(torch.uint16) if t.element_size() == 2 else t).numpy()
 
 
-class CpuRunner(Runner):
+class CpuRunner(NativeRunner):
     def __init__(self, base_model, isa: str | None = None, int8_isa: str | None = None):
         cfg = base_model.config
         self.cfg = cfg
@@ -124,7 +121,7 @@ class CpuRunner(Runner):
             return (v.float() if bf16 or fp16 or v.dtype != torch.float32 else v).contiguous().numpy()
 
         weights = {k: host(k, v) for k, v in raw.items()}
-        self.encoder = _C.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS}, weights, self.isa, bf16, fp16=fp16,
+        self.encoder = _C.Encoder(encoder_config(cfg), weights, self.isa, bf16, fp16=fp16,
                                   int8=int8, int8_isa=int8_isa or "",
                                   int8_attention=int8_attention() if int8 else "auto")
         self.int8_isa = self.encoder.int8_isa or None
@@ -138,24 +135,13 @@ class CpuRunner(Runner):
     def stale(self) -> bool:
         return self._sampler.changed()
 
+    def arg(self, t):
+        return None if t is None else t.contiguous().numpy()  # NumPy views: the binding's fastest path
+
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
-        cfg, T, H = self.cfg, p.tokens, self.cfg.hidden_size
-        L = cfg.num_hidden_layers
-        last = torch.empty(T, H)
-        hidden = torch.empty(L + 1, T, H) if want_hidden else None
-        scores = None
-        if want_scores:
-            scores = torch.empty(L, p.score_offsets(cfg.num_attention_heads)[1])
-        pooled = torch.empty(p.batch, H) if want_pooled else None
-
-        def np_(t):
-            return None if t is None else t.contiguous().numpy()
-
-        self.encoder.forward(
-            np_(p.input_ids), np_(p.inputs_embeds.float() if p.inputs_embeds is not None else None),
-            np_(p.token_type_ids), np_(p.position_ids), np_(p.cu_seqlens), np_(p.key_valid), last.numpy(),
-            np_(hidden), np_(scores), np_(p.pool_rows) if want_pooled else None, np_(pooled))
-        return Encoded(last_hidden=last, hidden_states=hidden, scores=scores, pooled=pooled)
+        if p.inputs_embeds is not None and p.inputs_embeds.dtype != torch.float32:
+            p = dataclasses.replace(p, inputs_embeds=p.inputs_embeds.float())
+        return self.call(p, self.outputs(p, want_hidden, want_scores, want_pooled)[0])
 
 
 class CpuBackend(Backend):

@@ -23,7 +23,8 @@ from typing import Optional
 import torch
 
 from ..packing import Packed
-from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
+from .base import Backend, Encoded, compute_dtype, encoder_weights
+from .native import NativeRunner, encoder_config
 
 try:
     from .. import _C_cuda
@@ -37,10 +38,6 @@ DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "b
 GRAPH_MAX_TOKENS = int(os.environ.get("SQBERT_FAST_CUDA_GRAPH_MAX_TOKENS", "4096"))
 GRAPH_CACHE = 16  # captured buckets kept per runner (least recently used dropped)
 _GRAPH_LEN_STEP = 64  # max-length bucket granularity: the attention kernel's 64-query tile
-
-_CFG_KEYS = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
-             "max_position_embeddings", "type_vocab_size", "q_groups", "k_groups", "v_groups",
-             "post_attention_groups", "intermediate_groups", "output_groups", "layer_norm_eps", "hidden_act")
 
 
 def _next_pow2(n: int) -> int:
@@ -74,11 +71,7 @@ def cuda_info() -> dict:
     return info
 
 
-def _ptr(t: Optional[torch.Tensor]) -> int:
-    return 0 if t is None else t.data_ptr()
-
-
-class CudaRunner(Runner):
+class CudaRunner(NativeRunner):
     def __init__(self, base_model):
         cfg = base_model.config
         self.cfg = cfg
@@ -91,9 +84,8 @@ class CudaRunner(Runner):
         self._weights = {k: v.to(self.dtype).contiguous() for k, v in raw.items()}
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
         self.device_index = index
-        self.encoder = _C_cuda.Encoder({k: getattr(cfg, k) for k in _CFG_KEYS},
-                                       {k: (v.data_ptr(), tuple(v.shape)) for k, v in self._weights.items()},
-                                       DTYPES[self.dtype], index)
+        self.encoder = _C_cuda.Encoder(encoder_config(cfg), self._weights, DTYPES[self.dtype], index)
+        self.out_device, self.out_dtype = self.device, self.dtype
         self.has_pooler = "pooler_weight" in self._weights
         self._lock = threading.Lock()
         self._workspace: Optional[torch.Tensor] = None
@@ -113,38 +105,13 @@ class CudaRunner(Runner):
         return self._workspace
 
     # -- one launch of the whole encoder ------------------------------------------------------------
-    def _forward(self, *, batch, tokens, max_len, cu_seqlens, input_ids, inputs_embeds, token_type_ids,
-                 position_ids, key_valid, last, hidden=None, scores=None, soff=None, per_layer=0,
-                 pool_rows=None, pooled=None, workspace):
-        self.encoder.forward(
-            batch=batch, tokens=tokens, max_len=max_len, cu_seqlens=_ptr(cu_seqlens), input_ids=_ptr(input_ids),
-            inputs_embeds=_ptr(inputs_embeds), token_type_ids=_ptr(token_type_ids),
-            position_ids=_ptr(position_ids), key_valid=_ptr(key_valid), last_hidden=_ptr(last),
-            hidden_states=_ptr(hidden), scores=_ptr(scores), score_offsets=_ptr(soff),
-            score_per_layer=per_layer, pool_rows=_ptr(pool_rows), pooled=_ptr(pooled),
-            workspace=_ptr(workspace), workspace_bytes=workspace.numel(),
-            stream=torch.cuda.current_stream(self.device).cuda_stream)
+    def _stream(self) -> int:
+        return torch.cuda.current_stream(self.device).cuda_stream
 
     def _eager(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
-        cfg, T, H = self.cfg, p.tokens, self.cfg.hidden_size
-        nl, heads = cfg.num_hidden_layers, cfg.num_attention_heads
-        new = dict(dtype=self.dtype, device=self.device)
-        hidden = torch.empty(nl + 1, T, H, **new) if want_hidden else None
-        last = hidden[-1] if want_hidden else torch.empty(T, H, **new)
-        scores = soff = None
-        per_layer = 0
-        if want_scores:
-            offs, per_layer = p.score_offsets(heads)
-            soff = torch.tensor(offs, dtype=torch.int64).to(self.device, non_blocking=True)
-            scores = torch.empty(nl, per_layer, **new)
-        pooled = torch.empty(p.batch, H, **new) if want_pooled else None
-        self._forward(batch=p.batch, tokens=T, max_len=p.max_len, cu_seqlens=p.cu_seqlens,
-                      input_ids=p.input_ids, inputs_embeds=p.inputs_embeds, token_type_ids=p.token_type_ids,
-                      position_ids=p.position_ids, key_valid=p.key_valid, last=last, hidden=hidden,
-                      scores=scores, soff=soff, per_layer=per_layer,
-                      pool_rows=p.pool_rows if want_pooled else None, pooled=pooled,
-                      workspace=self._workspace_for(T))
-        return Encoded(last_hidden=last, hidden_states=hidden, scores=scores, pooled=pooled)
+        out, offsets = self.outputs(p, want_hidden, want_scores, want_pooled)
+        soff = torch.tensor(offsets, dtype=torch.int64).to(self.device, non_blocking=True) if want_scores else None
+        return self.call(p, out, score_offsets=soff, workspace=self._workspace_for(p.tokens), stream=self._stream())
 
     def encode(self, p: Packed, want_hidden: bool, want_scores: bool, want_pooled: bool) -> Encoded:
         if want_pooled and not self.has_pooler:
@@ -212,13 +179,17 @@ class CudaRunner(Runner):
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._forward(batch=batch_cap, tokens=tokens_cap, max_len=len_cap, cu_seqlens=s["cu_seqlens"],
-                          input_ids=None if embeds else s["input_ids"],
-                          inputs_embeds=s["inputs_embeds"] if embeds else None,
-                          token_type_ids=s["token_type_ids"], position_ids=s["position_ids"],
-                          key_valid=s["key_valid"], last=s["last"],
-                          pool_rows=s["pool_rows"] if want_pooled else None,
-                          pooled=s["pooled"] if want_pooled else None, workspace=s["workspace"])
+            # the bucket's capacity: live rows and sequence bounds are read on the device at replay
+            cap = Packed(batch=batch_cap, seq_len=len_cap, tokens=tokens_cap,
+                         input_ids=None if embeds else s["input_ids"][:tokens_cap],
+                         inputs_embeds=s["inputs_embeds"][:tokens_cap] if embeds else None,
+                         token_type_ids=s["token_type_ids"][:tokens_cap], position_ids=s["position_ids"][:tokens_cap],
+                         cu_seqlens=s["cu_seqlens"][: batch_cap + 1], key_valid=s["key_valid"][:tokens_cap],
+                         pool_rows=s["pool_rows"][:batch_cap], flat_index=None, seqlens=[len_cap] * batch_cap,
+                         real=None)  # seqlens: upper bounds (max_len = len_cap, the grid)
+            out = Encoded(last_hidden=s["last"][:tokens_cap], hidden_states=None, scores=None,
+                          pooled=s["pooled"][:batch_cap] if want_pooled else None)
+            self.call(cap, out, workspace=s["workspace"], stream=self._stream())
         return graph
 
 
