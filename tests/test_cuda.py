@@ -354,3 +354,40 @@ def test_gpu_inputs_embeds_and_workspace_reuse(tmp_path):
         ours(ids[:1, :5], output_hidden_states=True)  # smaller: the workspace is reused
         assert runner._workspace.data_ptr() == ws
     assert max_diff_real(got, want, mask.bool()) <= 1e-4
+
+
+# ---- the CUDA-graph cache both GPU backends share (no GPU needed) ----------------------------------
+def test_graph_cache_captures_on_the_second_sighting_and_keeps_the_most_recent():
+    from sqbert_fast.backends.graphs import GraphCache
+
+    captured = []
+
+    def capture(key):
+        captured.append(key)
+        return f"graph {key}"
+
+    cache = GraphCache(size=2)
+    assert cache.get("a", lambda: capture("a")) is None  # first sight: eager
+    assert cache.get("a", lambda: capture("a")) == "graph a" and captured == ["a"]
+    assert cache.get("a", lambda: capture("a")) == "graph a" and captured == ["a"]  # replayed, not recaptured
+    for k in ("b", "c"):
+        cache.get(k, lambda: capture(k))
+        cache.get(k, lambda: capture(k))
+    assert len(cache) == 2 and captured == ["a", "b", "c"]  # "a", least recently used, was dropped
+    assert cache.get("a", lambda: capture("a")) == "graph a" and captured[-1] == "a"  # seen before: recaptured
+    for i in range(64 * 2 + 2):  # one-off keys: the seen set is bounded
+        cache.get(("once", i), lambda: capture("never"))
+    assert "never" not in captured and len(cache._seen) <= 64 * 2 + 1
+
+
+def test_graph_max_tokens_setting(monkeypatch):
+    from sqbert_fast.backends.graphs import graph_max_tokens
+
+    monkeypatch.setenv("SQBERT_FAST_GRAPH_MAX_TOKENS", "512")
+    assert graph_max_tokens() == 512
+    monkeypatch.setenv("SQBERT_FAST_GRAPH_MAX_TOKENS", "lots")
+    with pytest.raises(ValueError, match="SQBERT_FAST_GRAPH_MAX_TOKENS='lots'"):
+        graph_max_tokens()
+    monkeypatch.setenv("SQBERT_FAST_GRAPH_MAX_TOKENS", "-1")
+    with pytest.raises(ValueError, match=">= 0"):
+        graph_max_tokens()

@@ -15,15 +15,14 @@ seen; hidden states and attention scores always run eagerly.
 
 from __future__ import annotations
 
-import os
 import threading
-from collections import OrderedDict
 from typing import Optional
 
 import torch
 
 from ..packing import Packed
 from .base import Backend, Encoded, compute_dtype, encoder_weights
+from .graphs import GRAPH_MAX_TOKENS, GraphCache
 from .native import NativeRunner, encoder_config
 
 try:
@@ -35,8 +34,6 @@ else:
     _IMPORT_ERROR = ""
 
 DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-GRAPH_MAX_TOKENS = int(os.environ.get("SQBERT_FAST_CUDA_GRAPH_MAX_TOKENS", "4096"))
-GRAPH_CACHE = 16  # captured buckets kept per runner (least recently used dropped)
 _GRAPH_LEN_STEP = 64  # max-length bucket granularity: the attention kernel's 64-query tile
 
 
@@ -90,8 +87,7 @@ class CudaRunner(NativeRunner):
         self._lock = threading.Lock()
         self._workspace: Optional[torch.Tensor] = None
         self._static: Optional[dict] = None          # graph inputs/outputs/workspace, GRAPH_MAX_TOKENS rows
-        self._graphs: OrderedDict = OrderedDict()
-        self._graph_seen: set = set()
+        self._graphs = GraphCache()
 
     # -- workspace -----------------------------------------------------------------------------
     def workspace_bytes(self, tokens: int) -> int:
@@ -145,17 +141,9 @@ class CudaRunner(NativeRunner):
 
     def _graphed(self, p: Packed, bucket: tuple, want_pooled: bool) -> Optional[Encoded]:
         embeds = p.input_ids is None
-        key = (bucket, embeds, want_pooled)
-        graph = self._graphs.get(key)
+        graph = self._graphs.get((bucket, embeds, want_pooled), lambda: self._capture(bucket, embeds, want_pooled))
         if graph is None:
-            if key not in self._graph_seen:  # first sight: eager (it also loads the kernels); capture on a repeat
-                self._graph_seen.add(key)
-                return None
-            graph = self._capture(bucket, embeds, want_pooled)
-            self._graphs[key] = graph
-            while len(self._graphs) > GRAPH_CACHE:
-                self._graphs.popitem(last=False)
-        self._graphs.move_to_end(key)
+            return None
         s = self._static_buffers()
         T, B = p.tokens, p.batch
         batch_cap = bucket[0]

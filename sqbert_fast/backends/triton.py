@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from ..packing import Packed
 from .base import Backend, Encoded, Runner, compute_dtype, encoder_weights
+from .graphs import GRAPH_MAX_TOKENS, GraphCache
 from .reference import ENCODER_LN_EPS
 
 # The kernels (and triton, 0.2 s of import) load on first use: a CPU-only process never pays for them.
@@ -50,8 +50,6 @@ def _load() -> bool:
     return _common is not None
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-GRAPH_MAX_TOKENS = int(os.environ.get("SQBERT_FAST_TRITON_GRAPH_MAX_TOKENS", "4096"))
-GRAPH_CACHE = 16  # captured length patterns kept per runner (least recently used dropped)
 
 
 def interpreting() -> bool:
@@ -103,8 +101,7 @@ class TritonRunner(Runner):
         self.act = _common.ACTIVATIONS[cfg.hidden_act]
         self.needs_inter = not all(layer.ffn_fused for layer in self.layers)
         self._workspace: dict[str, torch.Tensor] = {}
-        self._graphs: OrderedDict = OrderedDict()
-        self._graph_seen: set = set()
+        self._graphs = GraphCache()
         self._lock = threading.Lock()
 
     # -- buffers -----------------------------------------------------------------------------
@@ -172,18 +169,9 @@ class TritonRunner(Runner):
 
     def _graphed(self, p: Packed, soff, want_hidden, want_scores, want_pooled) -> Encoded:
         key = (tuple(p.seqlens), p.input_ids is None, want_hidden, want_scores, want_pooled)
-        entry = self._graphs.get(key)
-        if entry is None:
-            if key not in self._graph_seen:  # first sight: run eagerly (and autotune); capture on a repeat
-                if len(self._graph_seen) > 64 * GRAPH_CACHE:  # many one-off length patterns: forget them
-                    self._graph_seen.clear()
-                self._graph_seen.add(key)
-                return self._run(p, soff, want_hidden, want_scores, want_pooled)
-            entry = self._capture(p, soff, want_hidden, want_scores, want_pooled)
-            self._graphs[key] = entry
-            while len(self._graphs) > GRAPH_CACHE:
-                self._graphs.popitem(last=False)
-        self._graphs.move_to_end(key)
+        entry = self._graphs.get(key, lambda: self._capture(p, soff, want_hidden, want_scores, want_pooled))
+        if entry is None:  # first sight: run eagerly (and autotune); captured on a repeat
+            return self._run(p, soff, want_hidden, want_scores, want_pooled)
         static, graph, out = entry
         for name in self._INPUTS:
             if static[name] is not None:
