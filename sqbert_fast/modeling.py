@@ -310,7 +310,7 @@ class SqueezeBertPreTrainedModel(nn.Module):
 
         Device and dtype are read from the parameters only then: both change only with a
         parameter's storage, which moves its data_ptr (weights_version), or through ``.to()``
-        (``_apply`` drops the runner). A call costs one walk over the parameters (~60 us)."""
+        (``_apply`` drops the runner). A call costs one pass over the parameters (``weights_version``)."""
         version = weights_version(self.base_model)
         key = self._runner_key
         if (self._runner is None or key is None or key.backend != self._backend_name or key.weights != version

@@ -239,6 +239,16 @@ def test_in_place_weight_change_is_seen_by_the_kernels(tmp_path):
         hf.encoder.layers[1].attention.value.weight.mul_(0.5)
         ref = hf(ids, attention_mask=mask).last_hidden_state
     assert max_diff_real(m(ids, attention_mask=mask).last_hidden_state, ref, mask) <= 1e-4
+    # a submodule swapped for a new one (its parameters were never in the cached walk)
+    conv = m.encoder.layers[1].output.conv1d
+    swapped = torch.nn.Conv1d(conv.in_channels, conv.out_channels, 1, groups=conv.groups)
+    with torch.no_grad():
+        swapped.weight.copy_(conv.weight * 0.25)
+        swapped.bias.copy_(conv.bias)
+        hf.encoder.layers[1].output.conv1d.weight.mul_(0.25)
+        ref = hf(ids, attention_mask=mask).last_hidden_state
+    m.encoder.layers[1].output.conv1d = swapped
+    assert max_diff_real(m(ids, attention_mask=mask).last_hidden_state, ref, mask) <= 1e-4
     # a parameter whose storage is swapped through .data (no registration, no version bump)
     w = m.encoder.layers[0].post_attention.conv1d.weight
     w.data = w.data * 3
@@ -309,3 +319,16 @@ def test_dtype_argument(tmp_path):
     assert max_diff_real(out.float(), ref, mask) <= 0.1
     with pytest.raises(ValueError, match="unknown dtype"):
         sqf.SqueezeBertModel.from_pretrained(tmp_path, dtype="float8")
+
+
+def test_importing_installs_no_process_wide_module_hook():
+    """weights_version notices replaced parameters by itself: importing sqbert_fast leaves torch.nn's global
+    registration hooks as they were."""
+    import subprocess
+    import sys
+
+    code = ("import torch.nn.modules.module as M; before = len(M._global_parameter_registration_hooks); "
+            "import sqbert_fast; assert len(M._global_parameter_registration_hooks) == before, 'a hook was added'; "
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
