@@ -197,6 +197,17 @@ def test_peer_matches_transformers(tiny_model_dir, provider, precision):
             p.close()
 
 
+def _front_end(name: str):
+    """benchmarks/NAME.py as a module: a front end of sqbert_fast.bench (its DEFAULTS, then bench.main)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _bench_args(argv):
     from sqbert_fast.cli import build_parser
 
@@ -225,6 +236,26 @@ def test_derive_pairs_rounds_and_the_report_shows_them():
     assert "cpu:fp32 s over onnxruntime:fp32 1.50x (per round 1.50x, 1.50-1.50)" in text
 
 
+def test_bench_cpu_front_end_is_the_fair_cpu_method():
+    fe = _front_end("bench_cpu")
+    a = _bench_args(fe.DEFAULTS)
+    assert (a.gap_ms, a.settle, a.reps, a.threads, a.memory, a.random_weights) == (100.0, 1, 30, 2, True, True)
+    assert a.shapes == "1x32,1x128,8x128,1x512,mixed32x128" and a.precisions == "fp32,bf16"
+    assert "onnxruntime:fp32" in a.providers.split(",") and a.timer == "wall" and a.device == "cpu"
+    assert a.ort_spinning == "default"  # every engine keeps its own defaults; the gap absorbs the spinning
+    b = _bench_args(fe.DEFAULTS + ["--reps", "10", "--precisions", "fp32"])  # options given override the defaults
+    assert (b.reps, b.precisions, b.gap_ms) == (10, "fp32", 100.0)
+
+
+def test_bench_gpu_front_end_times_by_cuda_events():
+    fe = _front_end("bench_gpu")
+    a = _bench_args(fe.DEFAULTS)
+    assert (a.device, a.timer, a.precisions, a.warmup, a.reps, a.profile) == ("cuda", "cuda-events", "fp16", 5, 30,
+                                                                               "256x128")
+    assert a.shapes.split(",") == list(bench.GPU_TARGET_SHAPES)
+    assert a.providers.split(",") == ["transformers", "torch.compile", "triton", "cuda"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--timer", "cuda-events"], "--timer cuda-events times GPU work: use it with --device cuda"),
     (["--timer", "cuda-events", "--device", "cuda"], "--timer cuda-events needs a CUDA device"),
@@ -242,6 +273,19 @@ def test_timer_and_new_options_fail_cleanly(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"sqbert-fast bench: error: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_gpu_on_a_machine_without_cuda_says_so(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as e:
+        _front_end("bench_gpu").main(["--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    assert "--timer cuda-events needs a CUDA device, and torch.cuda.is_available() is False" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="use it with --device cuda"):  # the library call says it too
+        bench.run_benchmark("/nonexistent", [("cpu", "fp32")], bench.parse_shapes("1x8"), threads=1, timer="cuda-events")
 
 
 def test_gpu_targets():
