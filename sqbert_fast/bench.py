@@ -9,7 +9,11 @@ from latency). Then, shape by shape, the providers are timed *round-robin* (one 
 round) so that the load of a shared machine falls on all of them alike and same-run ratios stay
 meaningful; medians and p90 are of those per-call wall times. The first call of each provider at
 each shape is timed separately (it is where torch.compile compiles) and excluded. Each output is
-compared with transformers fp32 on the non-padded positions.
+compared with transformers fp32 on the non-padded positions. Each row keeps its per-round times, and our
+rows get, per peer, the median and quartiles of the per-round ratios (calls seconds apart) beside the
+ratio of medians. ``--gap-ms``/``--settle`` give each timed call an idle gap and untimed calls before it
+(the fair method of benchmarks/bench_cpu.py); ``--timer cuda-events`` times GPU work by CUDA events
+(benchmarks/bench_gpu.py). ``--markdown bench.json`` renders a saved run's README table.
 
 FLOPs are the GEMM work of the encoder counted on the real (unpadded) lengths (``encoder_flops``),
 so GFLOP/s is useful work per second, and a padded engine pays for its padding. Each row is given as
