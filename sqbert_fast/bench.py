@@ -1366,7 +1366,8 @@ def add_arguments(p) -> None:
                    help=f"a couple of minutes: shapes {QUICK_SHAPES}, fp32 (+bf16, int8 where native), no torch.compile")
     p.add_argument("--model", help="model directory (default: the built-in default model)")
     p.add_argument("--random-weights", action="store_true",
-                   help="instead of --model: SqueezeBERT's default config with random weights (squeezebert-uncased shapes)")
+                   help="SqueezeBERT's default config with random weights (squeezebert-uncased shapes); "
+                        "a --model given too wins")
     p.add_argument("--providers", help="comma list; provider or provider:precision "
                    f"(default: {','.join(QUICK_PROVIDERS)} [+torch.compile without --quick]; "
                    "ones that cannot run here are skipped with the reason)")
@@ -1488,10 +1489,8 @@ def run(args) -> int:
     why = timer_reason(args.timer, args.device)
     if why:
         return _usage_error(args, why)
-    if args.model and args.random_weights:
-        return _usage_error(args, "--model and --random-weights are two models: give one")
 
-    if args.random_weights:
+    if args.random_weights and not args.model:
         _log("writing a random-weight default-config model ...", args.quiet)
         model_dir, note = random_model_dir(), "(random weights, default SqueezeBERT config)"
     elif args.model:

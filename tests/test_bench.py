@@ -247,6 +247,18 @@ def test_bench_cpu_front_end_is_the_fair_cpu_method():
     assert (b.reps, b.precisions, b.gap_ms) == (10, "fp32", 100.0)
 
 
+def test_bench_cpu_front_end_runs_with_overrides(tiny_model_dir, tmp_path):
+    rc = _front_end("bench_cpu").main(["--model", tiny_model_dir, "--providers", "cpu,transformers", "--precisions",
+                                       "fp32", "--shapes", "1x8", "--reps", "2", "--no-peak", "--threads", "1",
+                                       "--quiet", "--out", str(tmp_path)])
+    assert rc == 0
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["meta"]["model_dir"] == os.path.abspath(tiny_model_dir)  # --model wins over --random-weights
+    assert (doc["meta"]["gap_ms"], doc["meta"]["settle"]) == (100.0, 1)  # the defaults it did not override
+    assert doc["meta"]["weight_memory"][0]["packed_bytes"] > 0
+    assert {r["reps"] for r in doc["results"]} == {2} and "per_round_vs_peers" in doc["results"][0]
+
+
 def test_bench_gpu_front_end_times_by_cuda_events():
     fe = _front_end("bench_gpu")
     a = _bench_args(fe.DEFAULTS)
@@ -261,7 +273,6 @@ def test_bench_gpu_front_end_times_by_cuda_events():
     (["--timer", "cuda-events", "--device", "cuda"], "--timer cuda-events needs a CUDA device"),
     (["--timer", "gpu"], "argument --timer: invalid choice: 'gpu'"),
     (["--shapes", "1x8", "--profile", "8x8"], "--profile 8x8: not one of the shapes (1x8)"),
-    (["--model", "x", "--random-weights"], "--model and --random-weights are two models"),
 ])
 def test_timer_and_new_options_fail_cleanly(args, message, tmp_path, capsys):
     import torch
