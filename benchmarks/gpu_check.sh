@@ -2,7 +2,7 @@
 # The GPU check, for a fresh H100/H200 machine with PyTorch, Triton, transformers, pybind11, CMake and
 # nvcc installed and no network: build sqbert_fast from source, run the GPU tests (Triton and CUDA
 # backends), the GPU benchmark, and the CUDA tests under compute-sanitizer (memcheck, then racecheck on a
-# few shapes). Logs, bench_gpu.json, bench_gpu.md (the table) and gpu_backend_timings.json (the package's
+# few shapes). Logs, bench.json, bench.md (the table) and gpu_backend_timings.json (the package's
 # timings file with this card's run merged in) go into the folder given as the argument; the `resources`
 # stage, not run by default (it needs no GPU: scripts/gpu_resource_usage.py), adds registers, spills and
 # occupancy of every kernel as built there. Each stage runs even if an earlier one failed; the exit code is
@@ -75,7 +75,8 @@ if wanted bench; then
   TRITON_PRINT_AUTOTUNING=1 stage bench 300 "$PYTHON" benchmarks/bench_gpu.py --out "$OUT" || rc=1
   # the package's timings file with this card's run merged in (what backend="auto" goes by): copy it over
   # sqbert_fast/data/gpu_backend_timings.json to keep it
-  [[ -f "$OUT/bench_gpu.json" ]] && { "$PYTHON" -m sqbert_fast.gpu_timings merge "$OUT/bench_gpu.json" \
+  [[ -f "$OUT/bench.json" ]] && { "$PYTHON" -m sqbert_fast.cli bench --markdown "$OUT/bench.json" >"$OUT/bench.md" \
+    && "$PYTHON" -m sqbert_fast.gpu_timings merge "$OUT/bench.json" \
     --out "$OUT/gpu_backend_timings.json" >>"$OUT/bench.log" 2>&1 || rc=1; }
 fi
 wanted sanitizer && { stage sanitizer 180 bash scripts/cuda_sanitizer.sh || rc=1; }

@@ -9,7 +9,11 @@ from latency). Then, shape by shape, the providers are timed *round-robin* (one 
 round) so that the load of a shared machine falls on all of them alike and same-run ratios stay
 meaningful; medians and p90 are of those per-call wall times. The first call of each provider at
 each shape is timed separately (it is where torch.compile compiles) and excluded. Each output is
-compared with transformers fp32 on the non-padded positions.
+compared with transformers fp32 on the non-padded positions. Each row keeps its per-round times, and our
+rows get, per peer, the median and quartiles of the per-round ratios (calls seconds apart) beside the
+ratio of medians. ``--gap-ms``/``--settle`` give each timed call an idle gap and untimed calls before it
+(the fair method of benchmarks/bench_cpu.py); ``--timer cuda-events`` times GPU work by CUDA events
+(benchmarks/bench_gpu.py). ``--markdown bench.json`` renders a saved run's README table.
 
 FLOPs are the GEMM work of the encoder counted on the real (unpadded) lengths (``encoder_flops``),
 so GFLOP/s is useful work per second, and a padded engine pays for its padding. Each row is given as
@@ -164,6 +168,18 @@ def summarize(times_s: list[float]) -> dict:
             "mean_ms": statistics.fmean(times_s) * 1e3, "min_ms": min(times_s) * 1e3, "reps": len(times_s)}
 
 
+def paired_ratio(mine: list, peer: list) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile) of the per-round speed-ups peer[r] / mine[r].
+
+    Round r's two calls were made seconds apart, so the machine's slower minute-to-minute swings cancel
+    in each ratio, where the ratio of two medians keeps them."""
+    ratios = [p / m for m, p in zip(mine, peer)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, med, q3 = statistics.quantiles(ratios, n=4)
+    return med, q1, q3
+
+
 # ---- machine ----------------------------------------------------------------------------------
 def cpu_model() -> str:
     try:
@@ -196,11 +212,24 @@ def machine_info(threads: int, device: str) -> dict:
     except ImportError as e:
         info["isa"] = {"error": f"C++ extension not built: {e}"}
     info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    if info["gpu"] is not None:
+        info["capability"] = "%d.%d" % torch.cuda.get_device_capability(0)
+    info["commit"] = git_commit()
     try:
         info["loadavg_start"] = list(os.getloadavg())
     except OSError:
         pass
     return info
+
+
+def git_commit() -> Optional[str]:
+    """Short hash of the checkout being measured (None outside a git checkout): a result names its code."""
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                           cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (r.stdout.strip() or None) if r.returncode == 0 else None
 
 
 # ---- this CPU: which precisions it runs natively, and its peak ---------------------------------
@@ -640,11 +669,135 @@ def measure_peaks(caps: CpuCaps, threads: int, device: str = "cpu", budget_s: fl
             "torch_matmul": measure_gemm_peak(device, [p for p in native if p in ("fp32", "bf16")], budget_s / 3)}
 
 
+TIMERS = ("wall", "cuda-events")
+
+
+def timer_reason(timer: str, device: str = "cpu") -> Optional[str]:
+    """None when ``timer`` can time calls on ``device`` here, else why not (a usage error, said before any work)."""
+    if timer not in TIMERS:
+        return f"unknown timer {timer!r} (known: {', '.join(TIMERS)})"
+    if timer == "cuda-events":
+        if not str(device).startswith("cuda"):
+            return "--timer cuda-events times GPU work: use it with --device cuda"
+        import torch
+
+        if not torch.cuda.is_available():
+            return "--timer cuda-events needs a CUDA device, and torch.cuda.is_available() is False on this machine"
+    return None
+
+
+def time_call(prepared, ids, mask, timer: str = "wall") -> float:
+    """Seconds of one call: wall time until its work is done, or the GPU time between two CUDA events
+    recorded on the current stream around it (``cuda-events``: no host-side timer or sync in the interval)."""
+    if timer == "cuda-events":
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        prepared(ids, mask)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    prepared(ids, mask)
+    prepared.synchronize()
+    return time.perf_counter() - t0
+
+
+def profile_table(prepared, ids, mask, calls: int = 3, rows: int = 15) -> str:
+    """The ops of ``calls`` calls by total time (device time on a GPU; torch.profiler): where a provider's time
+    goes. Extra information: a profiler failure is returned as text, never a reason to lose the run."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = ids.device.type == "cuda"
+    try:
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            for _ in range(calls):
+                prepared(ids, mask)
+            prepared.synchronize()
+        return prof.key_averages().table(sort_by="device_time_total" if cuda else "cpu_time_total", row_limit=rows,
+                                         max_name_column_width=60)
+    except Exception as e:  # noqa: BLE001
+        return f"profile failed: {type(e).__name__}: {e}"
+
+
+def weight_memory(model_dir: str, precisions) -> list[dict]:
+    """Per precision, the weight memory of a loaded cpu-backend model: its parameters plus the engine's packed
+    copies of the GEMM weights (the issue's bound: at most 1.3x the parameter bytes), and that total over the
+    bytes of every parameter stored in the precision. Workspaces grow with the batch and are not counted."""
+    import torch
+
+    from .modeling import SqueezeBertModel
+
+    out = []
+    for prec in precisions:
+        row: dict = {"precision": prec}
+        try:
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}[prec]
+            m = SqueezeBertModel.from_pretrained(model_dir, backend="cpu", dtype=dtype)
+            params = {id(p): p for p in m.parameters()}.values()
+            nbytes = sum(p.numel() * p.element_size() for p in params)
+            uniform = sum(p.numel() for p in params) * torch.empty((), dtype=dtype).element_size()
+            packed = int(m._get_runner().encoder.packed_weight_bytes)
+            row.update(parameter_bytes=nbytes, packed_bytes=packed, total_over_parameters=(nbytes + packed) / nbytes,
+                       total_over_uniform=(nbytes + packed) / uniform)
+        except Exception as e:  # noqa: BLE001 - e.g. the extension not built; reported, not fatal
+            row["error"] = f"{type(e).__name__}: {e}"
+        out.append(row)
+    return out
+
+
+# Targets of issue 20 (fp16 rows on one card, one run): max ms, min seq/s, min speed-up over a peer; the cuda
+# backend must be at least as fast as triton at every shape. A run on a CUDA device reports each.
+GPU_TARGET_SHAPES = ("1x128", "256x128", "mixed256x128")
+GPU_TARGETS = [
+    dict(shape="1x128", provider="triton", max_ms=0.35),
+    dict(shape="256x128", provider="triton", min_seq_per_s=30000),
+    dict(shape="256x128", provider="triton", faster_than="torch.compile", by=2.0),
+    dict(shape="mixed256x128", provider="triton", faster_than="torch.compile", by=2.5),
+] + [dict(shape=s, provider="cuda", faster_than="triton", by=1.0) for s in GPU_TARGET_SHAPES]
+
+
+def check_targets(results: list, precision: str = "fp16") -> list:
+    """Each of GPU_TARGETS with the measured value and ok: True/False (a wrong output fails), None when not run."""
+    cell = {(r["provider"], r["shape"]): r for r in results
+            if "error" not in r and r.get("precision", precision) == precision}
+    out = []
+    for t in GPU_TARGETS:
+        r = cell.get((t["provider"], t["shape"]))
+        row = dict(t, measured=None, ok=None)
+        peer = cell.get((t.get("faster_than"), t["shape"]))
+        if r is not None and "max_ms" in t:
+            row.update(measured=r["median_ms"], ok=r["median_ms"] <= t["max_ms"])
+        elif r is not None and "min_seq_per_s" in t:
+            row.update(measured=r["seq_per_s"], ok=r["seq_per_s"] >= t["min_seq_per_s"])
+        elif r is not None and peer is not None:
+            ratio = peer["median_ms"] / r["median_ms"]
+            row.update(measured=ratio, ok=ratio >= t["by"])
+        if row["ok"] is not None:
+            row["ok"] = row["ok"] and r.get("ok", False)
+        out.append(row)
+    return out
+
+
+def targets_text(targets: list) -> str:
+    lines = []
+    for t in targets:
+        what = (f"<= {t['max_ms']:.2f} ms" if "max_ms" in t else f">= {t['min_seq_per_s']} seq/s"
+                if "min_seq_per_s" in t else f">= {t['by']}x {t['faster_than']}")
+        got = "not run" if t["measured"] is None else f"{t['measured']:.3f}"
+        lines.append(f"target {t['provider']} {t['shape']} {what}: {got} -> "
+                     + {True: "PASS", False: "FAIL", None: "n/a"}[t["ok"]])
+    return "\n".join(lines)
+
+
 def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Shape], *, threads: int,
                   device: str = "cpu", min_reps: int = 5, max_reps: int = 100, budget_s: float = 2.0,
                   call_limit_s: float = 60.0, shape_limit_s: float = 60.0, peak: bool = True, quiet: bool = False,
                   model_note: str = "", options: Optional[dict] = None, caps: Optional[CpuCaps] = None,
-                  gap_ms: float = 0.0, settle: int = 0) -> dict:
+                  gap_ms: float = 0.0, settle: int = 0, warmup: int = 0, timer: str = "wall",
+                  profile: Optional[str] = None, memory: bool = False) -> dict:
     """Prepare every (provider, precision), time them round-robin per shape; return the JSON document.
 
     Precisions this CPU would emulate are left out first (``select_cells``; ``caps`` defaults to
@@ -655,9 +808,14 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
     ``gap_ms`` / ``settle``: before each timed call, an idle gap and untimed calls of the same provider, so
     that nothing an engine before it leaves running (a spinning pool, caches it evicted) is charged to it
     (the fair method of benchmarks/bench_cpu.py; the gap and settle calls are not part of the time budget's
-    accounting of rounds but do take wall time)."""
-    import torch
-
+    accounting of rounds but do take wall time). ``warmup``: untimed calls after each provider's first call at a
+    shape (autotuning, CUDA graph capture). ``timer``: "wall" (perf_counter around the call and a synchronize)
+    or "cuda-events" (the GPU time between CUDA events recorded around the call; ``timer_reason``).
+    ``profile``: a shape name at which our backends' calls are profiled per kernel (``profile_table``).
+    ``memory``: add the weight memory of a loaded cpu-backend model per precision run (``weight_memory``)."""
+    why = timer_reason(timer, device)
+    if why:
+        raise ValueError(why)
     from . import peers
     from .config import SqueezeBertConfig
     from .threads import set_num_threads
@@ -676,7 +834,8 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
                            "of the ISA; % kernel = of our own ffn_ln's best GFLOP/s, sampled before and between "
                            "shapes",
                  "min_reps": min_reps, "budget_s_per_shape": budget_s, "call_limit_s": call_limit_s,
-                 "shape_limit_s": shape_limit_s, "gap_ms": gap_ms, "settle": settle,
+                 "shape_limit_s": shape_limit_s, "gap_ms": gap_ms, "settle": settle, "warmup": warmup, "timer": timer,
+                 "profile": profile,
                  "cpu_caps": {"arch": caps.arch, "vendor": caps.vendor, "family": caps.family, "model": caps.model,
                               "features": sorted(caps.features), "forced_isa": caps.forced,
                               "native": caps.native()}})
@@ -691,6 +850,8 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
 
     # transformers fp32 is the ground truth for every output
     _log("[prepare] transformers:fp32 (the reference outputs) ...", quiet)
+    if str(device).startswith("cuda"):
+        peers.strict_fp32()  # the ground truth is true fp32, not cuDNN's TF32 convolutions
     ref_model = peers.prepare("transformers", model_dir, "fp32", device=device)
 
     prepared: list[Cell] = []
@@ -719,6 +880,7 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
         prepared.append(cell)
 
     results = []
+    profiles: dict = {}  # label -> kernel table at the --profile shape
     dropped: set = set()
     last: dict = {}  # label -> (seconds per call, flops) at the previous shape, to predict the next
 
@@ -750,6 +912,9 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
                 out = cell.prepared(ids_d, mask_d)
                 cell.prepared.synchronize()
                 first[cell.label] = time.perf_counter() - t0
+                for _ in range(warmup):
+                    cell.prepared(ids_d, mask_d)
+                cell.prepared.synchronize()
             except Exception as e:  # noqa: BLE001 - e.g. a shape a backend rejects
                 fail(cell, shape, f"FAILED {type(e).__name__}: {e}")
                 continue
@@ -776,16 +941,18 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
                 for _ in range(settle):
                     cell.prepared(ids_d, mask_d)
                     cell.prepared.synchronize()
-                t0 = time.perf_counter()
-                cell.prepared(ids_d, mask_d)
-                cell.prepared.synchronize()
-                times[cell.label].append(time.perf_counter() - t0)
+                times[cell.label].append(time_call(cell.prepared, ids_d, mask_d, timer))
             rounds += 1
             if time.perf_counter() - t_said > 5.0:  # slow rounds: say so as they go
                 _log(f"  round {rounds} done ({time.perf_counter() - t_start:.0f} s into this shape)", quiet)
                 t_said = time.perf_counter()
         cut = f" (cut below --min-reps {min_reps} by the shape limit {shape_limit_s:g} s)" if live and rounds < min_reps else ""
         _log(f"  timed {rounds} rounds x {len(live)} providers in {time.perf_counter() - t_start:.1f} s{cut}", quiet)
+        if shape.name == profile:
+            for cell in live:
+                if peers.split_isa(cell.provider)[0] in peers.SQBERT_BACKENDS:
+                    _log(f"  profiling {cell.label} at {shape.name} ...", quiet)
+                    profiles[cell.label] = profile_table(cell.prepared, ids_d, mask_d)
         if peak and device == "cpu" and si < len(shapes):
             meta["peak"] = measure_peaks(caps, threads, device, budget_s=0.3, prev=meta["peak"])
         for cell in live:
@@ -795,7 +962,7 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
                    "seq": shape.seq, "mixed": shape.mixed, "tokens": sum(shape.seqlens()), **s,
                    "first_call_s": first[cell.label], "seq_per_s": shape.batch / (s["median_ms"] / 1e3),
                    "gflop": flops / 1e9, "gflops": flops / 1e9 / (s["median_ms"] / 1e3),
-                   "max_abs_diff": outs[cell.label]}
+                   "max_abs_diff": outs[cell.label], "round_ms": [round(t * 1e3, 4) for t in times[cell.label]]}
             if cell.actual_precision:
                 row["actual_precision"] = cell.actual_precision
             results.append(row)
@@ -805,6 +972,11 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
     for cell in prepared:
         if cell.prepared is not None and cell.prepared.close:
             cell.prepared.close()
+    if memory:
+        precs = [c.precision for c in prepared if peers.split_isa(c.provider)[0] == "cpu"]
+        _log(f"weight memory of a loaded cpu-backend model ({', '.join(dict.fromkeys(precs)) or 'no cpu rows'}) ...",
+             quiet)
+        meta["weight_memory"] = weight_memory(model_dir, list(dict.fromkeys(precs)))
     try:
         meta["loadavg_end"] = list(os.getloadavg())
     except OSError:
@@ -814,6 +986,8 @@ def run_benchmark(model_dir: str, cells: list[tuple[str, str]], shapes: list[Sha
            "setup": [{"provider": c.provider, "precision": c.precision, "setup_s": c.setup_s, "notes": c.notes}
                      for c in prepared],
            "unavailable": unavailable, "results": results}
+    if profiles:
+        doc["profiles"] = profiles
     derive(doc)
     return doc
 
@@ -865,6 +1039,9 @@ def derive(doc: dict) -> dict:
                 tol = max(3.0 * own_err[prec], TOL["fp32"])
             r["tol"] = tol
             r["ok"] = bool(r["max_abs_diff"] <= tol)
+            if r["provider"] not in PEER_NAMES and r.get("round_ms"):  # rounds pair the calls of one run
+                r["per_round_vs_peers"] = {f"{p['provider']}:{p['precision']}": list(paired_ratio(r["round_ms"], p["round_ms"]))
+                                           for p in peer_rows if len(p.get("round_ms") or ()) == len(r["round_ms"])}
     return doc
 
 
@@ -989,7 +1166,41 @@ def report_text(doc: dict) -> str:
                                                 for r in errors]
     if doc.get("unavailable"):
         parts += ["", "not run:"] + [f"  {u['provider']}:{u['precision']}: {u['reason']}" for u in doc["unavailable"]]
+    paired = per_round_text(doc)
+    if paired:
+        parts += ["", "speed-ups over each peer: ratio of the medians (per round: median and quartiles of the "
+                      "per-round ratios, calls seconds apart)", paired]
+    if doc.get("meta", {}).get("weight_memory"):
+        parts += ["", "weight memory of a loaded model (cpu backend; workspaces not counted):", memory_table(doc)]
+    for label, table in (doc.get("profiles") or {}).items():
+        parts += ["", f"profile of {label} at {doc['meta'].get('profile')} (3 calls):", table]
+    if str(doc.get("meta", {}).get("device", "")).startswith("cuda"):
+        parts += ["", "targets of issue 20 (fp16):", targets_text(check_targets(doc["results"]))]
     return "\n".join(parts)
+
+
+def per_round_text(doc: dict) -> str:
+    """One line per our row with per-round ratios: each peer's ratio of medians and its per-round median (q1-q3)."""
+    lines = []
+    for r in doc.get("results", []):
+        if "error" in r or not r.get("per_round_vs_peers"):
+            continue
+        med = {f"{p['provider']}:{p['precision']}": p["median_ms"] for p in doc["results"]
+               if "error" not in p and p["shape"] == r["shape"]}
+        lines.append(f"  {r['provider']}:{r['precision']} {r['shape']} over " + ", ".join(
+            f"{k} {med[k] / r['median_ms']:.2f}x (per round {m:.2f}x, {q1:.2f}-{q3:.2f})"
+            for k, (m, q1, q3) in r["per_round_vs_peers"].items()))
+    return "\n".join(lines)
+
+
+def memory_table(doc: dict) -> str:
+    mib = 2.0 ** 20
+    rows = [[m["precision"], "error", m["error"][:60], "-", "-"] if "error" in m else
+            [m["precision"], _fmt(m["parameter_bytes"] / mib, ".1f"), _fmt(m["packed_bytes"] / mib, ".1f"),
+             _fmt(m["total_over_parameters"], ".2f") + "x", _fmt(m["total_over_uniform"], ".2f") + "x"]
+            for m in doc["meta"]["weight_memory"]]
+    return format_table(["precision", "parameters MiB", "packed copies MiB", "total / parameters",
+                         "total / all-in-precision bytes"], rows, "lrrrr")
 
 
 def markdown_table(doc: dict) -> str:
@@ -1154,6 +1365,9 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"a couple of minutes: shapes {QUICK_SHAPES}, fp32 (+bf16, int8 where native), no torch.compile")
     p.add_argument("--model", help="model directory (default: the built-in default model)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="SqueezeBERT's default config with random weights (squeezebert-uncased shapes); "
+                        "a --model given too wins")
     p.add_argument("--providers", help="comma list; provider or provider:precision "
                    f"(default: {','.join(QUICK_PROVIDERS)} [+torch.compile without --quick]; "
                    "ones that cannot run here are skipped with the reason)")
@@ -1166,6 +1380,9 @@ def add_arguments(p) -> None:
     p.add_argument("--min-reps", type=_at_least(1, int), default=None,
                    help="timed calls per provider and shape, at least (default 5, --quick 3), within --shape-limit")
     p.add_argument("--max-reps", type=_at_least(1, int), default=200)
+    p.add_argument("--reps", type=_at_least(1, int),
+                   help="exactly this many timed rounds per shape (sets --min-reps and --max-reps; --shape-limit "
+                        "still applies)")
     p.add_argument("--budget", type=_at_least(0, float), default=None,
                    help="seconds of round-robin timing per shape (default 5, --quick 2)")
     p.add_argument("--call-limit", type=_at_least(0, float), default=None,
@@ -1184,7 +1401,21 @@ def add_arguments(p) -> None:
                         "leaves running is charged to the next; e.g. 100)")
     p.add_argument("--settle", type=_at_least(0, int), default=0,
                    help="untimed calls of the same engine right before each timed one (e.g. 1)")
-    p.add_argument("--markdown", metavar="JSON", help="print the README table of an earlier bench.json (no run)")
+    p.add_argument("--warmup", type=_at_least(0, int), default=0,
+                   help="untimed calls after each provider's first call at a shape (autotuning, CUDA graph capture)")
+    p.add_argument("--timer", choices=TIMERS, default="wall",
+                   help="wall: perf_counter around each call and a synchronize (default); cuda-events: the GPU time "
+                        "between CUDA events recorded around each call (--device cuda only)")
+    p.add_argument("--memory", action="store_true",
+                   help="also report the weight memory of a loaded cpu-backend model in each precision its rows ran")
+    p.add_argument("--profile", metavar="SHAPE",
+                   help="profile our backends' calls at this shape per op (torch.profiler, 3 calls; the report lists them)")
+    p.add_argument("--compile-mode", help="torch.compile mode for the torch.compile provider (default: its default)")
+    p.add_argument("--ort-spinning", choices=("off", "default"), default="off",
+                   help="ONNX Runtime's pool spinning: off (default: a busy-waiting pool would slow whoever is timed "
+                        "next), or ONNX Runtime's own default (on; with --gap-ms the pool stops before the next engine)")
+    p.add_argument("--markdown", metavar="JSON",
+                   help="render the README table of a saved bench.json (no run): sqbert-fast bench --markdown bench-out/bench.json")
     p.add_argument("--onnx-exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="torch.onnx exporter for onnxruntime (auto: dynamo, legacy if it fails)")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the peaks (theoretical, our kernel's)")
@@ -1250,11 +1481,19 @@ def run(args) -> int:
     try:
         cells = parse_providers(providers, [p.strip() for p in args.precisions.split(",") if p.strip()])
         check_cells(cells)
-        parse_shapes(args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES))
+        names = [s.name for s in parse_shapes(args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES))]
     except ValueError as e:
         return _usage_error(args, str(e))
+    if args.profile and args.profile not in names:
+        return _usage_error(args, f"--profile {args.profile}: not one of the shapes ({', '.join(names)})")
+    why = timer_reason(args.timer, args.device)
+    if why:
+        return _usage_error(args, why)
 
-    if args.model:
+    if args.random_weights and not args.model:
+        _log("writing a random-weight default-config model ...", args.quiet)
+        model_dir, note = random_model_dir(), "(random weights, default SqueezeBERT config)"
+    elif args.model:
         model_dir, note = args.model, ""
     else:
         _log("resolving the default model ...", args.quiet)
@@ -1271,12 +1510,16 @@ def run(args) -> int:
     _quiet_third_party()
     budget = args.budget if args.budget is not None else (2.0 if args.quick else 5.0)
     doc = run_benchmark(model_dir, cells, shapes, threads=args.threads, device=args.device,
-                        min_reps=args.min_reps or (3 if args.quick else 5), max_reps=args.max_reps, budget_s=budget,
+                        min_reps=args.reps or args.min_reps or (3 if args.quick else 5), max_reps=args.reps or args.max_reps,
+                        budget_s=budget,
                         call_limit_s=args.call_limit if args.call_limit is not None else (20.0 if args.quick else 120.0),
                         shape_limit_s=max(budget, args.shape_limit if args.shape_limit is not None
                                           else (15.0 if args.quick else 60.0)),
                         peak=not args.no_peak, quiet=args.quiet, model_note=note,
-                        options={"exporter": args.onnx_exporter}, gap_ms=args.gap_ms, settle=args.settle)
+                        options={"exporter": args.onnx_exporter, "compile_mode": args.compile_mode,
+                                 "ort_spinning": False if args.ort_spinning == "off" else None}, gap_ms=args.gap_ms,
+                        settle=args.settle, warmup=args.warmup, timer=args.timer, profile=args.profile,
+                        memory=args.memory)
     doc["meta"]["argv"] = sys.argv
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, "bench.json")
@@ -1300,6 +1543,13 @@ def run(args) -> int:
         if args.fail_on_regression and any(r["verdict"] == "REGRESSION" for r in rows):
             return 1
     return 1 if failed else 0
+
+
+def main(argv) -> int:
+    """``sqbert-fast bench ARGV...``: what the front ends in benchmarks/ call with their defaults first."""
+    from .cli import main as cli_main
+
+    return cli_main(["bench", *argv])
 
 
 def _usage_error(args, msg: str) -> int:
@@ -1331,4 +1581,5 @@ def _quiet_third_party() -> None:
 __all__ = ["encoder_flops", "Shape", "parse_shapes", "parse_providers", "run_benchmark", "derive", "compare",
            "format_table", "results_table", "report_text", "markdown_table", "plot", "measure_gemm_peak", "add_arguments", "run",
            "CpuCaps", "cpu_caps", "select_cells", "skip_reason", "openvino_default_precision", "cpu_clock_ghz",
-           "flops_per_cycle", "theoretical_peak", "measure_kernel_peak", "measure_peaks", "peak_text", "check_cells"]
+           "flops_per_cycle", "theoretical_peak", "measure_kernel_peak", "measure_peaks", "peak_text", "check_cells",
+           "paired_ratio", "timer_reason", "time_call", "profile_table", "weight_memory", "check_targets", "git_commit"]

@@ -1,19 +1,21 @@
 """Which GPU backend ``backend="auto"`` takes on a CUDA device: by measurements the repo keeps.
 
-``data/gpu_backend_timings.json`` holds runs of ``benchmarks/bench_gpu.py``: per card (name and compute
-capability) and dtype, the median ms of each sqbert_fast backend at each shape, and where the run came
-from. For a device and dtype, ``rank`` takes the run that matches best (same capability and a name the
-device's name contains, then same capability, then same architecture family = same major version; the
-newest run first among equals), orders the backends that can run by the geometric mean of their median
-ms over the shapes all of them were measured at, and puts the unmeasured ones after in the fallback order
-(triton, cuda, reference). With no matching run the fallback order alone decides. The reason is text
+``data/gpu_backend_timings.json`` holds runs of ``benchmarks/bench_gpu.py`` (``sqbert-fast bench --device
+cuda`` with that script's shapes and providers): per card (name and compute capability) and dtype, the
+median ms of each sqbert_fast backend at each shape, and where the run came from. For a device and dtype,
+``rank`` takes the run that matches best (same capability and a name the device's name contains, then same
+capability, then same architecture family = same major version; the newest run first among equals), orders
+the backends that can run by the geometric mean of their median ms over the shapes all of them were
+measured at, and puts the unmeasured ones after in the fallback order (triton, cuda, reference). With no
+matching run the fallback order alone decides. The reason is text
 that names the run and its numbers, or the fallback rule.
 
-    python -m sqbert_fast.gpu_timings merge OUT_DIR/bench_gpu.json [--into FILE] [--source TEXT]
+    python -m sqbert_fast.gpu_timings merge OUT_DIR/bench.json [--into FILE] [--source TEXT]
     python -m sqbert_fast.gpu_timings show
 
-``merge`` adds a bench_gpu.py result to the file (replacing the run of the same card, capability,
-dtype and config); ``show`` prints what auto would take on each card in the file.
+``merge`` adds a ``sqbert-fast bench --device cuda`` result (or an older bench_gpu.json) to the file
+(replacing the run of the same card, capability, dtype and config); ``show`` prints what auto would take
+on each card in the file.
 """
 
 from __future__ import annotations
@@ -150,12 +152,36 @@ def per_card(dtype=torch.float16, timings: Optional[dict] = None) -> list:
     return out
 
 
-# ---- adding a bench_gpu.py result ----------------------------------------------------------------
+# ---- adding a benchmark result ------------------------------------------------------------------
+_BENCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def _from_bench_json(doc: dict) -> dict:
+    """A ``sqbert-fast bench`` document (schema sqbert_fast.bench/1) in the form run_from_bench reads: one
+    precision's rows, ``correct`` being the row's tolerance verdict."""
+    rows = [r for r in doc["results"] if "error" not in r]
+    precs = sorted({r["precision"] for r in rows})
+    if len(precs) != 1 or precs[0] not in _BENCH_DTYPES:
+        raise ValueError(f"a timings run is one precision of fp16, bf16, fp32; this bench.json has {precs or 'none'}")
+    m = doc["meta"]
+    note = m.get("model_note") or ""
+    return dict(meta=dict(gpu=m.get("gpu"), capability=m.get("capability"), commit=m.get("commit"),
+                          date=str(doc.get("created", ""))[:10] or None, dtype=_BENCH_DTYPES[precs[0]],
+                          reps=max(r["reps"] for r in rows), timer=m.get("timer", "wall"),
+                          config="SqueezeBERT default config, random weights" if "random weights" in note
+                          else m.get("model_dir")),
+                results=[dict(provider=r["provider"], shape=r["shape"], median_ms=r["median_ms"], correct=r.get("ok"))
+                         for r in rows])
+
+
 def run_from_bench(doc: dict, source: Optional[str] = None) -> dict:
-    """A timings-file run from bench_gpu.json: only cells whose output was correct."""
+    """A timings-file run from a benchmark result (bench.json, or an older bench_gpu.json): only the cells whose
+    output was correct."""
+    if str(doc.get("schema", "")).startswith("sqbert_fast.bench/"):
+        doc = _from_bench_json(doc)
     meta = doc["meta"]
     if not meta.get("capability"):
-        raise ValueError("bench_gpu.json has no meta.capability (written by an older bench_gpu.py)")
+        raise ValueError("the result has no meta.capability (not run on a CUDA device, or by an older bench_gpu.py)")
     ms: dict = {}
     peers: dict = {}
     for r in doc["results"]:
@@ -163,12 +189,13 @@ def run_from_bench(doc: dict, source: Optional[str] = None) -> dict:
             continue
         (ms if r["provider"] in BACKENDS else peers).setdefault(r["provider"], {})[r["shape"]] = round(r["median_ms"], 4)
     if not ms:
-        raise ValueError("bench_gpu.json has no correct sqbert_fast backend cell to record")
+        raise ValueError("the result has no correct sqbert_fast backend cell to record")
     commit = meta.get("commit")
     src = source or ("benchmarks/bench_gpu.py on one %s%s" % (meta["gpu"], f" on commit {commit}" if commit else ""))
     return dict(gpu=meta["gpu"], capability=meta["capability"], dtype=meta.get("dtype", "float16"),
                 config=meta.get("config", "SqueezeBERT default config, random weights"),
-                stat=f"median ms of {meta.get('reps', '?')} CUDA-event-timed calls", source=src,
+                stat=f"median ms of {meta.get('reps', '?')} "
+                     + ("wall-clock-timed calls" if meta.get("timer") == "wall" else "CUDA-event-timed calls"), source=src,
                 date=meta.get("date") or datetime.date.today().isoformat(), ms=ms, peers_ms=peers)
 
 
@@ -182,7 +209,7 @@ def merge(timings: dict, run: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m sqbert_fast.gpu_timings", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("merge", help="add a bench_gpu.json run to the timings file")
+    m = sub.add_parser("merge", help="add a bench.json run (sqbert-fast bench --device cuda) to the timings file")
     m.add_argument("bench_json")
     m.add_argument("--into", default=DATA, help="timings file to update (default: the package's)")
     m.add_argument("--out", help="write the result here instead of updating --into")

@@ -387,33 +387,40 @@ def _ort_session(path: str, threads: Optional[int], spinning: Optional[bool]):
                   + ("" if spinning is None else f", spinning={'on' if spinning else 'off'}"))
 
 
-def _prepare_ort(provider, model_dir, precision, *, device, threads, work_dir, **options):
-    setup: dict = {}
-    wd, cleanup = _work_dir(work_dir, provider)
-    with _Timer(setup, "load"):
-        hf = _load_hf(model_dir, torch.float32, torch.device("cpu"))
+def _ort_export(model_dir: str, hf, wd: str, setup: dict, options: dict, optimize) -> tuple[str, list[str]]:
+    """``hf`` exported to ONNX in ``wd``, then onnxruntime's transformer optimizer (``optimize(src, dst, config)``)
+    unless ``options["optimize"]`` is False: (the file to load, notes)."""
     raw = os.path.join(wd, "model.onnx")
     with _Timer(setup, "export"):
         _, notes = export_onnx(model_dir, raw, options.get("exporter", "auto"), hf_model=hf)
-    path = raw
-    if options.get("optimize", True):
-        opt_path = os.path.join(wd, "model.opt.onnx")
-        with _Timer(setup, "optimize"):
-            notes += _ort_optimize(raw, opt_path, hf.config)
-        if os.path.exists(opt_path):
-            path = opt_path
-    else:
-        notes.append("transformer optimizer off")
-    with _Timer(setup, "session"):
-        sess, note = _ort_session(path, threads, options.get("ort_spinning"))
-    notes.append(note)
+    if not options.get("optimize", True):
+        return raw, notes + ["transformer optimizer off"]
+    opt = os.path.join(wd, "model.opt.onnx")
+    with _Timer(setup, "optimize"):
+        notes += optimize(raw, opt, hf.config)
+    return (opt if os.path.exists(opt) else raw), notes
 
+
+def _ort_run(sess):
+    """(input_ids, attention_mask) -> last_hidden_state through an InferenceSession."""
     def run(input_ids, attention_mask):
         out = sess.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),
                                                 "attention_mask": attention_mask.cpu().numpy().astype("int64", copy=False)})
         return torch.from_numpy(out[0])
 
-    return Prepared(provider, precision, device, run, setup, notes, close=cleanup)
+    return run
+
+
+def _prepare_ort(provider, model_dir, precision, *, device, threads, work_dir, **options):
+    setup: dict = {}
+    wd, cleanup = _work_dir(work_dir, provider)
+    with _Timer(setup, "load"):
+        hf = _load_hf(model_dir, torch.float32, torch.device("cpu"))
+    path, notes = _ort_export(model_dir, hf, wd, setup, options, _ort_optimize)
+    with _Timer(setup, "session"):
+        sess, note = _ort_session(path, threads, options.get("ort_spinning"))
+    notes.append(note)
+    return Prepared(provider, precision, device, _ort_run(sess), setup, notes, close=cleanup)
 
 
 # ---- openvino ---------------------------------------------------------------------------------
@@ -576,18 +583,8 @@ def _prepare_ort_int8(model_dir, *, calibration, threads, work_dir, **options):
     with _Timer(setup, "load"):
         hf = _load_hf(model_dir, torch.float32, torch.device("cpu"))
         n = convs_as_matmuls(hf)
-    notes = [f"{n} Conv1d rewritten as MatMul (token-major, one per group)"]
-    raw = os.path.join(wd, "model.onnx")
-    with _Timer(setup, "export"):
-        _, n2 = export_onnx(model_dir, raw, options.get("exporter", "auto"), hf_model=hf)
-        notes += n2
-    src = raw
-    if options.get("optimize", True):
-        opt = os.path.join(wd, "model.opt.onnx")
-        with _Timer(setup, "optimize"):
-            notes += _ort_optimize_int8(raw, opt, hf.config)
-        if os.path.exists(opt):
-            src = opt
+    src, notes = _ort_export(model_dir, hf, wd, setup, options, _ort_optimize_int8)
+    notes.insert(0, f"{n} Conv1d rewritten as MatMul (token-major, one per group)")
     dst = os.path.join(wd, "model.int8.onnx")
     per_channel = options.get("per_channel", True)
     with _Timer(setup, "quantize"), warnings.catch_warnings():
@@ -605,13 +602,7 @@ def _prepare_ort_int8(model_dir, *, calibration, threads, work_dir, **options):
     ops = sorted({node.op_type for node in onnx.load(dst, load_external_data=False).graph.node
                   if "Integer" in node.op_type or node.op_type.startswith(("QAttention", "DynamicQuantize"))})
     notes.append(f"{note}; int8 ops: {', '.join(ops) or 'none'}")
-
-    def run(input_ids, attention_mask):
-        out = sess.run(["last_hidden_state"], {"input_ids": input_ids.cpu().numpy().astype("int64", copy=False),
-                                                "attention_mask": attention_mask.cpu().numpy().astype("int64", copy=False)})
-        return torch.from_numpy(out[0])
-
-    return Prepared("onnxruntime", "int8", torch.device("cpu"), run, setup, notes, close=cleanup)
+    return Prepared("onnxruntime", "int8", torch.device("cpu"), _ort_run(sess), setup, notes, close=cleanup)
 
 
 def _ort_optimize_int8(src: str, dst: str, config) -> list[str]:

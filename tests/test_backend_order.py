@@ -171,6 +171,27 @@ def test_run_from_bench_keeps_only_correct_cells():
         gpu_timings.run_from_bench(dict(meta=dict(gpu="x"), results=[]))
 
 
+def test_run_from_a_sqbert_fast_bench_json():
+    """benchmarks/bench_gpu.py writes a `sqbert-fast bench` document: its correct fp16 rows become the run."""
+    from sqbert_fast import bench
+
+    rows = [dict(provider=p, precision="fp16", shape=s, median_ms=ms, reps=30, max_abs_diff=d)
+            for p, s, ms, d in (("transformers", "1x128", 9.0, 0.02), ("triton", "1x128", 1.0, 0.01),
+                                ("cuda", "1x128", 2.0, 0.5), ("triton", "256x128", 20.0, 0.01))]
+    doc = bench.derive(dict(schema=bench.SCHEMA, created="2026-12-06T01:02:03", results=rows, meta=dict(
+        gpu="NVIDIA H100 80GB HBM3", capability="9.0", commit="abc1234", device="cuda", timer="cuda-events",
+        model_note="(random weights, default SqueezeBERT config)")))
+    run = gpu_timings.run_from_bench(doc)
+    assert run["ms"] == {"triton": {"1x128": 1.0, "256x128": 20.0}}  # cuda's 0.5 is over 3x transformers' 0.02
+    assert run["peers_ms"] == {"transformers": {"1x128": 9.0}}
+    assert (run["dtype"], run["date"], run["config"]) == ("float16", "2026-12-06",
+                                                          "SqueezeBERT default config, random weights")
+    assert run["stat"] == "median ms of 30 CUDA-event-timed calls" and "abc1234" in run["source"]
+    doc["results"].append(dict(rows[0], precision="fp32"))
+    with pytest.raises(ValueError, match="one precision"):
+        gpu_timings.run_from_bench(doc)
+
+
 def test_merge_command_updates_the_order(tmp_path, timings_file, fake_gpu):
     path = timings_file(_run("NVIDIA H100 80GB HBM3", "9.0", (1, 10, 10), (2, 20, 20), dtype="float16")
                         | dict(config="SqueezeBERT default config, random weights"),

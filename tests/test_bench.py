@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import statistics
 
 import pytest
 
@@ -196,8 +197,8 @@ def test_peer_matches_transformers(tiny_model_dir, provider, precision):
             p.close()
 
 
-def _benchmark_script(name: str):
-    """benchmarks/NAME.py as a module, for its helpers (the scripts themselves need peers or a GPU)."""
+def _front_end(name: str):
+    """benchmarks/NAME.py as a module: a front end of sqbert_fast.bench (its DEFAULTS, then bench.main)."""
     import importlib.util
 
     path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
@@ -207,38 +208,136 @@ def _benchmark_script(name: str):
     return mod
 
 
-def _bench_gpu():
-    return _benchmark_script("bench_gpu")
+def _bench_args(argv):
+    from sqbert_fast.cli import build_parser
+
+    return build_parser().parse_args(["bench", *argv])
 
 
-def test_bench_cpu_paired_ratio():
-    paired_ratio = _benchmark_script("bench_cpu").paired_ratio
+def test_paired_ratio():
     # the machine slows 2x in rounds 3-4, for both: each round's ratio stays 1.5
     mine, peer = [10, 10, 20, 20, 10], [15, 15, 30, 30, 15]
-    assert paired_ratio(mine, peer) == pytest.approx((1.5, 1.5, 1.5))
-    med, q1, q3 = paired_ratio([10, 10, 10, 10], [10, 12, 14, 20])
+    assert bench.paired_ratio(mine, peer) == pytest.approx((1.5, 1.5, 1.5))
+    med, q1, q3 = bench.paired_ratio([10, 10, 10, 10], [10, 12, 14, 20])
     assert med == pytest.approx(1.3) and q1 < med < q3
-    assert paired_ratio([4.0], [6.0]) == (1.5, 1.5, 1.5)
+    assert bench.paired_ratio([4.0], [6.0]) == (1.5, 1.5, 1.5)
 
 
-def test_bench_gpu_correctness_and_targets():
-    bg = _bench_gpu()
-    assert bg.is_correct(0.019, None) and not bg.is_correct(0.021, None)
-    assert bg.is_correct(0.045, 0.0229) and not bg.is_correct(0.047, 0.0229)  # 2x transformers' own fp16 error
-    assert bg.parse_shape("mixed256x128") == (256, 128, True) and bg.parse_shape("1x128") == (1, 128, False)
-    ids, mask = bg.make_batch(6, 40, mixed=True)
-    assert ids.shape == mask.shape == (6, 40) and int(mask.sum(1).min()) >= 8 and bool((ids[mask == 0] == 0).all())
-    cell = lambda p, s, ms, ok=True: dict(provider=p, shape=s, median_ms=ms, seqs_per_s=int(s.split("x")[0][-3:]) / ms * 1e3,
-                                          correct=ok)
-    res = [cell("transformers", "1x128", 12.0), cell("triton", "1x128", 0.25), cell("cuda", "1x128", 0.3),
-           cell("torch.compile", "256x128", 30.0), cell("triton", "256x128", 25.0, ok=False),
-           cell("cuda", "256x128", 20.0)]
-    got = {(t["provider"], t["shape"], t.get("faster_than"), t.get("max_ms")): t["ok"] for t in bg.check_targets(res)}
+def test_derive_pairs_rounds_and_the_report_shows_them():
+    doc = _doc({("cpu", "fp32", "s"): 10.0, ("onnxruntime", "fp32", "s"): 15.0, ("openvino", "fp32", "s"): 12.0})
+    rounds = {"cpu": [10, 10, 20, 20, 10], "onnxruntime": [15, 15, 30, 30, 15], "openvino": [12, 12, 24]}
+    for r in doc["results"]:
+        r["round_ms"] = rounds[r["provider"]]
+    r = {x["provider"]: x for x in bench.derive(doc)["results"]}
+    # openvino's rounds do not line up with ours (3 against 5): no per-round ratio rather than a wrong one
+    assert r["cpu"]["per_round_vs_peers"] == {"onnxruntime:fp32": pytest.approx([1.5, 1.5, 1.5])}
+    assert "per_round_vs_peers" not in r["onnxruntime"]  # a peer is not compared with peers
+    text = bench.report_text(doc)
+    assert "cpu:fp32 s over onnxruntime:fp32 1.50x (per round 1.50x, 1.50-1.50)" in text
+
+
+def test_bench_cpu_front_end_is_the_fair_cpu_method():
+    fe = _front_end("bench_cpu")
+    a = _bench_args(fe.DEFAULTS)
+    assert (a.gap_ms, a.settle, a.reps, a.threads, a.memory, a.random_weights) == (100.0, 1, 30, 2, True, True)
+    assert a.shapes == "1x32,1x128,8x128,1x512,mixed32x128" and a.precisions == "fp32,bf16"
+    assert "onnxruntime:fp32" in a.providers.split(",") and a.timer == "wall" and a.device == "cpu"
+    assert a.ort_spinning == "default"  # every engine keeps its own defaults; the gap absorbs the spinning
+    b = _bench_args(fe.DEFAULTS + ["--reps", "10", "--precisions", "fp32"])  # options given override the defaults
+    assert (b.reps, b.precisions, b.gap_ms) == (10, "fp32", 100.0)
+
+
+def test_bench_cpu_front_end_runs_with_overrides(tiny_model_dir, tmp_path):
+    rc = _front_end("bench_cpu").main(["--model", tiny_model_dir, "--providers", "cpu,transformers", "--precisions",
+                                       "fp32", "--shapes", "1x8", "--reps", "2", "--no-peak", "--threads", "1",
+                                       "--quiet", "--out", str(tmp_path)])
+    assert rc == 0
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["meta"]["model_dir"] == os.path.abspath(tiny_model_dir)  # --model wins over --random-weights
+    assert (doc["meta"]["gap_ms"], doc["meta"]["settle"]) == (100.0, 1)  # the defaults it did not override
+    assert doc["meta"]["weight_memory"][0]["packed_bytes"] > 0
+    assert {r["reps"] for r in doc["results"]} == {2} and "per_round_vs_peers" in doc["results"][0]
+
+
+def test_bench_gpu_front_end_times_by_cuda_events():
+    fe = _front_end("bench_gpu")
+    a = _bench_args(fe.DEFAULTS)
+    assert (a.device, a.timer, a.precisions, a.warmup, a.reps, a.profile) == ("cuda", "cuda-events", "fp16", 5, 30,
+                                                                               "256x128")
+    assert a.shapes.split(",") == list(bench.GPU_TARGET_SHAPES)
+    assert a.providers.split(",") == ["transformers", "torch.compile", "triton", "cuda"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--timer", "cuda-events"], "--timer cuda-events times GPU work: use it with --device cuda"),
+    (["--timer", "cuda-events", "--device", "cuda"], "--timer cuda-events needs a CUDA device"),
+    (["--timer", "gpu"], "argument --timer: invalid choice: 'gpu'"),
+    (["--shapes", "1x8", "--profile", "8x8"], "--profile 8x8: not one of the shapes (1x8)"),
+])
+def test_timer_and_new_options_fail_cleanly(args, message, tmp_path, capsys):
+    import torch
+
+    if "--device" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the no-CUDA error cannot happen here")
+    with pytest.raises(SystemExit) as e:
+        bench.main([*args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"sqbert-fast bench: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_gpu_on_a_machine_without_cuda_says_so(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as e:
+        _front_end("bench_gpu").main(["--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    assert "--timer cuda-events needs a CUDA device, and torch.cuda.is_available() is False" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="use it with --device cuda"):  # the library call says it too
+        bench.run_benchmark("/nonexistent", [("cpu", "fp32")], bench.parse_shapes("1x8"), threads=1, timer="cuda-events")
+
+
+def test_gpu_targets():
+    def row(p, s, ms, ok=True):
+        return dict(provider=p, precision="fp16", shape=s, median_ms=ms, seq_per_s=int(s.split("x")[0][-3:]) / ms * 1e3,
+                    ok=ok)
+
+    res = [row("transformers", "1x128", 12.0), row("triton", "1x128", 0.25), row("cuda", "1x128", 0.3),
+           row("torch.compile", "256x128", 30.0), row("triton", "256x128", 25.0, ok=False), row("cuda", "256x128", 20.0),
+           dict(provider="triton", precision="fp16", shape="mixed256x128", error="FAILED")]
+    got = {(t["provider"], t["shape"], t.get("faster_than"), t.get("max_ms")): t["ok"] for t in bench.check_targets(res)}
     assert got[("triton", "1x128", None, 0.35)] is True
-    assert got[("triton", "256x128", "torch.compile", None)] is False  # 1.2x < 2x, and the cell is not correct
+    assert got[("triton", "256x128", "torch.compile", None)] is False  # 1.2x < 2x, and the output is wrong
     assert got[("triton", "mixed256x128", "torch.compile", None)] is None  # not run
     assert got[("cuda", "1x128", "triton", None)] is False  # slower than triton
     assert got[("cuda", "256x128", "triton", None)] is True  # faster than triton
+    doc = bench.derive(_doc({("transformers", "fp16", "1x128"): 12.0, ("triton", "fp16", "1x128"): 0.25}))
+    doc["meta"]["device"] = "cuda"  # a run on a GPU reports the targets
+    text = bench.report_text(doc)
+    assert "target triton 1x128 <= 0.35 ms: 0.250 -> PASS" in text and "target cuda 1x128 >= 1.0x triton: not run" in text
+
+
+def test_warmup_memory_profile_and_rounds_in_a_run(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = bench.main(["--model", tiny_model_dir, "--providers", "cpu,transformers", "--precisions", "fp32",
+                     "--shapes", "1x8,mixed3x16", "--reps", "4", "--warmup", "2", "--memory", "--profile", "1x8",
+                     "--no-peak", "--threads", "1", "--quiet", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["meta"]["warmup"] == 2 and doc["meta"]["timer"] == "wall"
+    rows = {(r["provider"], r["shape"]): r for r in doc["results"]}
+    for r in rows.values():  # --reps: exactly that many rounds, each timed call kept
+        assert r["reps"] == len(r["round_ms"]) == 4 and r["median_ms"] == pytest.approx(statistics.median(r["round_ms"]),
+                                                                                          rel=1e-3)
+    assert set(rows["cpu", "mixed3x16"]["per_round_vs_peers"]) == {"transformers:fp32"}
+    mem = doc["meta"]["weight_memory"]
+    assert [m["precision"] for m in mem] == ["fp32"] and mem[0]["parameter_bytes"] > 0
+    assert mem[0]["packed_bytes"] > 0 and mem[0]["total_over_parameters"] > 1.0
+    assert list(doc["profiles"]) == ["cpu:fp32"] and "Self CPU" in doc["profiles"]["cpu:fp32"]
+    assert "weight memory of a loaded model" in text and "per round" in text and "profile of cpu:fp32 at 1x8" in text
 
 
 # ---- which precisions this CPU runs natively, and its peak (CPU features injected) -----------------
@@ -495,3 +594,19 @@ def test_avx2_run_leaves_bf16_out_and_says_why(tiny_model_dir, tmp_path, monkeyp
         "skipped: bf16 would be emulated on this CPU (no AVX512-BF16/AMX)"
     assert "transformers:bf16: skipped: bf16 would be emulated" in text
     assert doc["meta"]["cpu_caps"]["native"] == ["fp32", "int8"]  # vpmaddwd: int8 is native on AVX2
+
+
+@pytest.mark.parametrize("flag,spinning", [([], False), (["--ort-spinning", "default"], None)])
+def test_engine_options_reach_the_peers(tiny_model_dir, tmp_path, monkeypatch, flag, spinning):
+    real_prepare, seen = peers.prepare, []
+
+    def prepare(provider, model_dir, precision="fp32", **kw):
+        seen.append((provider, kw))
+        return real_prepare(provider, model_dir, precision, **kw)
+
+    monkeypatch.setattr(peers, "prepare", prepare)
+    rc = bench.main(["--model", tiny_model_dir, "--providers", "cpu:fp32", "--shapes", "1x8", "--reps", "1", "--no-peak",
+                     "--threads", "1", "--quiet", "--compile-mode", "reduce-overhead", "--out", str(tmp_path), *flag])
+    assert rc == 0
+    kw = dict(seen)["cpu"]
+    assert kw["ort_spinning"] is spinning and kw["compile_mode"] == "reduce-overhead"
