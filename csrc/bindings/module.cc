@@ -13,6 +13,7 @@
 #include "../common/thread_pool.h"
 #include "../cpu/encoder.h"
 #include "py_common.h"
+#include "sqf_built_isas.h"
 
 namespace py = pybind11;
 using sqf::str_cat;
@@ -56,11 +57,8 @@ class PyEncoder {
       return array_ptr<float>(o, key.c_str(), shape);
     };
     sqf::cpu::RawWeights raw;
-    raw.word = w("word_embeddings", {c.vocab, H});
-    raw.position = w("position_embeddings", {c.max_positions, H});
-    raw.token_type = w("token_type_embeddings", {c.type_vocab, H});
-    raw.emb_ln_w = w("embeddings_ln_weight", {H});
-    raw.emb_ln_b = w("embeddings_ln_bias", {H});
+    const float** emb[] = {&raw.word, &raw.position, &raw.token_type, &raw.emb_ln_w, &raw.emb_ln_b};
+    for (int j = 0; j < 5; ++j) *emb[j] = w(c.embedding_params()[j].key, c.embedding_params()[j].shape);
     for (int64_t l = 0; l < c.layers; ++l) {
       sqf::cpu::RawLayer r{};
       const float** f32[] = {&r.q_w, &r.k_w, &r.v_w, &r.post_w, &r.inter_w, &r.out_w};
@@ -86,10 +84,8 @@ class PyEncoder {
         }
         ++i;
       }
-      r.post_ln_w = w(sqf::layer_key(l, "post_ln", "_weight"), {H});
-      r.post_ln_b = w(sqf::layer_key(l, "post_ln", "_bias"), {H});
-      r.out_ln_w = w(sqf::layer_key(l, "out_ln", "_weight"), {H});
-      r.out_ln_b = w(sqf::layer_key(l, "out_ln", "_bias"), {H});
+      const float** ln[] = {&r.post_ln_w, &r.post_ln_b, &r.out_ln_w, &r.out_ln_b};
+      for (int j = 0; j < 4; ++j) *ln[j] = w(sqf::layer_key(l, sqf::kLayerNormParams[j]), {H});
       raw.layers.push_back(r);
     }
     if (weights.contains("pooler_weight")) {
@@ -344,44 +340,26 @@ py::dict cpu_info() {
   d["vendor"] = f.vendor;
   d["brand"] = f.brand;
   py::dict feats;
-  feats["avx2"] = f.avx2;
-  feats["fma"] = f.fma;
-  feats["avx512f"] = f.avx512f;
-  feats["avx512bw"] = f.avx512bw;
-  feats["avx512vl"] = f.avx512vl;
-  feats["avx512dq"] = f.avx512dq;
-  feats["avx512_bf16"] = f.avx512_bf16;
-  feats["amx_tile"] = f.amx_tile;
-  feats["amx_bf16"] = f.amx_bf16;
-  feats["amx_int8"] = f.amx_int8;
-  feats["amx_permitted"] = f.amx_permitted;
-  feats["neon"] = f.neon;
-  feats["asimdhp"] = f.asimdhp;
-  feats["asimddp"] = f.asimddp;
-  feats["i8mm"] = f.i8mm;
+  for (const auto& [name, flag] : sqf::kFeatureFlags) feats[name] = f.*flag;
   d["features"] = feats;
-  py::list built, usable;
-  for (auto isa : sqf::built_isas()) {
-    built.append(sqf::isa_name(isa));
-    if (sqf::isa_supported(isa)) usable.append(sqf::isa_name(isa));
-  }
-  d["built_isas"] = built;
-  d["usable_isas"] = usable;
+  // (built, usable) name lists of one enum's variants
+  auto variants = [&](const char* key, const auto& built, auto supported, auto name) {
+    py::list b, u;
+    for (auto v : built) {
+      b.append(name(v));
+      if (supported(v)) u.append(name(v));
+    }
+    d[str_cat("built_", key).c_str()] = b;
+    d[str_cat("usable_", key).c_str()] = u;
+  };
+  variants("isas", sqf::built_isas(), sqf::isa_supported, sqf::isa_name);
+  variants("int8_isas", sqf::built_int8_isas(), sqf::int8_isa_supported, sqf::int8_isa_name);
   d["best_isa"] = sqf::isa_name(sqf::best_isa());
 #if defined(SQF_NEON_SIMDE)
   d["neon_impl"] = "simde";  // NEON kernels emulated on x86 through SIMDe (tests only)
 #elif defined(SQF_HAVE_NEON)
   d["neon_impl"] = "native";
 #endif
-  py::list built8, usable8;
-  for (auto i8 : sqf::built_int8_isas()) {
-    built8.append(sqf::int8_isa_name(i8));
-    if (sqf::int8_isa_supported(i8)) usable8.append(sqf::int8_isa_name(i8));
-  }
-  d["built_int8_isas"] = built8;
-  d["usable_int8_isas"] = usable8;
-  feats["avx_vnni"] = f.avx_vnni;
-  feats["avx512_vnni"] = f.avx512_vnni;
   sqf::Isa main_isa = sqf::best_isa();
   try {
     main_isa = sqf::default_isa();

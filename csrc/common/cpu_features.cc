@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "errors.h"
+#include "sqf_built_isas.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
@@ -147,54 +148,55 @@ const CpuFeatures& cpu_features() {
   return f;
 }
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::scalar: return "scalar";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
-    case Isa::avx512_bf16: return "avx512_bf16";
-    case Isa::amx: return "amx";
-    case Isa::neon: return "neon";
-    case Isa::neon_fp16: return "neon_fp16";
-  }
+namespace {
+// One (value, name) table per enum, and the lookups both share.
+template <class E>
+struct Named {
+  E value;
+  const char* name;
+};
+#define SQF_NAMED_ISA(n) {Isa::n, #n},
+#define SQF_NAMED_INT8(n) {Int8Isa::n, #n},
+constexpr Named<Isa> kIsaNames[] = {SQF_ALL_ISAS(SQF_NAMED_ISA)};
+constexpr Named<Int8Isa> kInt8IsaNames[] = {SQF_ALL_INT8_ISAS(SQF_NAMED_INT8)};
+#undef SQF_NAMED_ISA
+#undef SQF_NAMED_INT8
+
+template <class E, size_t N>
+const char* name_in(const Named<E> (&table)[N], E value) {
+  for (const auto& e : table)
+    if (e.value == value) return e.name;
   return "?";
 }
 
-Isa isa_from_name(const std::string& name) {
-  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::amx, Isa::neon, Isa::neon_fp16})
-    if (name == isa_name(i)) return i;
-  throw std::invalid_argument(str_cat("unknown CPU ISA '", name,
-                                      "' (expected one of scalar, avx2, avx512, avx512_bf16, amx, neon, neon_fp16)"));
+template <class E, size_t N>
+E from_name_in(const Named<E> (&table)[N], const std::string& name, const char* what) {
+  std::string known;
+  for (const auto& e : table) {
+    if (name == e.name) return e.value;
+    known += str_cat(known.empty() ? "" : ", ", e.name);
+  }
+  throw std::invalid_argument(str_cat("unknown ", what, " '", name, "' (expected one of ", known, ")"));
 }
 
-std::vector<Isa> built_isas() {
-  std::vector<Isa> v{Isa::scalar};
-#ifdef SQF_HAVE_AVX2
-  v.push_back(Isa::avx2);
-#endif
-#ifdef SQF_HAVE_AVX512
-  v.push_back(Isa::avx512);
-#endif
-#ifdef SQF_HAVE_AVX512_BF16
-  v.push_back(Isa::avx512_bf16);
-#endif
-#ifdef SQF_HAVE_AMX
-  v.push_back(Isa::amx);
-#endif
-#ifdef SQF_HAVE_NEON
-  v.push_back(Isa::neon);
-#endif
-#ifdef SQF_HAVE_NEON_FP16
-  v.push_back(Isa::neon_fp16);
-#endif
-  return v;
-}
-
-bool isa_supported(Isa isa) {
-  for (Isa b : built_isas())
-    if (b == isa) return cpu_has(isa);
+template <class E, class Has>
+bool usable(const std::vector<E>& built, E isa, Has cpu_has_it) {
+  for (E b : built)
+    if (b == isa) return cpu_has_it(isa);
   return false;
 }
+}  // namespace
+
+const char* isa_name(Isa isa) { return name_in(kIsaNames, isa); }
+Isa isa_from_name(const std::string& name) { return from_name_in(kIsaNames, name, "CPU ISA"); }
+
+std::vector<Isa> built_isas() {
+#define SQF_VALUE(n) Isa::n,
+  return {SQF_FOR_EACH_ISA(SQF_VALUE)};
+#undef SQF_VALUE
+}
+
+bool isa_supported(Isa isa) { return usable(built_isas(), isa, cpu_has); }
 
 Isa best_isa() {
   Isa best = Isa::scalar;
@@ -247,55 +249,16 @@ Isa int8_tier(Int8Isa isa) {
 bool is_neon(Isa isa) { return isa == Isa::neon || isa == Isa::neon_fp16; }
 }  // namespace
 
-const char* int8_isa_name(Int8Isa isa) {
-  switch (isa) {
-    case Int8Isa::i8_scalar: return "i8_scalar";
-    case Int8Isa::i8_avx2: return "i8_avx2";
-    case Int8Isa::i8_avx_vnni: return "i8_avx_vnni";
-    case Int8Isa::i8_avx512_vnni: return "i8_avx512_vnni";
-    case Int8Isa::i8_amx: return "i8_amx";
-    case Int8Isa::i8_neon_dot: return "i8_neon_dot";
-    case Int8Isa::i8_neon_i8mm: return "i8_neon_i8mm";
-  }
-  return "?";
-}
-
-Int8Isa int8_isa_from_name(const std::string& name) {
-  for (Int8Isa i : {Int8Isa::i8_scalar, Int8Isa::i8_avx2, Int8Isa::i8_avx_vnni, Int8Isa::i8_avx512_vnni,
-                    Int8Isa::i8_amx, Int8Isa::i8_neon_dot, Int8Isa::i8_neon_i8mm})
-    if (name == int8_isa_name(i)) return i;
-  throw std::invalid_argument(str_cat("unknown int8 ISA '", name, "' (expected one of i8_scalar, i8_avx2, "
-                                      "i8_avx_vnni, i8_avx512_vnni, i8_amx, i8_neon_dot, i8_neon_i8mm)"));
-}
+const char* int8_isa_name(Int8Isa isa) { return name_in(kInt8IsaNames, isa); }
+Int8Isa int8_isa_from_name(const std::string& name) { return from_name_in(kInt8IsaNames, name, "int8 ISA"); }
 
 std::vector<Int8Isa> built_int8_isas() {
-  std::vector<Int8Isa> v{Int8Isa::i8_scalar};
-#ifdef SQF_HAVE_I8_AVX2
-  v.push_back(Int8Isa::i8_avx2);
-#endif
-#ifdef SQF_HAVE_I8_AVX_VNNI
-  v.push_back(Int8Isa::i8_avx_vnni);
-#endif
-#ifdef SQF_HAVE_I8_AVX512_VNNI
-  v.push_back(Int8Isa::i8_avx512_vnni);
-#endif
-#ifdef SQF_HAVE_I8_AMX
-  v.push_back(Int8Isa::i8_amx);
-#endif
-#ifdef SQF_HAVE_I8_NEON_DOT
-  v.push_back(Int8Isa::i8_neon_dot);
-#endif
-#ifdef SQF_HAVE_I8_NEON_I8MM
-  v.push_back(Int8Isa::i8_neon_i8mm);
-#endif
-  return v;
+#define SQF_VALUE(n) Int8Isa::n,
+  return {SQF_FOR_EACH_INT8_ISA(SQF_VALUE)};
+#undef SQF_VALUE
 }
 
-bool int8_isa_supported(Int8Isa isa) {
-  for (Int8Isa b : built_int8_isas())
-    if (b == isa) return int8_cpu_has(isa);
-  return false;
-}
+bool int8_isa_supported(Int8Isa isa) { return usable(built_int8_isas(), isa, int8_cpu_has); }
 
 Int8Isa default_int8_isa(Isa isa) {
   const char* env = std::getenv("SQBERT_FAST_FORCE_INT8_ISA");

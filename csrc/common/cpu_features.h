@@ -3,6 +3,7 @@
 // supported: forcing an ISA the CPU lacks is an error, never a SIGILL).
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sqf {
@@ -19,6 +20,12 @@ enum class Isa { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3, amx = 4, neo
 enum class Int8Isa { i8_scalar = 0, i8_avx2 = 1, i8_avx_vnni = 2, i8_avx512_vnni = 3, i8_amx = 4, i8_neon_dot = 5,
                      i8_neon_i8mm = 6 };
 
+// Every variant of each enum, in its order (X-macros: the names, and their parsing, come from here; what a
+// binary holds is the generated sqf_built_isas.h's SQF_FOR_EACH_ISA / SQF_FOR_EACH_INT8_ISA).
+#define SQF_ALL_ISAS(X) X(scalar) X(avx2) X(avx512) X(avx512_bf16) X(amx) X(neon) X(neon_fp16)
+#define SQF_ALL_INT8_ISAS(X) \
+  X(i8_scalar) X(i8_avx2) X(i8_avx_vnni) X(i8_avx512_vnni) X(i8_amx) X(i8_neon_dot) X(i8_neon_i8mm)
+
 struct CpuFeatures {
   bool avx2 = false, fma = false;
   bool avx_vnni = false, avx512_vnni = false;
@@ -28,6 +35,16 @@ struct CpuFeatures {
   bool neon = false, asimdhp = false, asimddp = false, i8mm = false;  // i8mm: HWCAP2_I8MM (smmla)
   std::string vendor, brand;
 };
+
+// Every flag of CpuFeatures by its name (what cpu_info() reports).
+constexpr std::pair<const char*, bool CpuFeatures::*> kFeatureFlags[] = {
+    {"avx2", &CpuFeatures::avx2}, {"fma", &CpuFeatures::fma}, {"avx_vnni", &CpuFeatures::avx_vnni},
+    {"avx512_vnni", &CpuFeatures::avx512_vnni}, {"avx512f", &CpuFeatures::avx512f},
+    {"avx512bw", &CpuFeatures::avx512bw}, {"avx512vl", &CpuFeatures::avx512vl}, {"avx512dq", &CpuFeatures::avx512dq},
+    {"avx512_bf16", &CpuFeatures::avx512_bf16}, {"amx_tile", &CpuFeatures::amx_tile},
+    {"amx_bf16", &CpuFeatures::amx_bf16}, {"amx_int8", &CpuFeatures::amx_int8},
+    {"amx_permitted", &CpuFeatures::amx_permitted}, {"neon", &CpuFeatures::neon}, {"asimdhp", &CpuFeatures::asimdhp},
+    {"asimddp", &CpuFeatures::asimddp}, {"i8mm", &CpuFeatures::i8mm}};
 
 const CpuFeatures& cpu_features();
 const char* isa_name(Isa isa);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "errors.h"
 
@@ -33,6 +34,12 @@ struct ConvSpec {
   int64_t in, out, groups;
 };
 
+// A parameter read as it is: its key and shape.
+struct ParamSpec {
+  const char* key;
+  std::vector<int64_t> shape;
+};
+
 struct EncoderSpec {
   int64_t vocab = 0, hidden = 0, heads = 0, layers = 0, intermediate = 0;
   int64_t max_positions = 0, type_vocab = 0;
@@ -43,6 +50,15 @@ struct EncoderSpec {
   Act act = Act::gelu;
 
   int64_t head_dim() const { return hidden / heads; }
+
+  // The embedding tables and the embedding LayerNorm: word, position, token type, LN weight, LN bias.
+  std::array<ParamSpec, 5> embedding_params() const {
+    return {{{"word_embeddings", {vocab, hidden}},
+             {"position_embeddings", {max_positions, hidden}},
+             {"token_type_embeddings", {type_vocab, hidden}},
+             {"embeddings_ln_weight", {hidden}},
+             {"embeddings_ln_bias", {hidden}}}};
+  }
 
   // The six convs of a layer, in the order the encoders run them.
   std::array<ConvSpec, 6> convs() const {
@@ -77,7 +93,28 @@ struct EncoderSpec {
   }
 };
 
-inline std::string layer_key(int64_t layer, const char* name, const char* suffix) {
+// One forward's packed batch and outputs, as both encoders take it (T: float on the CPU, void on CUDA,
+// whose dtype is the model's). Sequence b owns rows [cu_seqlens[b], cu_seqlens[b + 1]).
+template <class T>
+struct PackedBatch {
+  int64_t tokens = 0, batch = 0;
+  const int64_t* input_ids = nullptr;
+  const T* inputs_embeds = nullptr;
+  const int64_t* token_type_ids = nullptr;
+  const int64_t* position_ids = nullptr;
+  const int64_t* cu_seqlens = nullptr;
+  const uint8_t* key_valid = nullptr;  // [T]: 0 = query-only row (padding kept for the pooler)
+  T* last_hidden = nullptr;            // [T, hidden]
+  T* hidden_states = nullptr;          // optional [layers + 1, T, hidden]
+  T* scores = nullptr;                 // optional [layers, sum_b heads * L_b^2]
+  const int64_t* pool_rows = nullptr;  // optional [batch]: packed row of each column-0 token
+  T* pooled = nullptr;                 // optional [batch, hidden]
+};
+
+// A layer's LayerNorm parameters, [hidden] each: "layers.{l}.{name}".
+constexpr const char* kLayerNormParams[4] = {"post_ln_weight", "post_ln_bias", "out_ln_weight", "out_ln_bias"};
+
+inline std::string layer_key(int64_t layer, const char* name, const char* suffix = "") {
   return str_cat("layers.", layer, ".", name, suffix);
 }
 

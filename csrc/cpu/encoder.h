@@ -53,20 +53,7 @@ struct RawWeights {
   const float *pooler_w = nullptr, *pooler_b = nullptr;
 };
 
-struct ForwardArgs {
-  int64_t tokens = 0, batch = 0;
-  const int64_t* input_ids = nullptr;
-  const float* inputs_embeds = nullptr;
-  const int64_t* token_type_ids = nullptr;
-  const int64_t* position_ids = nullptr;
-  const int64_t* cu_seqlens = nullptr;
-  const uint8_t* key_valid = nullptr;
-  float* last_hidden = nullptr;    // [T, hidden]
-  float* hidden_states = nullptr;  // optional [layers + 1, T, hidden]
-  float* scores = nullptr;         // optional [layers, sum_b heads * L_b^2]
-  const int64_t* pool_rows = nullptr;  // optional [batch]: packed row of each column-0 token
-  float* pooled = nullptr;             // optional [batch, hidden]
-};
+using ForwardArgs = PackedBatch<float>;
 
 class Encoder {
  public:

@@ -7,11 +7,7 @@
 #include <cstring>
 
 #include "kernels.h"
-#include "simd.h"
-
-#ifndef SQF_ISA_NS
-#error "SQF_ISA_NS must be defined by the build (one namespace per ISA variant)"
-#endif
+#include "simd.h"  // checks SQF_ISA_NS
 
 namespace sqf {
 namespace cpu {

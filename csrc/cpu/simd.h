@@ -33,28 +33,17 @@ struct vmask { __mmask16 m; };
 inline vmask tail_mask(int64_t n) {  // first n lanes (n may be <= 0 or exceed W)
   return vmask{static_cast<__mmask16>(n >= 16 ? 0xffff : n <= 0 ? 0 : ((1u << n) - 1))};
 }
-inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+#define SQF_PS(op) _mm512_##op##_ps  // the ops both x86 widths share: written once, after this chain
 inline vf vload(const float* p, vmask m) { return _mm512_maskz_loadu_ps(m.m, p); }
-inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
 inline void vstore(float* p, vf v, vmask m) { _mm512_mask_storeu_ps(p, m.m, v); }
-inline vf vset1(float x) { return _mm512_set1_ps(x); }
-inline vf vzero() { return _mm512_setzero_ps(); }
-inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
-inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
-inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
-inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
-inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
-inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }  // a*b + c
-inline vf vfnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a*b
 inline vf vabs(vf a) { return _mm512_abs_ps(a); }
-inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
 // 1/a: 14-bit estimate + one Newton step (~2^-23 rel.); a division costs 8x the throughput.
 inline vf vrecip(vf a) {
   const vf r = _mm512_rcp14_ps(a);
   return _mm512_mul_ps(r, _mm512_fnmadd_ps(a, r, _mm512_set1_ps(2.0f)));
 }
 inline vf vselect_lt0(vf x, vf if_neg, vf if_pos) {  // x < 0 ? if_neg : if_pos
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, vzero(), _CMP_LT_OQ), if_pos, if_neg);
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), if_pos, if_neg);
 }
 inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
 inline float vmaxall(vf a) { return _mm512_reduce_max_ps(a); }
@@ -71,27 +60,16 @@ inline vmask tail_mask(int64_t n) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return vmask{_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n > 8 ? 8 : n < 0 ? 0 : n)), idx)};
 }
-inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+#define SQF_PS(op) _mm256_##op##_ps
 inline vf vload(const float* p, vmask m) { return _mm256_maskload_ps(p, m.m); }
-inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
 inline void vstore(float* p, vf v, vmask m) { _mm256_maskstore_ps(p, m.m, v); }
-inline vf vset1(float x) { return _mm256_set1_ps(x); }
-inline vf vzero() { return _mm256_setzero_ps(); }
-inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
-inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
-inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
-inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
-inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
-inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
-inline vf vfnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
 inline vf vabs(vf a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
-inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
 inline vf vrecip(vf a) {  // 12-bit estimate + one Newton step (~2^-22 rel.)
   const vf r = _mm256_rcp_ps(a);
   return _mm256_mul_ps(r, _mm256_fnmadd_ps(a, r, _mm256_set1_ps(2.0f)));
 }
 inline vf vselect_lt0(vf x, vf if_neg, vf if_pos) {
-  return _mm256_blendv_ps(if_pos, if_neg, _mm256_cmp_ps(x, vzero(), _CMP_LT_OQ));
+  return _mm256_blendv_ps(if_pos, if_neg, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
 }
 inline float vsum(vf a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -146,6 +124,22 @@ inline vf vexp(vf a) { SQF_LANES(std::exp(a.v[i])); }
 inline vf vgelu(vf a) { SQF_LANES(0.5f * a.v[i] * (1.0f + std::erf(a.v[i] * 0.70710678118654752f))); }
 #undef SQF_LANES
 
+#endif
+
+#ifdef SQF_PS  // x86, either width
+inline vf vload(const float* p) { return SQF_PS(loadu)(p); }
+inline void vstore(float* p, vf v) { SQF_PS(storeu)(p, v); }
+inline vf vset1(float x) { return SQF_PS(set1)(x); }
+inline vf vzero() { return SQF_PS(setzero)(); }
+inline vf vadd(vf a, vf b) { return SQF_PS(add)(a, b); }
+inline vf vsub(vf a, vf b) { return SQF_PS(sub)(a, b); }
+inline vf vmul(vf a, vf b) { return SQF_PS(mul)(a, b); }
+inline vf vmax(vf a, vf b) { return SQF_PS(max)(a, b); }
+inline vf vmin(vf a, vf b) { return SQF_PS(min)(a, b); }
+inline vf vfma(vf a, vf b, vf c) { return SQF_PS(fmadd)(a, b, c); }    // a*b + c
+inline vf vfnma(vf a, vf b, vf c) { return SQF_PS(fnmadd)(a, b, c); }  // c - a*b
+inline vf vdiv(vf a, vf b) { return SQF_PS(div)(a, b); }
+#undef SQF_PS
 #endif
 
 #ifdef SQF_SIMD_POLY

@@ -96,11 +96,8 @@ class PyEncoder {
       keep_.push_back(o);
       return p;
     };
-    w_.word = w("word_embeddings", {c_.vocab, H});
-    w_.position = w("position_embeddings", {c_.max_positions, H});
-    w_.token_type = w("token_type_embeddings", {c_.type_vocab, H});
-    w_.emb_ln_w = w("embeddings_ln_weight", {H});
-    w_.emb_ln_b = w("embeddings_ln_bias", {H});
+    const void** emb[] = {&w_.word, &w_.position, &w_.token_type, &w_.emb_ln_w, &w_.emb_ln_b};
+    for (int j = 0; j < 5; ++j) *emb[j] = w(c_.embedding_params()[j].key, c_.embedding_params()[j].shape);
     for (int64_t l = 0; l < c_.layers; ++l) {
       sc::LayerWeights lw;
       sc::Conv* convs[] = {&lw.q, &lw.k, &lw.v, &lw.post, &lw.inter, &lw.out};
@@ -113,10 +110,8 @@ class PyEncoder {
         cv.out = static_cast<int>(cs.out);
         cv.groups = static_cast<int>(cs.groups);
       }
-      lw.post_ln_w = w(sqf::layer_key(l, "post_ln", "_weight"), {H});
-      lw.post_ln_b = w(sqf::layer_key(l, "post_ln", "_bias"), {H});
-      lw.out_ln_w = w(sqf::layer_key(l, "out_ln", "_weight"), {H});
-      lw.out_ln_b = w(sqf::layer_key(l, "out_ln", "_bias"), {H});
+      const void** ln[] = {&lw.post_ln_w, &lw.post_ln_b, &lw.out_ln_w, &lw.out_ln_b};
+      for (int j = 0; j < 4; ++j) *ln[j] = w(sqf::layer_key(l, sqf::kLayerNormParams[j]), {H});
       w_.layers.push_back(lw);
     }
     if (weights.contains("pooler_weight")) {
@@ -164,7 +159,7 @@ class PyEncoder {
     if (!scores.is_none() && score_offsets.is_none()) throw py::value_error("scores need score_offsets");
     if (!pooled.is_none() && pool_rows.is_none()) throw py::value_error("pooled needs pool_rows");
     sc::ForwardArgs a;
-    a.batch = static_cast<int>(batch);
+    a.batch = batch;
     a.tokens = tokens;
     a.max_len = static_cast<int>(max_len);
     a.cu_seqlens = checked<int64_t>(cu_seqlens, "cu_seqlens", {batch + 1}, Memory::cuda);

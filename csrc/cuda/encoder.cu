@@ -86,7 +86,7 @@ void encoder_forward(const EncoderConfig& c, const EncoderWeights& w, const Forw
     const void* x = layer_out(l);
     void* y = layer_out(l + 1);
     AttentionArgs at;
-    at.batch = a.batch;
+    at.batch = static_cast<int>(a.batch);
     at.max_len = a.max_len;
     at.heads = int(c.heads);
     at.hidden = int(c.hidden);

@@ -154,23 +154,13 @@ struct WorkspaceLayout {
 };
 WorkspaceLayout workspace_layout(const EncoderConfig& c, int64_t tokens, bool unfused_ffn);
 
-struct ForwardArgs {
-  int batch = 0;                 // sequences (graph buckets pad with empty sequences)
-  int64_t tokens = 0;            // row capacity; live rows = cu_seqlens[batch] on the device
-  int max_len = 0;               // upper bound of any sequence length (grid size)
-  const int64_t* cu_seqlens = nullptr;
-  const int64_t* input_ids = nullptr;
-  const void* inputs_embeds = nullptr;
-  const int64_t* token_type_ids = nullptr;
-  const int64_t* position_ids = nullptr;
-  const uint8_t* key_valid = nullptr;
-  void* last_hidden = nullptr;       // [tokens, hidden]
-  void* hidden_states = nullptr;     // optional [layers + 1, tokens, hidden]
-  void* scores = nullptr;            // optional [layers, score_per_layer]
+// The packed batch of common/encoder_spec.h in the model's dtype. batch counts sequences (graph buckets
+// pad with empty ones); tokens is the row capacity (live rows = cu_seqlens[batch], read on the device).
+// What the host cannot read back from the device comes with it.
+struct ForwardArgs : ::sqf::PackedBatch<void> {
+  int max_len = 0;  // upper bound of any sequence length (grid size)
   const int64_t* score_offsets = nullptr;
-  int64_t score_per_layer = 0;
-  const int64_t* pool_rows = nullptr;  // optional [batch]
-  void* pooled = nullptr;              // optional [batch, hidden]
+  int64_t score_per_layer = 0;  // scores: [layers, score_per_layer]
   void* workspace = nullptr;
   int64_t workspace_bytes = 0;
 };
