@@ -250,6 +250,18 @@ ISA_FEATURES = {
 _EXTRA_FLAGS = ("bf16", "avx512_fp16", "amx_fp16")
 
 
+# (precision, arch) -> (feature sets any one of which runs it natively, what happens without, what is missing)
+_NATIVE_WITH = {
+    ("bf16", "x86"): ((("avx512_bf16",), ("amx_bf16", "amx_permitted")), "be emulated", "AVX512-BF16/AMX"),
+    ("bf16", "arm"): ((("bf16",),), "be emulated", "ARM BF16 extension"),
+    ("fp16", "x86"): ((("avx512_fp16",), ("amx_fp16",)), "be emulated", "AVX512-FP16/AMX-FP16"),
+    ("fp16", "arm"): ((("asimdhp",),), "be emulated", "ARMv8.2-A FP16 arithmetic"),
+    ("int8", "x86"): ((("avx2",), ("avx512_vnni",), ("amx_int8", "amx_permitted")), "run the scalar variant",
+                      "AVX2/VNNI/AMX-INT8"),
+    ("int8", "arm"): ((("asimddp",),), "run the scalar variant", "NEON dot product"),
+}
+
+
 @dataclass
 class CpuCaps:
     """What the benchmark believes this CPU runs: features (after a forced ISA), vendor, family/model."""
@@ -280,34 +292,13 @@ class CpuCaps:
 
     def emulated(self, precision: str) -> Optional[str]:
         """None when ``precision`` runs natively here, else why it would be emulated."""
-        forced = f"; SQBERT_FAST_FORCE_CPU_ISA={self.forced}" if self.forced else ""
-        if precision in ("fp32", "default"):
+        if (precision, self.arch) not in _NATIVE_WITH:
+            return None  # fp32 (and "default") run natively everywhere
+        feature_sets, fallback, missing = _NATIVE_WITH[precision, self.arch]
+        if any(self.has(*names) for names in feature_sets):
             return None
-        if precision == "bf16":
-            if self.arch == "x86":
-                if self.has("avx512_bf16") or self.has("amx_bf16", "amx_permitted"):
-                    return None
-                return f"bf16 would be emulated on this CPU (no AVX512-BF16/AMX{forced})"
-            if self.has("bf16"):
-                return None
-            return f"bf16 would be emulated on this CPU (no ARM BF16 extension{forced})"
-        if precision == "int8":
-            if self.arch == "arm":
-                if self.has("asimddp"):
-                    return None
-                return f"int8 would run the scalar variant on this CPU (no NEON dot product{forced})"
-            if self.has("avx2") or self.has("avx512_vnni") or self.has("amx_int8", "amx_permitted"):
-                return None
-            return f"int8 would run the scalar variant on this CPU (no AVX2/VNNI/AMX-INT8{forced})"
-        if precision == "fp16":
-            if self.arch == "arm":
-                if self.has("asimdhp"):
-                    return None
-                return f"fp16 would be emulated on this CPU (no ARMv8.2-A FP16 arithmetic{forced})"
-            if self.has("avx512_fp16") or self.has("amx_fp16"):
-                return None
-            return f"fp16 would be emulated on this CPU (no AVX512-FP16/AMX-FP16{forced})"
-        return None
+        forced = f"; SQBERT_FAST_FORCE_CPU_ISA={self.forced}" if self.forced else ""
+        return f"{precision} would {fallback} on this CPU (no {missing}{forced})"
 
 
 def _read(path: str) -> str:

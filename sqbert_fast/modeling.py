@@ -490,6 +490,29 @@ class _WithTransformer(SqueezeBertPreTrainedModel):
         super().__init__(config, backend)
         self.transformer = SqueezeBertModel(config, backend=backend)
 
+    def _run_head(self, head, want_pooled: bool, input_ids, attention_mask, token_type_ids, position_ids,
+                  inputs_embeds, output_attentions, output_hidden_states):
+        """Encode, then apply ``head`` to the pooled output, or to every real token (scattered back to
+        [batch, seq, ...]). Returns (logits, hidden_states, attentions)."""
+        packed, enc, hidden, attentions = self._encode(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions, output_hidden_states, want_pooled=want_pooled)
+        logits = head(enc.pooled) if want_pooled else packed.unpack(head(enc.last_hidden))
+        return logits, hidden, attentions
+
+    def _output(self, return_dict, output_cls, hidden, attentions, **fields):
+        return _return(return_dict, self.config, output_cls, dict(fields, hidden_states=hidden, attentions=attentions))
+
+
+def _linear(head: nn.Linear):
+    """``head`` run in its weights' dtype."""
+    return lambda x: head(_like(x, head.weight))
+
+
+def _token_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Cross entropy over every position (labels of -100 ignored)."""
+    return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1).to(logits.device))
+
 
 class SqueezeBertForMaskedLM(_WithTransformer):
     _tied_keys = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
@@ -509,22 +532,21 @@ class SqueezeBertForMaskedLM(_WithTransformer):
     def get_output_embeddings(self) -> nn.Linear:
         return self.cls.predictions.decoder
 
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        t, pred = self.cls.predictions.transform, self.cls.predictions
+        h = activation(self.config.hidden_act)(F.linear(_like(x, t.dense.weight), t.dense.weight, t.dense.bias))
+        h = F.layer_norm(h, (h.shape[-1],), t.LayerNorm.weight, t.LayerNorm.bias, self.config.layer_norm_eps)
+        return F.linear(h, pred.decoder.weight, pred.decoder.bias)
+
     @torch.no_grad()
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
                 return_dict=None, **kwargs):
-        packed, enc, hidden, attentions = self._encode(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, want_pooled=False)
-        t, pred = self.cls.predictions.transform, self.cls.predictions
-        h = activation(self.config.hidden_act)(F.linear(_like(enc.last_hidden, t.dense.weight), t.dense.weight, t.dense.bias))
-        h = F.layer_norm(h, (h.shape[-1],), t.LayerNorm.weight, t.LayerNorm.bias, self.config.layer_norm_eps)
-        logits = packed.unpack(F.linear(h, pred.decoder.weight, pred.decoder.bias))
-        loss = None
-        if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device))
-        return _return(return_dict, self.config, MaskedLMOutput,
-                       dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
+        logits, hidden, attentions = self._run_head(
+            self._predict, False, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions, output_hidden_states)
+        loss = _token_loss(logits, labels, self.config.vocab_size) if labels is not None else None
+        return self._output(return_dict, MaskedLMOutput, hidden, attentions, loss=loss, logits=logits)
 
 
 def _classification_loss(config, num_labels: int, logits: torch.Tensor, labels: torch.Tensor):
@@ -539,30 +561,46 @@ def _classification_loss(config, num_labels: int, logits: torch.Tensor, labels: 
     if config.problem_type == "regression":
         return MSELoss()(logits.squeeze(), labels.squeeze()) if num_labels == 1 else MSELoss()(logits, labels)
     if config.problem_type == "single_label_classification":
-        return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
+        return _token_loss(logits, labels, num_labels)
     return BCEWithLogitsLoss()(logits, labels)
 
 
-class SqueezeBertForSequenceClassification(_WithTransformer):
+class _NumLabelsHead(_WithTransformer):
+    """A transformer and one nn.Linear(hidden_size, num_labels) named _head_name, as in transformers."""
+    _head_name = "classifier"
     _head_prefixes = ("classifier.",)
 
     def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
         super().__init__(config, backend)
         self.num_labels = config.num_labels
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        setattr(self, self._head_name, nn.Linear(config.hidden_size, config.num_labels))
         self.post_init()
+
+
+class _Classifier(_NumLabelsHead):
+    """Sequence classification (the head reads the pooled output) or token classification (every token)."""
+    _pooled: bool
+    _output_cls: type
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
                 return_dict=None, **kwargs):
-        packed, enc, hidden, attentions = self._encode(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, want_pooled=True)
-        logits = self.classifier(_like(enc.pooled, self.classifier.weight))
-        loss = _classification_loss(self.config, self.num_labels, logits, labels) if labels is not None else None
-        return _return(return_dict, self.config, SequenceClassifierOutput,
-                       dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
+        logits, hidden, attentions = self._run_head(
+            _linear(self.classifier), self._pooled, input_ids, attention_mask, token_type_ids, position_ids,
+            inputs_embeds, output_attentions, output_hidden_states)
+        loss = self._loss(logits, labels) if labels is not None else None
+        return self._output(return_dict, self._output_cls, hidden, attentions, loss=loss, logits=logits)
+
+
+class SqueezeBertForSequenceClassification(_Classifier):
+    _pooled, _output_cls = True, SequenceClassifierOutput
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return _classification_loss(self.config, self.num_labels, logits, labels)
 
 
 class SqueezeBertForMultipleChoice(_WithTransformer):
@@ -588,56 +626,32 @@ class SqueezeBertForMultipleChoice(_WithTransformer):
         def flat(t, k=1):
             return None if t is None else t.reshape(-1, *t.shape[-k:])
 
-        packed, enc, hidden, attentions = self._encode(
-            flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids), flat(inputs_embeds, 2),
-            output_attentions, output_hidden_states, want_pooled=True)
-        logits = self.classifier(_like(enc.pooled, self.classifier.weight)).view(-1, num_choices)
+        logits, hidden, attentions = self._run_head(
+            _linear(self.classifier), True, flat(input_ids), flat(attention_mask), flat(token_type_ids),
+            flat(position_ids), flat(inputs_embeds, 2), output_attentions, output_hidden_states)
+        logits = logits.view(-1, num_choices)
         loss = CrossEntropyLoss()(logits, labels.to(logits.device)) if labels is not None else None
-        return _return(return_dict, self.config, MultipleChoiceModelOutput,
-                       dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
+        return self._output(return_dict, MultipleChoiceModelOutput, hidden, attentions, loss=loss, logits=logits)
 
 
-class SqueezeBertForTokenClassification(_WithTransformer):
-    _head_prefixes = ("classifier.",)
+class SqueezeBertForTokenClassification(_Classifier):
+    _pooled, _output_cls = False, TokenClassifierOutput
 
-    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
-        super().__init__(config, backend)
-        self.num_labels = config.num_labels
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
-    @torch.no_grad()
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs):
-        packed, enc, hidden, attentions = self._encode(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, want_pooled=False)
-        logits = packed.unpack(self.classifier(_like(enc.last_hidden, self.classifier.weight)))
-        loss = None
-        if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
-        return _return(return_dict, self.config, TokenClassifierOutput,
-                       dict(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions))
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return _token_loss(logits, labels, self.num_labels)
 
 
-class SqueezeBertForQuestionAnswering(_WithTransformer):
+class SqueezeBertForQuestionAnswering(_NumLabelsHead):
+    _head_name = "qa_outputs"
     _head_prefixes = ("qa_outputs.",)
-
-    def __init__(self, config: SqueezeBertConfig, backend: str = "auto"):
-        super().__init__(config, backend)
-        self.num_labels = config.num_labels
-        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
 
     @torch.no_grad()
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
-        packed, enc, hidden, attentions = self._encode(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, want_pooled=False)
-        logits = packed.unpack(self.qa_outputs(_like(enc.last_hidden, self.qa_outputs.weight)))
+        logits, hidden, attentions = self._run_head(
+            _linear(self.qa_outputs), False, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions, output_hidden_states)
         start_logits, end_logits = logits.split(1, dim=-1)
         start_logits = start_logits.squeeze(-1).contiguous()
         end_logits = end_logits.squeeze(-1).contiguous()
@@ -653,9 +667,8 @@ class SqueezeBertForQuestionAnswering(_WithTransformer):
             loss_fct = CrossEntropyLoss(ignore_index=ignored)
             total_loss = (loss_fct(start_logits, start_positions.clamp(0, ignored)) +
                           loss_fct(end_logits, end_positions.clamp(0, ignored))) / 2
-        return _return(return_dict, self.config, QuestionAnsweringModelOutput,
-                       dict(loss=total_loss, start_logits=start_logits, end_logits=end_logits,
-                            hidden_states=hidden, attentions=attentions))
+        return self._output(return_dict, QuestionAnsweringModelOutput, hidden, attentions,
+                            loss=total_loss, start_logits=start_logits, end_logits=end_logits)
 
 
 MODEL_CLASSES = {

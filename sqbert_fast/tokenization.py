@@ -183,6 +183,11 @@ class BatchEncoding(dict):
             self[key] = as_tensor(value)
 
 
+def _special_id_property(name: str) -> property:
+    """``<name>_id``: the id of the special token ``name`` (None when it is unset or not in the vocabulary)."""
+    return property(lambda self: self._special_id(getattr(self, name)), doc=f"The id of ``{name}``.")
+
+
 class SqueezeBertTokenizerFast:
     """SqueezeBERT tokenizer (BERT uncased WordPiece) with the API and outputs of transformers' BertTokenizer.
 
@@ -460,25 +465,11 @@ class SqueezeBertTokenizerFast:
     def _special_id(self, token: str | None) -> int | None:
         return None if token is None else self._tokenizer.token_to_id(token)
 
-    @property
-    def unk_token_id(self) -> int | None:
-        return self._special_id(self.unk_token)
-
-    @property
-    def sep_token_id(self) -> int | None:
-        return self._special_id(self.sep_token)
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return self._special_id(self.pad_token)
-
-    @property
-    def cls_token_id(self) -> int | None:
-        return self._special_id(self.cls_token)
-
-    @property
-    def mask_token_id(self) -> int | None:
-        return self._special_id(self.mask_token)
+    unk_token_id = _special_id_property("unk_token")
+    sep_token_id = _special_id_property("sep_token")
+    pad_token_id = _special_id_property("pad_token")
+    cls_token_id = _special_id_property("cls_token")
+    mask_token_id = _special_id_property("mask_token")
 
     @property
     def special_tokens_map(self) -> dict[str, str]:

@@ -16,20 +16,44 @@ CLASS_NAMES = (
     "SqueezeBertForQuestionAnswering",
 )
 
-# Small configs covering groups 1..4 mixed per layer type, head sizes 16/32/64, groups that do
-# not align with heads, and the non-default activation.
-SMALL_CONFIGS = {
-    "h64_d16_mixed": dict(hidden_size=64, num_attention_heads=4, intermediate_size=128, q_groups=2, k_groups=4,
-                          v_groups=1, post_attention_groups=2, intermediate_groups=4, output_groups=2),
-    "h96_d32_unaligned": dict(hidden_size=96, num_attention_heads=3, intermediate_size=192, q_groups=2, k_groups=3,
-                              v_groups=1, post_attention_groups=3, intermediate_groups=2, output_groups=3),
-    "h128_d64_default_pattern": dict(hidden_size=128, num_attention_heads=2, intermediate_size=512, q_groups=4,
-                                     k_groups=4, v_groups=4, post_attention_groups=1, intermediate_groups=4,
-                                     output_groups=4),
-    "h48_d16_bert_gelu_new": dict(hidden_size=48, num_attention_heads=3, intermediate_size=96, q_groups=1,
-                                  k_groups=1, v_groups=1, post_attention_groups=1, intermediate_groups=1,
-                                  output_groups=1, hidden_act="gelu_new", layer_norm_eps=1e-5),
+def sized(hidden_size: int, num_attention_heads: int, intermediate_size: int, groups: tuple, **kw) -> dict:
+    """A config's sizes; groups: the q, k, v, post-attention, intermediate and output convs' group counts."""
+    names = ("q_groups", "k_groups", "v_groups", "post_attention_groups", "intermediate_groups", "output_groups")
+    return dict(hidden_size=hidden_size, num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+                **dict(zip(names, groups)), **kw)
+
+
+# Named small configs; each suite picks the ones it needs with configs(...).
+CONFIGS = {
+    # groups 1..4 mixed per layer type, head sizes 16/32/64, groups that do not align with heads, and the
+    # non-default activation: the parity suites (SMALL_CONFIGS)
+    "h64_d16_mixed": sized(64, 4, 128, groups=(2, 4, 1, 2, 4, 2)),
+    "h96_d32_unaligned": sized(96, 3, 192, groups=(2, 3, 1, 3, 2, 3)),
+    "h128_d64_default_pattern": sized(128, 2, 512, groups=(4, 4, 4, 1, 4, 4)),
+    "h48_d16_bert_gelu_new": sized(48, 3, 96, groups=(1, 1, 1, 1, 1, 1), hidden_act="gelu_new", layer_norm_eps=1e-5),
+    # the CPU kernel suites (test_cpu_kernels.py, test_neon.py), sized around their vector widths and tiles
+    # groups of 12 channels = 3 heads of 4: fused Q/K/V + attention, FFN group by group
+    "aligned": sized(48, 12, 96, groups=(4, 4, 4, 4, 4, 4)),
+    # groups of 8 channels, heads of 12: general path; FFN 3 groups -> 1 group
+    "unaligned": sized(24, 2, 72, groups=(3, 3, 1, 2, 3, 1)),
+    # groups of 10 channels, heads of 6: general path; FFN 2 groups -> 1 group
+    "unaligned_h30": sized(30, 5, 70, groups=(3, 3, 1, 2, 2, 1)),
+    # hidden 18, heads of 6, groups of 6: every row, head and group ends in a partial (4-lane) vector
+    "tails": sized(18, 3, 54, groups=(3, 3, 3, 3, 3, 3)),
+    # reduction depths past one K block of the fp32 GEMM (192) that do not split evenly (200 -> 2 x 100,
+    # 404 -> 135 + 135 + 134), output widths that leave partial panels (202 per group, 600 Q|K|V)
+    "kblocks": sized(200, 5, 404, groups=(1, 1, 1, 1, 2, 1)),
+    # head size 32 (MiniLM's; the default config's is 64): the AVX-512 bf16 packers of K^T and V take
+    # whole 32-dim chunks, and 16 keys at a time
+    "d32": sized(64, 2, 128, groups=(2, 2, 2, 1, 2, 2)),
 }
+
+
+def configs(*names: str) -> dict:
+    return {name: CONFIGS[name] for name in names}
+
+
+SMALL_CONFIGS = configs("h64_d16_mixed", "h96_d32_unaligned", "h128_d64_default_pattern", "h48_d16_bert_gelu_new")
 
 
 def hf_config(**overrides) -> transformers.SqueezeBertConfig:

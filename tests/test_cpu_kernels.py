@@ -21,29 +21,14 @@ import sqbert_fast as sqf  # noqa: E402
 from sqbert_fast.backends import encoder_weights  # noqa: E402
 from sqbert_fast.backends import reference as ref  # noqa: E402
 from sqbert_fast.packing import pack  # noqa: E402
-from hf_utils import max_diff_real, max_diff_scores, padded_batch, save_default_config  # noqa: E402
+from hf_utils import configs, max_diff_real, max_diff_scores, padded_batch, save_default_config  # noqa: E402
 
 _C = pytest.importorskip("sqbert_fast._C")
 from sqbert_fast.backends.cpu import CpuRunner, bf16_supported  # noqa: E402
 
 ISAS = list(_C.cpu_info()["usable_isas"])
 LENGTHS = (1, 7, 15, 16, 17, 63, 64, 65, 127, 128, 129, 300, 512)
-CONFIGS = {
-    # groups of 12 channels = 3 heads of 4: fused Q/K/V + attention, FFN group by group
-    "aligned": dict(hidden_size=48, num_attention_heads=12, intermediate_size=96, q_groups=4, k_groups=4,
-                    v_groups=4, post_attention_groups=4, intermediate_groups=4, output_groups=4),
-    # groups of 8 channels, heads of 12: general path; FFN 3 groups -> 1 group
-    "unaligned": dict(hidden_size=24, num_attention_heads=2, intermediate_size=72, q_groups=3, k_groups=3,
-                      v_groups=1, post_attention_groups=2, intermediate_groups=3, output_groups=1),
-    # reduction depths past one K block of the fp32 GEMM (192) that do not split evenly (200 -> 2 x 100,
-    # 404 -> 135 + 135 + 134), output widths that leave partial panels (202 per group, 600 Q|K|V)
-    "kblocks": dict(hidden_size=200, num_attention_heads=5, intermediate_size=404, q_groups=1, k_groups=1,
-                    v_groups=1, post_attention_groups=1, intermediate_groups=2, output_groups=1),
-    # head size 32 (MiniLM's; the default config's is 64): the AVX-512 bf16 packers of K^T and V take
-    # whole 32-dim chunks, and 16 keys at a time
-    "d32": dict(hidden_size=64, num_attention_heads=2, intermediate_size=128, q_groups=2, k_groups=2,
-                v_groups=2, post_attention_groups=1, intermediate_groups=2, output_groups=2),
-}
+CONFIGS = configs("aligned", "unaligned", "kblocks", "d32")
 
 
 def _hf_and_sqf(name: str, dtype=torch.float32, layers: int = 2, seed: int = 0, act="gelu"):

@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 import sqbert_fast as sqf  # noqa: E402
 from sqbert_fast.packing import pack  # noqa: E402
 
-from hf_utils import hf_config, make_hf, max_diff_real, padded_batch  # noqa: E402
+from hf_utils import hf_config, configs, make_hf, max_diff_real, padded_batch  # noqa: E402
 
 _C = pytest.importorskip("sqbert_fast._C")
 from sqbert_fast.backends.cpu import CpuRunner  # noqa: E402
@@ -32,17 +32,7 @@ NOT_BUILT = ("the neon ISA variant is not built into sqbert_fast._C. On x86 it n
              "`pip install simde-py` (in the `test` extra), then rebuild with "
              "`pip install --no-build-isolation -e .`; on aarch64 it is always built.")
 LENGTHS = (1, 3, 4, 5, 7, 8, 9, 17, 64, 65)
-CONFIGS = {
-    # groups of 12 channels = 3 heads of 4: fused Q/K/V + attention, FFN group by group
-    "aligned": dict(hidden_size=48, num_attention_heads=12, intermediate_size=96, q_groups=4, k_groups=4,
-                    v_groups=4, post_attention_groups=4, intermediate_groups=4, output_groups=4),
-    # hidden 18, heads of 6, groups of 6: every row, head and group ends in a partial vector
-    "tails": dict(hidden_size=18, num_attention_heads=3, intermediate_size=54, q_groups=3, k_groups=3,
-                  v_groups=3, post_attention_groups=3, intermediate_groups=3, output_groups=3),
-    # groups of 10 channels, heads of 6: general path; FFN 2 groups -> 1 group
-    "unaligned": dict(hidden_size=30, num_attention_heads=5, intermediate_size=70, q_groups=3, k_groups=3,
-                      v_groups=1, post_attention_groups=2, intermediate_groups=2, output_groups=1),
-}
+CONFIGS = configs("aligned", "tails", "unaligned_h30")
 
 
 def _need_neon(isa: str = "neon"):

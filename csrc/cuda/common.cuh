@@ -89,24 +89,18 @@ struct TileMma<float> {
   static __device__ __forceinline__ void load_a(FA& a, const float* p, int ld) { a.p = p; a.ld = ld; }
   static __device__ __forceinline__ void load_bc(FBc& b, const float* p, int ld) { b.p = p; b.ld = ld; }
   static __device__ __forceinline__ void load_br(FBr& b, const float* p, int ld) { b.p = p; b.ld = ld; }
-  static __device__ __forceinline__ void mma(FC& c, const FA& a, const FBc& b) {
+  // c += a * b where b's element (k, n) is b[k * ks + n * ns]
+  static __device__ __forceinline__ void mma_strided(FC& c, const FA& a, const float* b, int ks, int ns) {
     const int lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 8;
 #pragma unroll 4
     for (int k = 0; k < 16; ++k) {
       const float av = a.p[r * a.ld + k];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) c.x[j] = fmaf(av, b.p[(c0 + j) * b.ld + k], c.x[j]);
+      for (int j = 0; j < 8; ++j) c.x[j] = fmaf(av, b[k * ks + (c0 + j) * ns], c.x[j]);
     }
   }
-  static __device__ __forceinline__ void mma(FC& c, const FA& a, const FBr& b) {
-    const int lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 8;
-#pragma unroll 4
-    for (int k = 0; k < 16; ++k) {
-      const float av = a.p[r * a.ld + k];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) c.x[j] = fmaf(av, b.p[k * b.ld + c0 + j], c.x[j]);
-    }
-  }
+  static __device__ __forceinline__ void mma(FC& c, const FA& a, const FBc& b) { mma_strided(c, a, b.p, 1, b.ld); }
+  static __device__ __forceinline__ void mma(FC& c, const FA& a, const FBr& b) { mma_strided(c, a, b.p, b.ld, 1); }
   static __device__ __forceinline__ void store(float* p, const FC& c, int ld) {
     const int lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 8;
 #pragma unroll
@@ -220,6 +214,26 @@ __device__ void ln_tile_finish(float* pre, int* counter, int expected, int64_t r
   }
   if (threadIdx.x == 0) *counter = 0;
 }
+
+// A LayerNorm epilogue (LnEpilogue) as a kernel parameter, in the kernel's dtype.
+template <typename T>
+struct LnTile {
+  const T* w;
+  const T* b;
+  float eps;
+  T* out;
+  float* pre;
+  int* counters;
+
+  static LnTile from(const LnEpilogue& ln) {
+    return {static_cast<const T*>(ln.ln_w), static_cast<const T*>(ln.ln_b), ln.eps, static_cast<T*>(ln.out),
+            ln.pre, ln.counters};
+  }
+  // ln_tile_finish for this block's row tile; every block of the (y, z) grid plane adds to it
+  __device__ void finish(int64_t row0, int rows, int N) const {
+    ln_tile_finish<T>(pre, counters + blockIdx.x, gridDim.y * gridDim.z, row0, rows, N, w, b, eps, out);
+  }
+};
 
 // Raises the dynamic shared memory limit of `kernel` once per (kernel, device).
 void set_smem_limit(const void* kernel, int bytes);

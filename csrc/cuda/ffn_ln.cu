@@ -54,11 +54,7 @@ struct FfnParams {
   const int64_t* live;
   const T *w1, *b1, *w2, *b2;
   int act, H, G, Ni, Ig, No, K1P, NOP, chunks, cps;
-  const T *ln_w, *ln_b;
-  float eps;
-  T* out;
-  float* pre;
-  int* counters;
+  LnTile<T> ln;
 };
 
 template <typename T, int BM>
@@ -155,10 +151,9 @@ __global__ void __launch_bounds__(kFfnThreads) ffn_fused_kernel(const FfnParams<
     const int64_t col = int64_t(g) * No + j;
     float v = Cs[i * ldc + j];
     if (split == 0) v += to_f(p.b2[col]) + to_f(p.x[(row0 + i) * H + col]);
-    atomicAdd(p.pre + (row0 + i) * H + col, v);
+    atomicAdd(p.ln.pre + (row0 + i) * H + col, v);
   }
-  ln_tile_finish<T>(p.pre, p.counters + blockIdx.x, gridDim.y * gridDim.z, row0, r_valid, H, p.ln_w, p.ln_b,
-                    p.eps, p.out);
+  p.ln.finish(row0, r_valid, H);
 }
 
 template <typename T> constexpr int ffn_bm() { return sizeof(T) == 2 ? 64 : 32; }
@@ -184,12 +179,7 @@ void launch_fused(const FfnPlan& plan, const void* x, int64_t rows, const int64_
   p.NOP = round_up(p.No, 16);
   p.chunks = plan.chunks;
   p.cps = ceil_div_i(plan.chunks, plan.grid_z);
-  p.ln_w = static_cast<const T*>(ln.ln_w);
-  p.ln_b = static_cast<const T*>(ln.ln_b);
-  p.eps = ln.eps;
-  p.out = static_cast<T*>(ln.out);
-  p.pre = ln.pre;
-  p.counters = ln.counters;
+  p.ln = LnTile<T>::from(ln);
   auto kernel = ffn_fused_kernel<T, ffn_bm<T>()>;
   set_smem_limit(reinterpret_cast<const void*>(kernel), plan.smem_bytes);
   kernel<<<dim3(plan.grid_x, plan.grid_y, plan.grid_z), kFfnThreads, plan.smem_bytes, stream>>>(p);

@@ -32,12 +32,7 @@ struct GemmParams {
   int64_t ldy;
   int act;
   const T* residual;
-  const T* ln_w;
-  const T* ln_b;
-  float eps;
-  T* ln_out;
-  float* pre;
-  int* counters;
+  LnTile<T> ln;
 };
 
 template <typename T, bool LN>
@@ -117,10 +112,9 @@ __global__ void __launch_bounds__(kGemmThreads) grouped_gemm_kernel(const GemmPa
     const int64_t col = int64_t(g) * No + n0 + j;
     float v = Cs[i * LDC + j];
     if (split == 0) v += (bias ? to_f(bias[col]) : 0.f) + to_f(p.residual[(row0 + i) * N + col]);
-    atomicAdd(p.pre + (row0 + i) * N + col, v);
+    atomicAdd(p.ln.pre + (row0 + i) * N + col, v);
   }
-  ln_tile_finish<T>(p.pre, p.counters + blockIdx.x, gridDim.y * gridDim.z, row0, r_valid, N, p.ln_w,
-                    p.ln_b, p.eps, p.ln_out);
+  p.ln.finish(row0, r_valid, N);
 }
 
 template <typename T>
@@ -170,12 +164,7 @@ void launch_ln(const void* x, int64_t ldx, int64_t rows, const int64_t* live, co
   p.w[0] = static_cast<const T*>(conv.w);
   p.bias[0] = static_cast<const T*>(conv.bias);
   p.residual = static_cast<const T*>(ln.residual);
-  p.ln_w = static_cast<const T*>(ln.ln_w);
-  p.ln_b = static_cast<const T*>(ln.ln_b);
-  p.eps = ln.eps;
-  p.ln_out = static_cast<T*>(ln.out);
-  p.pre = ln.pre;
-  p.counters = ln.counters;
+  p.ln = LnTile<T>::from(ln);
   if (plan.grid_x == 0) return;
   grouped_gemm_kernel<T, true><<<dim3(plan.grid_x, plan.grid_y, plan.grid_z), kGemmThreads, 0, stream>>>(p);
   check_launch("grouped_linear_ln");
