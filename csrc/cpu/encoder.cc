@@ -41,8 +41,10 @@ static GroupedLinear in_place(const float* w, const uint16_t* w16, const float* 
   gl.in = in;
   gl.out = out;
   gl.groups = groups;
-  gl.wnat = w;
-  gl.wnat16 = w16;
+  if (w)
+    gl.set(GroupedLinear::Form::f32_native, w);
+  else
+    gl.set(GroupedLinear::Form::bf16_native, w16);
   gl.bias = b;
   return gl;
 }
@@ -107,7 +109,7 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
           w16[((g * p16 + col / P) * Kp + i - i % 2) * P + (col % P) * 2 + i % 2] = float_to_bf16(v);
         }
     packed16_.push_back(std::move(w16));
-    gl.wt16 = packed16_.back().data();
+    gl.set(GroupedLinear::Form::bf16, packed16_.back().data());
   } else if (cfg_.fp16) {
     // Re-lay as fp16 panels of 16 columns, [K][16] each (gemm_f16.cc).
     const int64_t P = kF16Panel, p16 = (No + P - 1) / P;
@@ -118,10 +120,10 @@ GroupedLinear Encoder::pack(const std::vector<PackPart>& parts, int64_t in, int6
           w16[((g * p16 + col / P) * Ni + i) * P + col % P] =
               float_to_half(wt[(g * panels + col / nr) * Ni * nr + i * nr + col % nr]);
     packed16_.push_back(std::move(w16));
-    gl.wt_f16 = packed16_.back().data();
+    gl.set(GroupedLinear::Form::f16, packed16_.back().data());
   } else {
     packed_.push_back(std::move(wt));
-    gl.wt = packed_.back().data();
+    gl.set(GroupedLinear::Form::f32, packed_.back().data());
   }
   gl.bias = parts.size() == 1 ? parts[0].b : packed_bias(std::move(bias), any_bias);
   return gl;
@@ -167,7 +169,7 @@ GroupedLinear Encoder::pack_i8(const std::vector<PackPart8>& parts, int64_t in, 
   gl.groups = groups;
   gl.i8 = i8_;
   packed8_.push_back(std::move(wq));
-  gl.wq8 = packed8_.back().data();
+  gl.set(GroupedLinear::Form::int8, packed8_.back().data());
   packed_.push_back(std::move(scale));
   gl.wscale = packed_.back().data();
   packed32_.push_back(std::move(sum));
@@ -250,7 +252,7 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const I
     lw.post_ln_b = l.post_ln_b;
     lw.out_ln_w = l.out_ln_w;
     lw.out_ln_b = l.out_ln_b;
-    lw.attn_bf16 = lw.qkv.wt16 || lw.q.wt16;
+    lw.attn_bf16 = lw.qkv.bf16() || lw.q.bf16();
     layers_.push_back(lw);
   }
   if (w.pooler_w) pooler_ = pack({{w.pooler_w, w.pooler_b, H}}, H, 1);

@@ -7,7 +7,7 @@
 // pass adds the residual and normalises whole rows. Other group layouts run the two grouped
 // GEMMs one after the other.
 //
-// fp32 weights in the conv's own layout (GroupedLinear::wnat: no packed copy, see
+// fp32 weights in the conv's own layout (GroupedLinear form f32_native: no packed copy, see
 // Encoder::Encoder) run the task transposed: with X^T the task's rows of group g turned into
 // [Ni][m] (tokens along the vector lanes), mid^T = act(W1_g X^T + b1) and out^T = W2_g mid^T + b2
 // put the weights in the micro-kernel's broadcast operand, read row by row in place, and the
@@ -66,9 +66,9 @@ void ffn_group_transposed_bf16(const GroupedLinear& w1, const GroupedLinear& w2,
   uint32_t* xb = packed.data();
   uint32_t* mb = xb + mp * Ni / 2;
   pack_xt_bf16(x + g * Ni, H, m, Ni, xb);
-  gemm_bf16_rows_pack(w1.wnat16 + g * Nm * Ni, Ni, reinterpret_cast<const uint16_t*>(xb), Nm, m,
+  gemm_bf16_rows_pack(w1.bf16_native() + g * Nm * Ni, Ni, reinterpret_cast<const uint16_t*>(xb), Nm, m,
                       w1.bias ? w1.bias + g * Nm : nullptr, act, mb);
-  gemm_bf16_rows_store_t(w2.wnat16 + g * No * Nm, Nm, reinterpret_cast<const uint16_t*>(mb), No, m,
+  gemm_bf16_rows_store_t(w2.bf16_native() + g * No * Nm, Nm, reinterpret_cast<const uint16_t*>(mb), No, m,
                          w2.bias ? w2.bias + g * No : nullptr, out + g * No, H);
 }
 
@@ -84,9 +84,9 @@ void ffn_group_transposed(const GroupedLinear& w1, const GroupedLinear& w2, int6
   float* midt = xt + Ni * ld;
   float* outt = midt + Nm * ld;
   transpose(x + g * Ni, H, m, Ni, xt, ld);
-  gemm(w1.wnat + g * Nm * Ni, Ni, xt, ld, Ni, midt, ld, Nm, m, w1.bias ? w1.bias + g * Nm : nullptr, act,
+  gemm(w1.f32_native() + g * Nm * Ni, Ni, xt, ld, Ni, midt, ld, Nm, m, w1.bias ? w1.bias + g * Nm : nullptr, act,
        false, true);
-  gemm(w2.wnat + g * No * Nm, Nm, midt, ld, Nm, outt, ld, No, m, w2.bias ? w2.bias + g * No : nullptr,
+  gemm(w2.f32_native() + g * No * Nm, Nm, midt, ld, Nm, outt, ld, No, m, w2.bias ? w2.bias + g * No : nullptr,
        Act::none, false, true);
   transpose(outt, ld, No, m, out + g * No, H);
 }
@@ -111,8 +111,8 @@ void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const flo
   const int64_t H = w2.out, I = w1.out;
   if (w1.groups == w2.groups) {
     const int64_t G = w1.groups, Ni1 = w1.in / G, No1 = I / G, No2 = H / G;
-    const bool transposed = w1.wnat && w2.wnat, transposed16 = w1.wnat16 && w2.wnat16;
-    const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w1.wt16 || transposed || transposed16 || tiles32(w1));
+    const bool transposed = w1.f32_native() && w2.f32_native(), transposed16 = w1.bf16_native() && w2.bf16_native();
+    const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w1.bf16() || transposed || transposed16 || tiles32(w1));
     const int64_t mblocks = rb.n;
     auto task = [&](int64_t t, int) {
       const int64_t g = t / mblocks, m0 = rb.begin(t % mblocks), m = rb.end(t % mblocks) - m0;

@@ -238,21 +238,21 @@ void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const 
                 int64_t lda, float* C, int64_t ldc, int64_t M, Act act) {
   const int64_t Ni = w.in / w.groups, No = w.out / w.groups;
   const float* bias = w.bias ? w.bias + g * No + j0 : nullptr;
-  if (w.wq8) {
+  if (w.int8()) {
     const int64_t panels = ceil_div(No, w.i8->nr), col = g * No + j0;
-    w.i8->gemm(A, lda, w.wq8 + (g * panels + j0 / w.i8->nr) * w.i8->panel_bytes(Ni), Ni, w.wscale + col,
+    w.i8->gemm(A, lda, w.int8() + (g * panels + j0 / w.i8->nr) * w.i8->panel_bytes(Ni), Ni, w.wscale + col,
                w.wsum + col, C, ldc, M, n, bias, act);
-  } else if (w.wt16) {
+  } else if (w.bf16()) {
     const int64_t Kp = ceil_div(Ni, 32) * 32, panels = ceil_div(No, kBf16Panel);
-    gemm_bf16(A, lda, w.wt16 + (g * panels + j0 / kBf16Panel) * Kp * kBf16Panel, Ni, C, ldc, M, n,
+    gemm_bf16(A, lda, w.bf16() + (g * panels + j0 / kBf16Panel) * Kp * kBf16Panel, Ni, C, ldc, M, n,
               bias, act);
-  } else if (w.wt_f16) {
+  } else if (w.f16()) {
     const int64_t panels = ceil_div(No, kF16Panel);
-    gemm_f16(A, lda, w.wt_f16 + (g * panels + j0 / kF16Panel) * Ni * kF16Panel, Ni, C, ldc, M, n, bias,
+    gemm_f16(A, lda, w.f16() + (g * panels + j0 / kF16Panel) * Ni * kF16Panel, Ni, C, ldc, M, n, bias,
              act);
   } else {
     const int64_t panels = ceil_div(No, NR);
-    gemm_panels(A, lda, w.wt + (g * panels + j0 / NR) * Ni * NR, Ni, C, ldc, M, n, bias, act);
+    gemm_panels(A, lda, w.f32() + (g * panels + j0 / NR) * Ni * NR, Ni, C, ldc, M, n, bias, act);
   }
 }
 
@@ -275,7 +275,7 @@ void grouped_linear(const GroupedLinear& w, const float* x, int64_t ldx, float* 
                     int64_t rows, Act act, ThreadPool& pool) {
   const int64_t G = w.groups, Ni = w.in / G, No = w.out / G;
   const int64_t pw = panel_width(w), panels = ceil_div(No, pw);
-  const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w.wt16 != nullptr || tiles32(w));
+  const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w.bf16() != nullptr || tiles32(w));
   const int64_t mblocks = rb.n;
   // Split columns too when groups x row blocks cannot feed every thread (e.g. the pooler).
   int64_t nsplit = 1;

@@ -192,10 +192,10 @@ void gemm_group(const GroupedLinear& w, int64_t g, int64_t j0, int64_t n, const 
 void gemm_f16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
               int64_t M, int64_t N, const float* bias, Act act);
 inline int64_t panel_width(const GroupedLinear& w) {
-  return w.wq8 ? w.i8->nr : w.wt16 ? kBf16Panel : w.wt_f16 ? kF16Panel : kNR;
+  return w.int8() ? w.i8->nr : w.bf16() ? kBf16Panel : w.f16() ? kF16Panel : kNR;
 }
 // int8 weights whose variant computes 32-row tiles (i8_amx): row blocks in whole 32s
-inline bool tiles32(const GroupedLinear& w) { return w.wq8 && w.i8->mr == 32; }
+inline bool tiles32(const GroupedLinear& w) { return w.int8() && w.i8->mr == 32; }
 // The table of this file's int8 variant (gemm_i8.cc, compiled per int8 variant only).
 const Int8Kernels& int8_table();
 // Row blocks of a row-blocked op with `parallel_other` independent tasks per row block: n blocks

@@ -66,23 +66,41 @@ struct Int8Kernels {
                const int32_t* w_sum, float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act);
 };
 
+// One grouped conv's weights, in exactly one of these forms (`form`), at `w`:
+//   f32:         fp32 panels [groups][ceil((out/groups)/nr)][in/groups][nr]
+//   bf16:        bf16 VNNI panels (gemm_bf16.cc)
+//   f16:         fp16 panels (gemm_f16.cc)
+//   f32_native:  fp32 in the conv's own layout [out][in/groups], read in place (no packed copy): only
+//                the fused FFN reads it (ffn_ln.cc), as the broadcast operand of a transposed GEMM
+//   bf16_native: bf16 in the conv's own layout, read in place likewise
+//   int8:        int8 panels of the int8 variant i8 ([groups][ceil((out/groups)/i8->nr)] panels of
+//                i8->panel_bytes(in/groups) bytes), with a scale and a column sum per output channel
+// The typed accessors give the weights in their form, or nullptr for any other.
 struct GroupedLinear {
+  enum class Form : uint8_t { none, f32, bf16, f16, f32_native, bf16_native, int8 };
   int64_t in = 0, out = 0, groups = 1;
-  const float* wt = nullptr;      // fp32 panels [groups][ceil((out/groups)/nr)][in/groups][nr]
-  const uint16_t* wt16 = nullptr;  // or bf16 VNNI panels (then wt == nullptr)
-  const uint16_t* wt_f16 = nullptr;  // or fp16 panels
-  // or fp32 in the conv's own layout [out][in/groups], read in place (no packed copy): only the
-  // fused FFN reads it (ffn_ln.cc), as the broadcast operand of a transposed GEMM
-  const float* wnat = nullptr;
-  const uint16_t* wnat16 = nullptr;  // or bf16 in the conv's own layout, read in place likewise
-  // or int8 panels of the int8 variant i8 ([groups][ceil((out/groups)/i8->nr)] panels of
-  // i8->panel_bytes(in/groups) bytes), with a scale and a column sum per output channel
-  const int8_t* wq8 = nullptr;
-  const float* wscale = nullptr;
-  const int32_t* wsum = nullptr;
+  Form form = Form::none;
+  const void* w = nullptr;
+  const float* wscale = nullptr;  // int8: per output channel
+  const int32_t* wsum = nullptr;  // int8: per output channel
   const Int8Kernels* i8 = nullptr;
-  const float* bias = nullptr;    // [out] or nullptr
-  bool packed() const { return wt || wt16 || wt_f16 || wnat || wnat16 || wq8; }
+  const float* bias = nullptr;  // [out] or nullptr
+
+  void set(Form f, const void* weights) {
+    form = weights ? f : Form::none;
+    w = weights;
+  }
+  bool has_weights() const { return form != Form::none; }
+  const float* f32() const { return as<float>(Form::f32); }
+  const uint16_t* bf16() const { return as<uint16_t>(Form::bf16); }
+  const uint16_t* f16() const { return as<uint16_t>(Form::f16); }
+  const float* f32_native() const { return as<float>(Form::f32_native); }
+  const uint16_t* bf16_native() const { return as<uint16_t>(Form::bf16_native); }
+  const int8_t* int8() const { return as<int8_t>(Form::int8); }
+
+ private:
+  template <class T>
+  const T* as(Form f) const { return form == f ? static_cast<const T*>(w) : nullptr; }
 };
 
 struct LayerWeights {

@@ -325,7 +325,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
   // bf16 models: QK^T and PV on the bf16 GEMM too (Q, K, V and the probabilities rounded to bf16,
   // as flash attention does on GPUs; mask, softmax, the running max/sum and 1/sum stay fp32)
   const bool bf16 = w.attn_bf16;
-  if (w.qkv.packed() && a.batch * w.qkv.groups < 2 * pool.num_threads()) {
+  if (w.qkv.has_weights() && a.batch * w.qkv.groups < 2 * pool.num_threads()) {
     // Too few (sequence, group) tasks to keep every thread busy (batch 1 with one group, as in
     // BERT-shaped models): project Q/K/V for all tokens with the parallel grouped GEMM into the
     // [T, 3H] workspace (group g's columns are [q_g | k_g | v_g]), then one task per
@@ -344,10 +344,10 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
     parallel_for(pool, a.batch * a.heads, task);
     return;
   }
-  if (w.qkv.packed()) {
+  if (w.qkv.has_weights()) {
     const int64_t G = w.qkv.groups, No = H / G, hpg = No / d, ld = 3 * No;
     // bf16 with heads of whole 32s: the projection writes attention's bf16 operands (qkv_epilogue)
-    const bool direct = w.qkv.wt16 && d % 32 == 0;
+    const bool direct = w.qkv.bf16() && d % 32 == 0;
     auto task = [&](int64_t t, int thread) {
       const int64_t b = t / G, g = t % G;
       const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;
@@ -368,7 +368,7 @@ void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& po
         e.kt = kt32.data();
         e.v = v32.data();
         const int64_t Kp = ceil_div(No, 32) * 32, panels = ceil_div(ld, kBf16Panel);
-        gemm_bf16_blocks(a.x + base * H + g * No, H, L, No, w.qkv.wt16 + g * panels * Kp * kBf16Panel, ld,
+        gemm_bf16_blocks(a.x + base * H + g * No, H, L, No, w.qkv.bf16() + g * panels * Kp * kBf16Panel, ld,
                          qkv_epilogue, &e);
         for (int64_t hl = 0; hl < hpg; ++hl) {
           const int64_t h = g * hpg + hl;
