@@ -103,12 +103,12 @@ def _split_sum_ln_kernel(part_ptr, bo_ptr, x_ptr, gamma_ptr, beta_ptr, out_ptr, 
     ln_rows(out_ptr, gamma_ptr, beta_ptr, rows, rmask, H, eps, BLOCK_T, BLOCK_C)
 
 
-def can_fuse(hidden: int, intermediate: int, inter_groups: int, out_groups: int) -> bool:
+def can_fuse(hidden: int, intermediate: int, intermediate_groups: int, output_groups: int) -> bool:
     """Whether the intermediate can stay on chip: one output group per intermediate group, and
     tiles that fit (slices of >= 16 intermediate channels, a per-group output accumulator)."""
-    if inter_groups != out_groups:
+    if intermediate_groups != output_groups:
         return False
-    i_g, og = intermediate // inter_groups, hidden // out_groups
+    i_g, og = intermediate // intermediate_groups, hidden // output_groups
     return i_g % 16 == 0 and max(16, triton.next_power_of_2(og)) <= MAX_FUSED_OG
 
 
@@ -167,12 +167,12 @@ def ffn_ln(x: torch.Tensor, inter: GroupedWeight, outw: GroupedWeight, act: int,
     return out
 
 
-def pack_ffn(wi, bi, wo, bo, hidden: int, intermediate: int, inter_groups: int, out_groups: int):
+def pack_ffn(wi, bi, wo, bo, hidden: int, intermediate: int, intermediate_groups: int, output_groups: int):
     """(fused, inter GroupedWeight, out GroupedWeight) in the layout ffn_ln's chosen path reads."""
-    fused = can_fuse(hidden, intermediate, inter_groups, out_groups)
+    fused = can_fuse(hidden, intermediate, intermediate_groups, output_groups)
     if fused:
-        i_g = intermediate // inter_groups
-        inter = pack_grouped(wi, bi, inter_groups, tile_width(i_g, 64))
-        return True, inter, pack_grouped(wo, bo, out_groups, hidden // out_groups)
-    return (False, pack_grouped(wi, bi, inter_groups, tile_width(intermediate // inter_groups)),
-            pack_grouped(wo, bo, out_groups, tile_width(hidden // out_groups)))
+        i_g = intermediate // intermediate_groups
+        inter = pack_grouped(wi, bi, intermediate_groups, tile_width(i_g, 64))
+        return True, inter, pack_grouped(wo, bo, output_groups, hidden // output_groups)
+    return (False, pack_grouped(wi, bi, intermediate_groups, tile_width(intermediate // intermediate_groups)),
+            pack_grouped(wo, bo, output_groups, tile_width(hidden // output_groups)))

@@ -190,13 +190,13 @@ void launch_fused(const FfnPlan& plan, const void* x, int64_t rows, const int64_
 
 int ffn_block_rows(DType t) { return t == DType::f32 ? ffn_bm<float>() : ffn_bm<__half>(); }
 
-FfnPlan plan_ffn(int64_t rows, int hidden, int intermediate, int inter_groups, int out_groups,
+FfnPlan plan_ffn(int64_t rows, int hidden, int intermediate, int intermediate_groups, int output_groups,
                  DType t, int smem_limit, int sm_count) {
   FfnPlan p;
-  const int G = inter_groups;
-  const int Ni = hidden / G, Ig = intermediate / G, No = hidden / out_groups;
+  const int G = intermediate_groups;
+  const int Ni = hidden / G, Ig = intermediate / G, No = hidden / output_groups;
   p.block_rows = ffn_block_rows(t);
-  if (inter_groups != out_groups) {
+  if (intermediate_groups != output_groups) {
     p.why_not = "intermediate_groups != output_groups";
     return p;
   }

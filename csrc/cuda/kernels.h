@@ -50,7 +50,7 @@ struct FfnPlan {
   int grid_x = 0, grid_y = 0, grid_z = 0;
   int chunks = 0;           // intermediate columns per group / kFfnBI, rounded up
 };
-FfnPlan plan_ffn(int64_t rows, int hidden, int intermediate, int inter_groups, int out_groups,
+FfnPlan plan_ffn(int64_t rows, int hidden, int intermediate, int intermediate_groups, int output_groups,
                  DType t, int smem_limit, int sm_count);
 
 struct AttnPlan {
