@@ -382,3 +382,30 @@ def test_resume_when_nothing_is_left_only_merges(models, tmp_path):
     assert not out.exists()
     summary = scorer.score_file(src, out, resume=True, progress=False)
     assert summary.rows == 0 and out.read_bytes() == ref.read_bytes()
+
+
+def test_embed_to_parquet_never_imports_pandas(models, tmp_path):
+    """pandas is 0.3 s of start-up that `score` does not need: pa.array() and pq.read_table() would import it
+    (numeric columns are built from their buffers, parts are merged through ParquetFile)."""
+    src = _write(tmp_path / "in.jsonl", "jsonl", [{"text": t} for t in _texts(20, seed=3)])
+    code = ("import sys; from sqbert_fast.cli import main; "
+            f"rc = main(['score', {models['embed']!r}, {src!r}, {str(tmp_path / 'out.parquet')!r}, '--task', 'embed', "
+            "'--window', '8', '--no-progress', '--threads', '1']); "
+            "print(rc, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stdout[-1000:] + out.stderr[-2000:]
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column("id").to_pylist() == list(range(20))
+    assert str(table.schema.field("embedding").type.value_type) == "float"
+
+
+def test_numeric_array_is_pa_array():
+    import pyarrow as pa
+
+    from sqbert_fast.scoring.writers import numeric_array
+
+    for values in (np.arange(5, dtype=np.int64), np.linspace(0, 1, 7, dtype=np.float32), np.array([], np.float16),
+                   np.arange(10, dtype=np.int32)[::2]):
+        assert numeric_array(values).equals(pa.array(values))
+    with pytest.raises(TypeError, match="1-D int or float"):
+        numeric_array(np.array([True, False]))

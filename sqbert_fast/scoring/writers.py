@@ -178,6 +178,17 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def numeric_array(values: np.ndarray):
+    """A pyarrow array over a 1-D int or float NumPy array, without a copy. ``pa.array()`` would do, but its
+    first call imports pandas (0.3 s of every ``score`` start-up) to ask whether the input is a pandas object."""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    if values.ndim != 1 or values.dtype.kind not in "iuf":
+        raise TypeError(f"numeric_array takes a 1-D int or float array, not {values.dtype} of shape {values.shape}")
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
 def records_table(columns: list, records: list[dict]):
     """Records -> a pyarrow Table of ``columns`` ((name, type) pairs); a missing or None value is null.
     Numeric vectors (embeddings, any stored dtype) go in as one flat buffer, not a Python object per value."""
@@ -196,13 +207,15 @@ def records_table(columns: list, records: list[dict]):
                 mask = pa.array([v is None for v in values])
                 fill = np.zeros(len(present[0]), dtype)
                 values = [fill if v is None else v for v in values]
-            flat = pa.array(np.concatenate(values).astype(dtype, copy=False))
+            flat = numeric_array(np.concatenate(values).astype(dtype, copy=False))
             if pa.types.is_fixed_size_list(typ):
                 arrays.append(pa.FixedSizeListArray.from_arrays(flat, typ.list_size, mask=mask))
                 continue
             offsets = np.zeros(len(values) + 1, dtype=np.int32)
             np.cumsum([len(v) for v in values], out=offsets[1:])
-            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), flat, mask=mask))
+            arrays.append(pa.ListArray.from_arrays(numeric_array(offsets), flat, mask=mask))
+        elif (pa.types.is_integer(typ) or pa.types.is_floating(typ)) and len(present) == len(values):
+            arrays.append(numeric_array(np.asarray(values, dtype=typ.to_pandas_dtype())))  # ids
         else:
             arrays.append(pa.array(values, type=typ))
     return pa.Table.from_arrays(arrays, schema=pa.schema(columns))
@@ -368,7 +381,7 @@ class ChunkedOutput:
 
             with pq.ParquetWriter(tmp, pa.schema(self.columns)) as writer:
                 for i in range(n):
-                    table = pq.read_table(self._part(i, main))
+                    table = pq.ParquetFile(self._part(i, main)).read()  # read_table imports pyarrow.dataset and pandas
                     if table.num_rows:
                         writer.write_table(table)
         else:
