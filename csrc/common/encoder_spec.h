@@ -111,6 +111,36 @@ struct PackedBatch {
   T* pooled = nullptr;                 // optional [batch, hidden]
 };
 
+// The activation regions both encoders carve their workspace into, for `tokens` rows: the Q|K|V
+// projection [T, 3H], the attention context, the post-attention output, two ping-pong layer outputs,
+// and the FFN's intermediate [T, inter_cols] (0 columns when the FFN keeps it per thread or on chip).
+// Offsets in units of `unit` bytes (1: elements), each region aligned to `align` units; `end` is where
+// an encoder's own regions start (the CPU's pooler input and attention scratch, CUDA's LayerNorm row
+// buffer and tile counters).
+struct ActivationLayout {
+  int64_t qkv = 0, ctx = 0, mid = 0, ping0 = 0, ping1 = 0, inter = 0, end = 0;
+};
+
+inline int64_t align_up(int64_t x, int64_t align) { return (x + align - 1) / align * align; }
+
+inline ActivationLayout activation_layout(int64_t tokens, int64_t hidden, int64_t inter_cols, int64_t unit,
+                                          int64_t align) {
+  ActivationLayout a;
+  int64_t off = 0;
+  auto region = [&](int64_t& at, int64_t cols) {
+    at = off;
+    off = align_up(off + tokens * cols * unit, align);
+  };
+  region(a.qkv, 3 * hidden);
+  region(a.ctx, hidden);
+  region(a.mid, hidden);
+  region(a.ping0, hidden);
+  region(a.ping1, hidden);
+  region(a.inter, inter_cols);
+  a.end = off;
+  return a;
+}
+
 // A layer's LayerNorm parameters, [hidden] each: "layers.{l}.{name}".
 constexpr const char* kLayerNormParams[4] = {"post_ln_weight", "post_ln_bias", "out_ln_weight", "out_ln_bias"};
 

@@ -304,25 +304,26 @@ void Encoder::reserve(Workspace& ws, int64_t tokens, int64_t max_len, int64_t th
   ws.tokens = std::max(ws.tokens, tokens);
   ws.max_len = std::max(ws.max_len, max_len);
   ws.threads = std::max(ws.threads, threads);
-  // qkv [T, 3H] (also used by the fused weights when tasks are few), ctx, mid, 2 x ping-pong,
-  // intermediate [T, I], pooler input, then per-thread attention scratch
-  const int64_t need = ws.tokens * (3 * H + H + H + 2 * H + I) + ws.tokens * H +
+  // the activation regions (common/encoder_spec.h; qkv also serves the fused weights when tasks are
+  // few), then the pooler input [T, H] and the per-thread attention scratch
+  const int64_t need = activation_layout(ws.tokens, H, I, 1, 1).end + ws.tokens * H +
                        ws.threads * attention_scratch_floats(ws.max_len, H, cfg_.heads);
   ws.buf.assign(static_cast<size_t>(need), 0.f);
 }
 
 Encoder::Slots Encoder::slots(Workspace& ws) const {
   const int64_t H = cfg_.hidden, I = inter_width(), T = ws.tokens;
-  Slots s;
+  const ActivationLayout a = activation_layout(T, H, I, 1, 1);
   float* p = ws.buf.data();
-  s.qkv = p;        p += T * 3 * H;
-  s.ctx = p;        p += T * H;
-  s.mid = p;        p += T * H;
-  s.ping0 = p;      p += T * H;
-  s.ping1 = p;      p += T * H;
-  s.inter = p;      p += T * I;
-  s.pooled_in = p;  p += T * H;
-  s.scratch = p;
+  Slots s;
+  s.qkv = p + a.qkv;
+  s.ctx = p + a.ctx;
+  s.mid = p + a.mid;
+  s.ping0 = p + a.ping0;
+  s.ping1 = p + a.ping1;
+  s.inter = p + a.inter;
+  s.pooled_in = p + a.end;
+  s.scratch = s.pooled_in + T * H;
   return s;
 }
 

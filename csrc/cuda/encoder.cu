@@ -11,25 +11,20 @@
 namespace sqf {
 namespace cuda {
 
-namespace {
-int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
-}  // namespace
-
 WorkspaceLayout workspace_layout(const EncoderConfig& c, int64_t tokens, bool unfused_ffn) {
   const int64_t T = tokens < 1 ? 1 : tokens, H = c.hidden, es = dtype_size(c.dtype);
+  // the activation regions (common/encoder_spec.h), in bytes, 256-aligned; then the zeroed tail
+  const ActivationLayout a = activation_layout(T, H, unfused_ffn ? c.intermediate : 0, es, 256);
   WorkspaceLayout w;
-  int64_t off = 0;
-  w.qkv = off;   off = align256(off + T * 3 * H * es);
-  w.ctx = off;   off = align256(off + T * H * es);
-  w.mid = off;   off = align256(off + T * H * es);
-  w.ping0 = off; off = align256(off + T * H * es);
-  w.ping1 = off; off = align256(off + T * H * es);
-  w.inter = off; off = align256(off + (unfused_ffn ? T * int64_t(c.intermediate) * es : 0));
-  w.zeroed = off;
-  w.pre = off;   off = align256(off + T * H * 4);
-  // one counter per row tile of the smallest row tile in use (32 rows)
-  w.counters = off; off = align256(off + ((T + 31) / 32 + 1) * 4);
-  w.total = off;
+  w.qkv = a.qkv;
+  w.ctx = a.ctx;
+  w.mid = a.mid;
+  w.ping0 = a.ping0;
+  w.ping1 = a.ping1;
+  w.inter = a.inter;
+  w.zeroed = w.pre = a.end;
+  w.counters = align_up(w.pre + T * H * 4, 256);  // one counter per row tile of the smallest tile in use (32 rows)
+  w.total = align_up(w.counters + ((T + 31) / 32 + 1) * 4, 256);
   return w;
 }
 
