@@ -49,6 +49,7 @@ def _load() -> bool:
             _IMPORT_ERROR = ""
     return _common is not None
 
+
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
