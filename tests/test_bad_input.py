@@ -100,6 +100,20 @@ def test_cpu_binding_checks_its_arguments(model_dir):
         enc.forward(ids, None, zeros, np.arange(3), np.array([0, 2, 1, 3], dtype=np.int64), valid, out)
     with pytest.raises(ValueError, match="exactly one of input_ids and inputs_embeds"):
         enc.forward(None, None, zeros, np.arange(3), cu, valid, out)
+    # the keywords of the shared forward signature (the CUDA encoder needs them): checked, never ignored
+    t = torch.from_numpy
+    enc.forward(t(ids), None, t(zeros), t(np.arange(3)), t(cu), t(valid), t(out), max_len=3,
+                score_offsets=np.zeros(1, np.int64))  # torch tensors are taken as NumPy arrays are
+    with pytest.raises(ValueError, match="more than max_len=2"):
+        enc.forward(ids, None, zeros, np.arange(3), cu, valid, out, max_len=2)
+    with pytest.raises(ValueError, match=r"score_offsets\[0\] is 5"):
+        enc.forward(ids, None, zeros, np.arange(3), cu, valid, out, score_offsets=np.array([5], np.int64))
+    with pytest.raises(ValueError, match="workspace must be None"):
+        enc.forward(ids, None, zeros, np.arange(3), cu, valid, out, workspace=np.zeros(8, np.uint8))
+    with pytest.raises(ValueError, match="stream must be 0"):
+        enc.forward(ids, None, zeros, np.arange(3), cu, valid, out, stream=1)
+    with pytest.raises(TypeError, match="cu_seqlens must be a numpy array or a torch tensor, got list"):
+        enc.forward(ids, None, zeros, np.arange(3), [0, 3], valid, out)
 
 
 def test_set_num_threads_validates():
