@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
     keep.push_back(random_vec(rng, n, scale, offset));
     return keep.back().data();
   };
-  cpu::RawWeights w;
+  cpu::EncoderWeights w;
   w.word = vec(c.vocab * H, 0.05f);
   w.position = vec(c.max_positions * H, 0.05f);
   w.token_type = vec(c.type_vocab * H, 0.05f);
@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
     return cpu::RawInt8{keep8.back().data(), vec(out, 0.f, 1.f / (127.f * std::sqrt(float(in_per_group))))};
   };
   for (int64_t l = 0; l < c.layers; ++l) {
-    cpu::RawLayer r;
+    cpu::LayerWeights r;
     r.q_w = conv(H, H / c.q_groups), r.q_b = vec(H, 0.02f);
     r.k_w = conv(H, H / c.k_groups), r.k_b = vec(H, 0.02f);
     r.v_w = conv(H, H / c.v_groups), r.v_b = vec(H, 0.02f);

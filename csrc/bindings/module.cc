@@ -56,11 +56,11 @@ class PyEncoder {
       if (shape.size() != 3 && key != "pooler_weight") keep_.push_back(o);
       return array_ptr<float>(o, key.c_str(), shape);
     };
-    sqf::cpu::RawWeights raw;
+    sqf::cpu::EncoderWeights raw;
     const float** emb[] = {&raw.word, &raw.position, &raw.token_type, &raw.emb_ln_w, &raw.emb_ln_b};
     for (int j = 0; j < 5; ++j) *emb[j] = w(c.embedding_params()[j].key, c.embedding_params()[j].shape);
     for (int64_t l = 0; l < c.layers; ++l) {
-      sqf::cpu::RawLayer r{};
+      sqf::cpu::LayerWeights r{};
       const float** f32[] = {&r.q_w, &r.k_w, &r.v_w, &r.post_w, &r.inter_w, &r.out_w};
       const float** bias[] = {&r.q_b, &r.k_b, &r.v_b, &r.post_b, &r.inter_b, &r.out_b};
       sqf::cpu::RawInt8* q8[] = {&r.q8, &r.k8, &r.v8, &r.post8, &r.inter8, &r.out8};

@@ -178,7 +178,7 @@ GroupedLinear Encoder::pack_i8(const std::vector<PackPart8>& parts, int64_t in, 
   return gl;
 }
 
-Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const Int8Kernels* i8)
+Encoder::Encoder(const EncoderConfig& cfg, const EncoderWeights& w, Isa isa, const Int8Kernels* i8)
     : cfg_(cfg), kernels_(&kernel_table(isa)), raw_(w) {
   if (cfg.int8) i8_ = i8 ? i8 : &int8_kernels(default_int8_isa(isa));
   const int64_t H = cfg.hidden, I = cfg.intermediate;
@@ -196,8 +196,8 @@ Encoder::Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const I
   // ones given as bf16 when their groups come in whole 32s.
   const bool ffn_in_place = ffn_reads_in_place(cfg), ffn_in_place16 = ffn_bf16_in_place(cfg);
   ffn_in_place_ = !w.layers.empty();
-  for (const RawLayer& l : w.layers) {
-    LayerWeights lw;
+  for (const LayerWeights& l : w.layers) {
+    PackedLayer lw;
     if (cfg.int8) {
       // each conv int8 when given so, else fp32 (kept in higher precision); Q/K/V fuse when all three agree
       auto conv = [&](const RawInt8& q8, const float* w32, const float* b, int64_t out, int64_t in, int64_t groups) {
@@ -348,7 +348,7 @@ EmbedArgs Encoder::embed_args(const ForwardArgs& a, float* out) const {
   return e;
 }
 
-const LayerWeights& Encoder::layer(int64_t l) const {
+const PackedLayer& Encoder::layer(int64_t l) const {
   SQF_CHECK_INDEX(l >= 0 && l < cfg_.layers, "layer ", l, " outside [0, ", cfg_.layers, ")");
   return layers_[l];
 }
@@ -359,7 +359,7 @@ void Encoder::embed_ln(const ForwardArgs& a, float* out) {
 }
 
 void Encoder::qkv_attention(int64_t l, const ForwardArgs& a, const float* x, float* out) {
-  const LayerWeights& w = layer(l);
+  const PackedLayer& w = layer(l);
   const int64_t H = cfg_.hidden, max_len = check_batch(a);
   ThreadPool& pool = ThreadPool::global();
   Lease ws = lease();
@@ -382,14 +382,14 @@ void Encoder::qkv_attention(int64_t l, const ForwardArgs& a, const float* x, flo
 
 void Encoder::attn_out_ln(int64_t l, int64_t tokens, const float* ctx, const float* residual,
                           float* out) {
-  const LayerWeights& w = layer(l);
+  const PackedLayer& w = layer(l);
   SQF_CHECK(tokens >= 1, "empty batch");
   kernels_->attn_out_ln(w.post, w.post_ln_w, w.post_ln_b, cfg_.encoder_ln_eps, ctx, residual, out,
                         tokens, ThreadPool::global());
 }
 
 void Encoder::ffn_ln(int64_t l, int64_t tokens, const float* x, float* out) {
-  const LayerWeights& w = layer(l);
+  const PackedLayer& w = layer(l);
   SQF_CHECK(tokens >= 1, "empty batch");
   Lease ws = lease();
   ThreadPool& pool = ThreadPool::global();
@@ -452,7 +452,7 @@ void Encoder::forward(const ForwardArgs& a) {
     at.scores = a.scores ? a.scores + l * score_per_layer : nullptr;
     at.score_offsets = score_offsets.data();
     kernels_->qkv_attention(layers_[l], at, pool);
-    const LayerWeights& w = layers_[l];
+    const PackedLayer& w = layers_[l];
     kernels_->attn_out_ln(w.post, w.post_ln_w, w.post_ln_b, cfg_.encoder_ln_eps, ctx, x, mid, T,
                           pool);
     kernels_->ffn_ln(w.inter, w.out, cfg_.act, w.out_ln_w, w.out_ln_b, cfg_.encoder_ln_eps, mid,

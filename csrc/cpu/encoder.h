@@ -37,8 +37,10 @@ struct RawInt8 {
   const float* scale = nullptr;
 };
 
-// Raw weights in transformers' layout (conv weights [out, in/groups, 1], linear [out, in]).
-struct RawLayer {
+// The weights as given, in transformers' layout (conv weights [out, in/groups, 1], linear [out, in]):
+// EncoderWeights / LayerWeights, the names the CUDA encoder's as-given structs have. Encoder packs them
+// into PackedLayer (kernels.h) once.
+struct LayerWeights {
   const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *post_w, *post_b, *post_ln_w, *post_ln_b;
   const float *inter_w, *inter_b, *out_w, *out_b, *out_ln_w, *out_ln_b;
   // bf16 models may give the FFN weights as bf16 bits instead (then inter_w / out_w are null):
@@ -47,9 +49,9 @@ struct RawLayer {
   // int8 models give the six convs here instead (then the fp32 conv pointers are null)
   RawInt8 q8, k8, v8, post8, inter8, out8;
 };
-struct RawWeights {
+struct EncoderWeights {
   const float *word, *position, *token_type, *emb_ln_w, *emb_ln_b;
-  std::vector<RawLayer> layers;
+  std::vector<LayerWeights> layers;
   const float *pooler_w = nullptr, *pooler_b = nullptr;
 };
 
@@ -58,13 +60,13 @@ using ForwardArgs = PackedBatch<float>;
 class Encoder {
  public:
   // int8 models: `i8` is the int8 GEMM (default: default_int8_isa(isa))
-  Encoder(const EncoderConfig& cfg, const RawWeights& w, Isa isa, const Int8Kernels* i8 = nullptr);
+  Encoder(const EncoderConfig& cfg, const EncoderWeights& w, Isa isa, const Int8Kernels* i8 = nullptr);
   // Whether fp32 FFN conv weights are read in place for the Encoder's whole life (fp32 and one
   // group count: the fused FFN's transposed GEMMs) rather than only while packing.
   static bool ffn_reads_in_place(const EncoderConfig& cfg) {
     return !cfg.bf16 && !cfg.fp16 && !cfg.int8 && cfg.intermediate_groups == cfg.output_groups;
   }
-  // Whether bf16 FFN weights given as bf16 (RawLayer::inter_w16 / out_w16) are read in place: one
+  // Whether bf16 FFN weights given as bf16 (LayerWeights::inter_w16 / out_w16) are read in place: one
   // group count, and every group's rows and columns in whole 32s (the AMX kernel reads A in
   // 32-row blocks of 32-deep rows, here straight from the parameters).
   static bool ffn_bf16_in_place(const EncoderConfig& cfg) {
@@ -134,13 +136,13 @@ class Encoder {
   bool ffn_in_place_ = false;  // every layer's FFN reads its weights in place (fp32 or bf16)
   // Grows `ws` to hold `tokens` rows and sequences up to `max_len` for the current pool size.
   void reserve(Workspace& ws, int64_t tokens, int64_t max_len, int64_t threads) const;
-  const LayerWeights& layer(int64_t l) const;
+  const PackedLayer& layer(int64_t l) const;
   void release(std::unique_ptr<Workspace> ws);
 
   EncoderConfig cfg_;
   const KernelTable* kernels_;
-  RawWeights raw_;
-  std::vector<LayerWeights> layers_;
+  EncoderWeights raw_;
+  std::vector<PackedLayer> layers_;
   GroupedLinear pooler_;
   std::list<aligned_vector<float>> packed_;  // a list: pointers into it stay valid
   std::list<aligned_vector<uint16_t>> packed16_;

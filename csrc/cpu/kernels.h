@@ -103,7 +103,7 @@ struct GroupedLinear {
   const T* as(Form f) const { return form == f ? static_cast<const T*>(w) : nullptr; }
 };
 
-struct LayerWeights {
+struct PackedLayer {
   // When q/k/v share their group count and every group holds whole heads, only `qkv` is
   // packed: group g's output columns are [q_g | k_g | v_g] (3 * H/G), so one GEMM per
   // (sequence, group) yields the Q, K, V of that group's heads. Otherwise q, k, v are packed.
@@ -174,7 +174,7 @@ struct KernelTable {
   // embeddings gather + sum + LayerNorm
   void (*embed_ln)(const EmbedArgs& a, ThreadPool& pool);
   // grouped Q/K/V projection + masked softmax attention per (sequence, head)
-  void (*qkv_attention)(const LayerWeights& w, const AttentionArgs& a, ThreadPool& pool);
+  void (*qkv_attention)(const PackedLayer& w, const AttentionArgs& a, ThreadPool& pool);
   // out = LayerNorm(conv(ctx) + residual), eps fixed by the caller
   void (*attn_out_ln)(const GroupedLinear& w, const float* ln_w, const float* ln_b, float eps,
                       const float* ctx, const float* residual, float* out, int64_t rows,

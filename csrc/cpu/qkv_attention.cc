@@ -319,7 +319,7 @@ KeyMask key_mask(const uint8_t* valid, int64_t L, float* buf) {
 
 }  // namespace
 
-void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& pool) {
+void qkv_attention(const PackedLayer& w, const AttentionArgs& a, ThreadPool& pool) {
   const int64_t H = a.hidden, d = H / a.heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   // bf16 models: QK^T and PV on the bf16 GEMM too (Q, K, V and the probabilities rounded to bf16,

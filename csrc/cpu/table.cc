@@ -6,7 +6,7 @@ namespace cpu {
 namespace SQF_ISA_NS {
 
 void embed_ln(const EmbedArgs& a, ThreadPool& pool);
-void qkv_attention(const LayerWeights& w, const AttentionArgs& a, ThreadPool& pool);
+void qkv_attention(const PackedLayer& w, const AttentionArgs& a, ThreadPool& pool);
 void attn_out_ln(const GroupedLinear& w, const float* ln_w, const float* ln_b, float eps,
                  const float* ctx, const float* residual, float* out, int64_t rows,
                  ThreadPool& pool);
