@@ -22,8 +22,9 @@ using sqf::pyb::Memory;
 namespace {
 
 template <typename T>
-T* array_ptr(const py::handle& obj, const char* name, const std::vector<int64_t>& shape, bool writable = false) {
-  return sqf::pyb::checked<T>(obj, name, shape, Memory::host, writable);
+T* array_ptr(const py::handle& obj, const char* name, const std::vector<int64_t>& shape, bool writable = false,
+             int64_t* rows = nullptr) {
+  return sqf::pyb::checked<T>(obj, name, shape, Memory::host, writable, rows);
 }
 
 template <typename T>
@@ -75,12 +76,12 @@ class PyEncoder {
           // scales stays fp32: one kept in higher precision)
           q8[i]->w = array_ptr<int8_t>(get(key), key.c_str(), shape);
           q8[i]->scale = array_ptr<float>(get(key + "_scale"), (key + "_scale").c_str(), {cv.out});
-        } else if (w16[i] && bf16 && sqf::pyb::view_of(get(key), key.c_str()).dtype != "float32") {
-          *w16[i] = sqf::pyb::checked<uint16_t>(get(key), key.c_str(), shape, Memory::host);
-          keep_.push_back(get(key));
+        } else if (py::object o = get(key); w16[i] && bf16 && sqf::pyb::view_of(o, key.c_str()).dtype != "float32") {
+          *w16[i] = sqf::pyb::checked<uint16_t>(o, key.c_str(), shape, Memory::host);
+          keep_.push_back(o);
         } else {
-          if (w16[i] && ffn_in_place) keep_.push_back(get(key));
-          *f32[i] = array_ptr<float>(get(key), key.c_str(), shape);
+          if (w16[i] && ffn_in_place) keep_.push_back(o);
+          *f32[i] = array_ptr<float>(o, key.c_str(), shape);
         }
         ++i;
       }
@@ -112,8 +113,8 @@ class PyEncoder {
   // cu_seqlens + key_valid of a packed batch, checked.
   static sqf::cpu::ForwardArgs packed_batch(py::object cu_seqlens, py::object key_valid) {
     sqf::cpu::ForwardArgs a;
-    const int64_t* cu = array_ptr<int64_t>(cu_seqlens, "cu_seqlens", {-1});
-    a.batch = sqf::pyb::rows_of(cu_seqlens, "cu_seqlens") - 1;
+    const int64_t* cu = array_ptr<int64_t>(cu_seqlens, "cu_seqlens", {-1}, false, &a.batch);
+    --a.batch;
     if (a.batch < 1) throw py::value_error("empty batch: cu_seqlens needs at least 2 entries");
     a.tokens = cu[a.batch];
     if (a.tokens < 1) throw py::value_error("empty batch: no tokens");
@@ -161,8 +162,8 @@ class PyEncoder {
 
   void attn_out_ln(int64_t layer, py::object ctx, py::object residual, py::object out) {
     const int64_t H = enc_->config().hidden;
-    const float* c = array_ptr<float>(ctx, "ctx", {-1, H});
-    const int64_t T = sqf::pyb::rows_of(ctx, "ctx");
+    int64_t T = 0;
+    const float* c = array_ptr<float>(ctx, "ctx", {-1, H}, false, &T);
     const float* r = array_ptr<float>(residual, "residual", {T, H});
     float* o = array_ptr<float>(out, "out", {T, H}, true);
     py::gil_scoped_release release;
@@ -171,8 +172,8 @@ class PyEncoder {
 
   void ffn_ln(int64_t layer, py::object x, py::object out) {
     const int64_t H = enc_->config().hidden;
-    const float* xp = array_ptr<float>(x, "x", {-1, H});
-    const int64_t T = sqf::pyb::rows_of(x, "x");
+    int64_t T = 0;
+    const float* xp = array_ptr<float>(x, "x", {-1, H}, false, &T);
     float* o = array_ptr<float>(out, "out", {T, H}, true);
     py::gil_scoped_release release;
     enc_->ffn_ln(layer, T, xp, o);
@@ -282,10 +283,11 @@ class WeightSampler {
 py::array_t<float> int8_gemm(const std::string& variant, py::object a, py::object w, py::object w_scale,
                              py::object bias, const std::string& act) {
   const auto& k = sqf::cpu::int8_kernels(sqf::int8_isa_from_name(variant));
-  const float* A = array_ptr<float>(a, "a", {-1, -1});
-  const int64_t M = sqf::pyb::view_of(a, "a").shape[0], K = sqf::pyb::view_of(a, "a").shape[1];
-  const int8_t* W = array_ptr<int8_t>(w, "w", {-1, K});
-  const int64_t N = sqf::pyb::rows_of(w, "w");
+  const sqf::pyb::View av = sqf::pyb::checked_view(a, "a", "float32", {-1, -1}, Memory::host);
+  const float* A = static_cast<const float*>(av.data);
+  const int64_t M = av.shape[0], K = av.shape[1];
+  int64_t N = 0;
+  const int8_t* W = array_ptr<int8_t>(w, "w", {-1, K}, false, &N);
   if (M < 1 || N < 1 || K < 1) throw py::value_error("int8_gemm needs M, N, K >= 1");
   const float* ws = optional_ptr<float>(w_scale, "w_scale", {N});
   const float* b = optional_ptr<float>(bias, "bias", {N});

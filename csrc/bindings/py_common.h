@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -98,7 +99,7 @@ inline std::string shape_text(const std::vector<int64_t>& s) {
 }
 
 // The view of `obj`, checked: in `memory`, of one of `dtypes` (a |-separated list), C-contiguous,
-// writable if asked, and of `shape` (-1 = any).
+// writable if asked, and of `shape` (-1 = any: read it from the view).
 inline View checked_view(const py::handle& obj, const char* name, const std::string& dtypes,
                          const std::vector<int64_t>& shape, Memory memory, bool writable = false) {
   View v = view_of(obj, name);
@@ -106,7 +107,13 @@ inline View checked_view(const py::handle& obj, const char* name, const std::str
     throw py::value_error(str_cat(name, " is in ", v.memory == Memory::host ? "host" : "CUDA device",
                                   " memory, but this encoder reads ", memory == Memory::host ? "host" : "CUDA device",
                                   " memory"));
-  if (("|" + dtypes + "|").find("|" + v.dtype + "|") == std::string::npos) {
+  bool dtype_ok = false;  // one of the |-separated names (no allocation: this runs per argument per call)
+  for (size_t at = 0; !dtype_ok && at <= dtypes.size();) {
+    const size_t end = std::min(dtypes.find('|', at), dtypes.size());
+    dtype_ok = dtypes.compare(at, end - at, v.dtype) == 0;
+    at = end + 1;
+  }
+  if (!dtype_ok) {
     std::string want = dtypes;
     for (auto& ch : want) ch = ch == '|' ? '/' : ch;
     throw py::type_error(str_cat(name, " must have dtype ", want, ", got ", v.dtype));
@@ -129,10 +136,13 @@ const char* dtype_name() {
   return "?";
 }
 
+// `rows`, when given, receives the first dimension (an `any` one, typically).
 template <typename T>
 T* checked(const py::handle& obj, const char* name, const std::vector<int64_t>& shape, Memory memory,
-           bool writable = false) {
-  return static_cast<T*>(checked_view(obj, name, dtype_name<T>(), shape, memory, writable).data);
+           bool writable = false, int64_t* rows = nullptr) {
+  const View v = checked_view(obj, name, dtype_name<T>(), shape, memory, writable);
+  if (rows) *rows = v.shape.empty() ? 0 : v.shape[0];
+  return static_cast<T*>(v.data);
 }
 
 template <typename T>

@@ -148,8 +148,13 @@ class PyEncoder {
     using sqf::pyb::optional;
     const std::string dt = sc::dtype_name(c_.dtype);
     const int64_t H = c_.hidden;
-    const int64_t batch = sqf::pyb::rows_of(cu_seqlens, "cu_seqlens") - 1;
-    const int64_t tokens = sqf::pyb::rows_of(last_hidden, "last_hidden");
+    sc::ForwardArgs a;
+    int64_t batch = 0;
+    a.cu_seqlens = checked<int64_t>(cu_seqlens, "cu_seqlens", {-1}, Memory::cuda, false, &batch);
+    --batch;
+    const sqf::pyb::View lh = checked_view(last_hidden, "last_hidden", dt, {-1, H}, Memory::cuda, true);
+    const int64_t tokens = lh.shape[0];
+    a.last_hidden = lh.data;
     if (batch < 1 || tokens < 1) throw py::value_error("empty batch");
     if (max_len < 1 || max_len > tokens)
       throw py::value_error(str_cat("max_len ", max_len, " outside [1, tokens=", tokens, "]"));
@@ -158,18 +163,15 @@ class PyEncoder {
     if (workspace.is_none()) throw py::value_error("workspace is required (size it with workspace_layout)");
     if (!scores.is_none() && score_offsets.is_none()) throw py::value_error("scores need score_offsets");
     if (!pooled.is_none() && pool_rows.is_none()) throw py::value_error("pooled needs pool_rows");
-    sc::ForwardArgs a;
     a.batch = batch;
     a.tokens = tokens;
     a.max_len = static_cast<int>(max_len);
-    a.cu_seqlens = checked<int64_t>(cu_seqlens, "cu_seqlens", {batch + 1}, Memory::cuda);
     a.input_ids = optional<int64_t>(input_ids, "input_ids", {tokens}, Memory::cuda);
     if (!inputs_embeds.is_none())
       a.inputs_embeds = checked_view(inputs_embeds, "inputs_embeds", dt, {tokens, H}, Memory::cuda).data;
     a.token_type_ids = checked<int64_t>(token_type_ids, "token_type_ids", {tokens}, Memory::cuda);
     a.position_ids = checked<int64_t>(position_ids, "position_ids", {tokens}, Memory::cuda);
     a.key_valid = checked<uint8_t>(key_valid, "key_valid", {tokens}, Memory::cuda);
-    a.last_hidden = checked_view(last_hidden, "last_hidden", dt, {tokens, H}, Memory::cuda, true).data;
     if (!hidden_states.is_none())
       a.hidden_states =
           checked_view(hidden_states, "hidden_states", dt, {c_.layers + 1, tokens, H}, Memory::cuda, true).data;
