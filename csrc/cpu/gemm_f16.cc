@@ -166,12 +166,13 @@ void gemm_f16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float* 
     }
   }
 #else
-  thread_local aligned_vector<float> panel;
-  if (static_cast<int64_t>(panel.size()) < K * P) panel.resize(static_cast<size_t>(K * P));
+  thread_local aligned_vector<float> panel_tls;
+  if (static_cast<int64_t>(panel_tls.size()) < K * P) panel_tls.resize(static_cast<size_t>(K * P));
+  float* const panel = panel_tls.data();  // addressed once (a thread_local access is a __tls_get_addr call)
   for (int64_t j0 = 0; j0 < N; j0 += P) {
     const uint16_t* Bp = B + (j0 / P) * K * P;
     for (int64_t i = 0; i < K * P; ++i) panel[i] = half_to_float(Bp[i]);
-    gemm(A, lda, panel.data(), P, K, C + j0, ldc, M, imin(P, N - j0), bias ? bias + j0 : nullptr,
+    gemm(A, lda, panel, P, K, C + j0, ldc, M, imin(P, N - j0), bias ? bias + j0 : nullptr,
          act);
   }
 #endif

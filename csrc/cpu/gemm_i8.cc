@@ -190,13 +190,14 @@ float quantize_row(const float* a, int64_t K, int64_t Kq, AType* q) {
 // row pairs [Mp / 2][Kq / 8][2][8], so pair p starts at aq + 2 * p * Kq all the same.
 void quantize_a(const float* A, int64_t lda, int64_t M, int64_t K, int64_t Kq, int64_t Mp, AType* aq, float* as) {
 #if defined(SQF_I8_NEON_I8MM)
-  thread_local aligned_vector<AType> row;
-  if (static_cast<int64_t>(row.size()) < Kq) row.resize(static_cast<size_t>(Kq));
+  thread_local aligned_vector<AType> row_buf;
+  if (static_cast<int64_t>(row_buf.size()) < Kq) row_buf.resize(static_cast<size_t>(Kq));
+  AType* const row = row_buf.data();
   std::fill(aq + (M & ~int64_t(1)) * Kq, aq + Mp * Kq, AType(0));  // odd M: the last pair's second row too
   for (int64_t r = 0; r < M; ++r) {
-    as[r] = quantize_row(A + r * lda, K, Kq, row.data());
+    as[r] = quantize_row(A + r * lda, K, Kq, row);
     AType* dst = aq + (r & ~int64_t(1)) * Kq + (r & 1) * KS;
-    for (int64_t s = 0; s < Kq / KS; ++s) std::memcpy(dst + s * 2 * KS, row.data() + s * KS, static_cast<size_t>(KS));
+    for (int64_t s = 0; s < Kq / KS; ++s) std::memcpy(dst + s * 2 * KS, row + s * KS, static_cast<size_t>(KS));
   }
 #else
   for (int64_t r = 0; r < M; ++r) as[r] = quantize_row(A + r * lda, K, Kq, aq + r * Kq);
@@ -404,11 +405,15 @@ void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const fl
           const int32_t* w_sum, float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act) {
   if (M <= 0 || N <= 0) return;
   const int64_t ks = ksteps(K), Kq = ks * KS, Mp = ceil_div(M, MR) * MR;
-  thread_local aligned_vector<AType> aq;
-  thread_local aligned_vector<float> as;
-  if (static_cast<int64_t>(aq.size()) < Mp * Kq) aq.resize(static_cast<size_t>(Mp * Kq));
-  if (static_cast<int64_t>(as.size()) < M) as.resize(static_cast<size_t>(M));
-  quantize_a(A, lda, M, K, Kq, Mp, aq.data(), as.data());
+  // Per-thread buffers, addressed once: each thread_local access in a shared object is a __tls_get_addr
+  // call (2.6% of an int8 scoring run when the loops below touched them per block and per row).
+  thread_local aligned_vector<AType> aq_buf;
+  thread_local aligned_vector<float> as_buf;
+  if (static_cast<int64_t>(aq_buf.size()) < Mp * Kq) aq_buf.resize(static_cast<size_t>(Mp * Kq));
+  if (static_cast<int64_t>(as_buf.size()) < M) as_buf.resize(static_cast<size_t>(M));
+  AType* const aq = aq_buf.data();
+  float* const as = as_buf.data();
+  quantize_a(A, lda, M, K, Kq, Mp, aq, as);
   const BType* B = reinterpret_cast<const BType*>(Bbytes);
   alignas(64) int32_t acc[MR * NR];
 #if defined(SQF_I8_AMX)
@@ -426,10 +431,10 @@ void gemm(const float* A, int64_t lda, const int8_t* Bbytes, int64_t K, const fl
     for (int64_t m = 0; m < M; m += MR) {
       const int rows = static_cast<int>(imin(MR, M - m));
 #if defined(SQF_I8_AMX)
-      amx_block(aq.data() + m * Kq, Kq, Bp, ks, acc);
+      amx_block(aq + m * Kq, Kq, Bp, ks, acc);
 #else
       // whole row pairs on i8mm (an odd M's pad row is zeros); the epilogue writes `rows` rows
-      tail_rows<MR>((rows + kRowStep - 1) / kRowStep * kRowStep, aq.data() + m * Kq, Kq, Bp, ks, acc);
+      tail_rows<MR>((rows + kRowStep - 1) / kRowStep * kRowStep, aq + m * Kq, Kq, Bp, ks, acc);
 #endif
       for (int r = 0; r < rows; ++r) epilogue(acc + r * NR, pc, as[m + r], !w_scale, C + (m + r) * ldc + j0, nb, act);
     }

@@ -164,16 +164,17 @@ constexpr int64_t KC = 192;
 // steady state). Loop order: K block, then panel, then MR-row micro-panels (BLIS' order).
 void gemm_panels(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc,
                  int64_t M, int64_t N, const float* bias, Act act) {
-  thread_local aligned_vector<float> abuf;
+  thread_local aligned_vector<float> abuf_tls;
   const int64_t nk = ceil_div(K, KC), kc_max = ceil_div(K, nk), mp = ceil_div(M, MR);
-  if (static_cast<int64_t>(abuf.size()) < mp * MR * kc_max)
-    abuf.resize(static_cast<size_t>(mp * MR * kc_max));
+  if (static_cast<int64_t>(abuf_tls.size()) < mp * MR * kc_max)
+    abuf_tls.resize(static_cast<size_t>(mp * MR * kc_max));
+  float* const abuf = abuf_tls.data();  // addressed once (a thread_local access is a __tls_get_addr call)
   const int64_t npanels = ceil_div(N, NR);
   for (int64_t kb = 0; kb < nk; ++kb) {
     const int64_t k0 = kb * kc_max, kc = imin(kc_max, K - k0);
     const bool first = kb == 0, last = kb == nk - 1;
     for (int64_t i = 0; i < mp; ++i)  // pack A[:, k0:k0+kc] into MR-row micro-panels
-      pack_a(A + i * MR * lda + k0, lda, imin(MR, M - i * MR), kc, abuf.data() + i * kc * MR);
+      pack_a(A + i * MR * lda + k0, lda, imin(MR, M - i * MR), kc, abuf + i * kc * MR);
     for (int64_t p = 0; p < npanels; ++p) {
       const int64_t j0 = p * NR, nb = imin(NR, N - j0);
       const float* Bp = B + p * K * NR + k0 * NR;
@@ -182,7 +183,7 @@ void gemm_panels(const float* A, int64_t lda, const float* B, int64_t K, float* 
       const float* bj = bias ? bias + j0 : nullptr;
       for (int64_t i = 0; i < mp; ++i) {
         const int rows = static_cast<int>(imin(MR, M - i * MR));
-        const float* Ai = abuf.data() + i * kc * MR;
+        const float* Ai = abuf + i * kc * MR;
         float* Ci = C + i * MR * ldc + j0;
         // the first pass prefetches the next slice (kc rows of NR floats)
         const char* pf = next && i == 0 ? reinterpret_cast<const char*>(next) : nullptr;
