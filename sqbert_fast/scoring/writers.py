@@ -189,6 +189,21 @@ def numeric_array(values: np.ndarray):
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
 
+def parquet_options(columns: list) -> dict:
+    """Writer options for ``columns``: no dictionary encoding for float vectors (embeddings). Arrow would
+    hash every value into a dictionary page before falling back to plain encoding, for nothing: about 1% of
+    an int8 embedding run's time (perf, Sapphire Rapids). Other flat columns keep the default."""
+    import pyarrow as pa
+
+    def float_vector(typ) -> bool:
+        listy = pa.types.is_list(typ) or pa.types.is_fixed_size_list(typ)
+        return listy and pa.types.is_floating(typ.value_type)
+
+    if not any(float_vector(typ) for _, typ in columns):
+        return {}
+    return {"use_dictionary": [name for name, typ in columns if not float_vector(typ)]}
+
+
 def records_table(columns: list, records: list[dict]):
     """Records -> a pyarrow Table of ``columns`` ((name, type) pairs); a missing or None value is null.
     Numeric vectors (embeddings, any stored dtype) go in as one flat buffer, not a Python object per value."""
@@ -348,7 +363,7 @@ class ChunkedOutput:
             import pyarrow.parquet as pq
 
             tmp = self._part(i, main) + self.tmp_suffix
-            pq.write_table(self.to_table(records), tmp)
+            pq.write_table(self.to_table(records), tmp, **parquet_options(self.columns))
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self._part(i, main))
@@ -379,7 +394,7 @@ class ChunkedOutput:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            with pq.ParquetWriter(tmp, pa.schema(self.columns)) as writer:
+            with pq.ParquetWriter(tmp, pa.schema(self.columns), **parquet_options(self.columns)) as writer:
                 for i in range(n):
                     table = pq.ParquetFile(self._part(i, main)).read()  # read_table imports pyarrow.dataset and pandas
                     if table.num_rows:
