@@ -134,9 +134,10 @@ def run(args: argparse.Namespace) -> int:
                 resume=args.resume, merge=not args.ray_no_merge, shard_rows=args.ray_shard_rows,
                 progress=not args.no_progress, **_scorer_kwargs(args))
         else:
-            from .scorer import Scorer
+            from .scorer import Scorer, freeze_heap
 
             scorer = Scorer(model, **_scorer_kwargs(args))
+            freeze_heap()
             summary = scorer.score_file(
                 args.input, args.output, input_format=args.input_format, output_format=args.output_format,
                 id_field=args.id_field, errors_path=args.errors, embeddings_npy=args.embeddings_npy,

@@ -58,7 +58,7 @@ from typing import Any
 
 from .readers import Row, _pick, csv_row_starts, detect_format, line_starts, read_rows
 from .fingerprint import weights_fingerprint
-from .scorer import Progress, Scorer, Summary, Window, resolve_settings
+from .scorer import Progress, Scorer, Summary, Window, freeze_heap, resolve_settings
 from .tasks import TASKS, TaskOptions, check_positive_int, check_ranges, make_task, ranges_digest
 from .writers import (_STATE_VERSION, ChunkedOutput, ResumeError, _differences, check_paths, detect_output_format,
                       records_table)
@@ -272,7 +272,8 @@ class ShardActor:
                  npy_dtype: str = "float32"):
         model, self._tmp = _materialize(model)
         self.scorer = Scorer(model, **scorer_kwargs)
-        self.scorer.task.ranges = self.scorer.embedding_ranges  # int8: the run's ranges, from the driver
+        self.scorer.task.ranges = self.scorer.embedding_ranges
+        freeze_heap()  # int8: the run's ranges, from the driver
         self.input_path, self.in_fmt, self.columns, self.id_field = input_path, in_fmt, columns, id_field
         self.writer = _PartWriter(parts, out_fmt, out_columns, npy, npy_dtype)
         self.stringify = bool(id_field) and out_fmt != "jsonl"
@@ -326,6 +327,7 @@ class ScoringActor:
         model, self._tmp = _materialize(model)
         self.scorer = Scorer(model, **scorer_kwargs)
         self.scorer.task.ranges = self.scorer.embedding_ranges
+        freeze_heap()
         self.columns, self.id_field, self.out_columns = columns, id_field, out_columns
 
     def __call__(self, batch):

@@ -13,6 +13,7 @@ tokens computed, so the ETA stays honest although the batches run longest-first.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import os
@@ -241,6 +242,14 @@ def resolve_settings(task: str, model_dir: str | None, config, tokenizer, max_le
     elif fields["doc_stride"] is not None:
         raise ValueError("doc_stride (--doc-stride) only applies to --task qa")
     return TaskOptions(**fields), max_length
+
+
+def freeze_heap() -> None:
+    """For a process that exists to score (the CLI, a Ray actor), once its model is loaded: move everything
+    allocated so far (torch, the model, the imports) into the collector's permanent generation. They are
+    never garbage, and each full collection walked them all again: 3% of an int8 embedding run's time
+    (perf, Sapphire Rapids, 7,050 rows). Not done by ``Scorer`` itself: that is the calling process's call."""
+    gc.freeze()
 
 
 class Scorer:
