@@ -18,7 +18,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 import sqbert_fast as sqf  # noqa: E402
-from hf_utils import SMALL_CONFIGS, hf_config, max_diff_real, padded_batch, save_hf  # noqa: E402
+from hf_utils import CONFIGS as NAMED_CONFIGS  # noqa: E402
+from hf_utils import hf_config, max_diff_real, padded_batch, save_hf  # noqa: E402
 
 _C = pytest.importorskip("sqbert_fast._C")
 from sqbert_fast.backends import encoder_weights  # noqa: E402
@@ -27,13 +28,15 @@ from sqbert_fast.backends.cpu import CpuRunner  # noqa: E402
 from sqbert_fast.packing import pack  # noqa: E402
 
 VARIANTS = list(_C.cpu_info()["usable_int8_isas"])
-CONFIGS = ["h128_d64_default_pattern", "h96_d32_unaligned", "h48_d16_bert_gelu_new"]
+# d32: heads of 32 in whole groups, 3 sequences x 2 groups: the fused Q/K/V projection (i8_amx hands its
+# 32 x 32 blocks to the epilogue that writes attention's bf16 operands, when attention runs in bf16)
+CONFIGS = ["h128_d64_default_pattern", "h96_d32_unaligned", "h48_d16_bert_gelu_new", "d32"]
 
 
 @pytest.fixture(scope="module", params=CONFIGS)
 def case(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
-    cfg = hf_config(**SMALL_CONFIGS[request.param])
+    cfg = hf_config(**NAMED_CONFIGS[request.param])
     hf = save_hf("SqueezeBertModel", cfg, path)
     model = sqf.SqueezeBertModel.from_pretrained(path, backend="reference", dtype=torch.int8)
     ids, mask = padded_batch(3, 45, cfg.vocab_size, "left", seed=2)
@@ -93,7 +96,7 @@ def test_forced_isa_caps_the_int8_variant(monkeypatch):
 
 
 def test_forcing_an_unusable_int8_variant_is_an_error(tmp_path, monkeypatch):
-    cfg = hf_config(**SMALL_CONFIGS["h64_d16_mixed"])
+    cfg = hf_config(**NAMED_CONFIGS["h64_d16_mixed"])
     save_hf("SqueezeBertModel", cfg, tmp_path)
     missing = [v for v in ("i8_amx", "i8_avx512_vnni", "i8_avx_vnni", "i8_avx2", "i8_neon_dot", "i8_neon_i8mm")
                if v not in VARIANTS]

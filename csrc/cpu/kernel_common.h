@@ -168,10 +168,8 @@ void gemm_bf16(const float* A, int64_t lda, const uint16_t* B, int64_t K, float*
 // rounded to 32 readable) and B VNNI panels: attention's QK^T on Q as the Q/K/V projection left it.
 void gemm_bf16_a16(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t K, float* C, int64_t ldc,
                    int64_t M, int64_t N);
-// C = A @ B (A fp32 rows, rounded to bf16; B VNNI panels of 32 columns) handed over block by block:
-// epi(ctx, r0, p, acc) gets rows r0 .. r0 + 31 (rows past M are zero rows of A) of column panel p
-// as acc[32][32] fp32 and finishes them (the fused Q/K/V projection writes bf16 Q, K^T and V).
-using BlockEpilogue = void (*)(void* ctx, int64_t r0, int64_t p, const float* acc);
+// C = A @ B (A fp32 rows, rounded to bf16; B VNNI panels of 32 columns) handed over block by block
+// (BlockEpilogue, kernels.h: the fused Q/K/V projection writes bf16 Q, K^T and V).
 void gemm_bf16_blocks(const float* A, int64_t lda, int64_t M, int64_t K, const uint16_t* B, int64_t N,
                       BlockEpilogue epi, void* ctx);
 // The FFN's transposed bf16 task (ffn_ln.cc): C[M, m] = A @ B with A bf16 rows [M][K] used in place

@@ -53,6 +53,10 @@ constexpr int64_t kF16Panel = 16;
 // Weights are int8 per output column with a scale each; activations are quantized per row inside
 // gemm. Each variant packs the weights of a column panel its own way (pack_panel); panel p of a
 // group starts at p * panel_bytes(K) of that group's packed bytes.
+// A GEMM's output handed over block by block: epi(ctx, r0, p, acc) gets rows r0 .. r0 + 31 (rows past M
+// are zero rows of A) of column panel p (columns 32p .. 32p + 31) as acc[32][32] fp32, and finishes them.
+using BlockEpilogue = void (*)(void* ctx, int64_t r0, int64_t p, const float* acc);
+
 struct Int8Kernels {
   const char* name;
   int64_t nr;                            // columns per panel
@@ -64,6 +68,11 @@ struct Int8Kernels {
   // w_scale == nullptr: C = the exact integer products (tests).
   void (*gemm)(const float* A, int64_t lda, const int8_t* B, int64_t K, const float* w_scale,
                const int32_t* w_sum, float* C, int64_t ldc, int64_t M, int64_t N, const float* bias, Act act);
+  // float(quant(A) @ B) * (a_scale[r] * w_scale[n]) (no bias: the epilogue adds it) handed to epi in
+  // 32 x 32 blocks, N a multiple of 32; nullptr in variants whose tile is not 32 x 32 (all but i8_amx).
+  // The fused Q/K/V projection writes attention's bf16 operands from it, as it does from the bf16 GEMM.
+  void (*gemm_blocks)(const float* A, int64_t lda, const int8_t* B, int64_t K, const float* w_scale,
+                      const int32_t* w_sum, int64_t M, int64_t N, BlockEpilogue epi, void* ctx);
 };
 
 // One grouped conv's weights, in exactly one of these forms (`form`), at `w`:

@@ -346,8 +346,10 @@ void qkv_attention(const PackedLayer& w, const AttentionArgs& a, ThreadPool& poo
   }
   if (w.qkv.has_weights()) {
     const int64_t G = w.qkv.groups, No = H / G, hpg = No / d, ld = 3 * No;
-    // bf16 with heads of whole 32s: the projection writes attention's bf16 operands (qkv_epilogue)
-    const bool direct = w.qkv.bf16() && d % 32 == 0;
+    // bf16 with heads of whole 32s: the projection writes attention's bf16 operands (qkv_epilogue); so
+    // does an int8 projection whose variant hands over 32 x 32 blocks (i8_amx) when attention runs in bf16
+    const bool i8_blocks = w.qkv.int8() && w.qkv.i8->gemm_blocks && bf16;
+    const bool direct = (w.qkv.bf16() || i8_blocks) && d % 32 == 0;
     auto task = [&](int64_t t, int thread) {
       const int64_t b = t / G, g = t % G;
       const int64_t base = a.cu_seqlens[b], L = a.cu_seqlens[b + 1] - base;
@@ -367,9 +369,16 @@ void qkv_attention(const PackedLayer& w, const AttentionArgs& a, ThreadPool& poo
         e.q = q16.data();
         e.kt = kt32.data();
         e.v = v32.data();
-        const int64_t Kp = ceil_div(No, 32) * 32, panels = ceil_div(ld, kBf16Panel);
-        gemm_bf16_blocks(a.x + base * H + g * No, H, L, No, w.qkv.bf16() + g * panels * Kp * kBf16Panel, ld,
-                         qkv_epilogue, &e);
+        if (i8_blocks) {
+          const Int8Kernels& k8 = *w.qkv.i8;
+          const int64_t panels = ceil_div(ld, k8.nr);
+          k8.gemm_blocks(a.x + base * H + g * No, H, w.qkv.int8() + g * panels * k8.panel_bytes(No), No,
+                         w.qkv.wscale + g * ld, w.qkv.wsum ? w.qkv.wsum + g * ld : nullptr, L, ld, qkv_epilogue, &e);
+        } else {
+          const int64_t Kp = ceil_div(No, 32) * 32, panels = ceil_div(ld, kBf16Panel);
+          gemm_bf16_blocks(a.x + base * H + g * No, H, L, No, w.qkv.bf16() + g * panels * Kp * kBf16Panel, ld,
+                           qkv_epilogue, &e);
+        }
         for (int64_t hl = 0; hl < hpg; ++hl) {
           const int64_t h = g * hpg + hl;
           float* sc = a.scores ? a.scores + a.score_offsets[b] + h * L * L : nullptr;
