@@ -3,7 +3,6 @@
 #include <pthread.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <string>
 #if defined(__x86_64__) || defined(__i386__)
@@ -15,13 +14,7 @@
 namespace sqf {
 namespace {
 
-// How long a worker polls for the next job (and the caller for the last worker) before sleeping on a
-// condition variable. By time, not by count: a PAUSE takes 10 to 140 cycles depending on the core, and
-// 2000 of them (the count this used) were ~25 us on a Sapphire Rapids VM, shorter than one token's FFN:
-// the worker slept during the FFN's single task and the LayerNorm after it paid its wake-up, ~30 us on a
-// VM, 6 times a forward (ffn_ln at 8 tokens: 28 us on one thread, 61 us on two). OpenMP runtimes poll
-// for 0.2 ms (GOMP_SPINCOUNT) to 200 ms (KMP_BLOCKTIME); a forward's hand-offs are microseconds apart.
-constexpr auto kSpinTime = std::chrono::microseconds(300);
+constexpr int kSpinIterations = 2000;
 constexpr int kMaxThreadsPerCore = 4;
 
 inline void cpu_relax() {
@@ -32,17 +25,14 @@ inline void cpu_relax() {
 #endif
 }
 
-// Polls `ready` for up to kSpinTime; true as soon as it holds.
+// Polls `ready` kSpinIterations times; true as soon as it holds.
 template <typename F>
 bool spin_until(F ready) {
-  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      if (ready()) return true;
-      cpu_relax();
-    }
-    if (std::chrono::steady_clock::now() >= deadline) return ready();
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (ready()) return true;
+    cpu_relax();
   }
+  return ready();
 }
 
 int hardware_threads() {

@@ -6,10 +6,13 @@
 // units never share template instantiations with the baseline code (no ODR mixing of
 // AVX-512 and scalar code).
 // Hand-offs spin before they block: a worker polls for the next job, and the caller for the
-// workers' completion, for kSpinTime (300 us, by the clock) before waiting on a condition variable.
-// A forward pass is ~60 parallel_for calls microseconds apart (the longest gap one single-task FFN
-// of a short sequence), so they pass without futex syscalls or wake-up latency; an idle pool goes
-// back to sleep within 300 us (OpenMP runtimes spin for up to 200 ms by default).
+// workers' completion, for about kSpinIterations pause instructions (~100 us) before waiting on
+// a condition variable. A forward pass is ~60 back-to-back parallel_for calls microseconds
+// apart, so they pass without futex syscalls or wake-up latency; an idle pool goes back to sleep
+// within ~100 us (OpenMP runtimes spin for up to 200 ms by default). Longer is worse on a VM: on the
+// 2-vCPU Sapphire Rapids guest, polling for 120-300 us made a forward called after 100 ms idle 2-3x
+// slower (int8 MiniLM 1x128: 12-15 ms instead of 5), apparently while the host ran both vCPUs on
+// one core; 25-60 us did not. Keep the hand-offs short rather than the spin long (ffn_split).
 // fork(): only the forking thread exists in the child, so the workers, and any lock or condition
 // variable they held, are gone there. The global pool holds every piece of worker state in one
 // heap block (Core); a pthread_atfork handler takes call_mutex_ across fork() (no job is half
