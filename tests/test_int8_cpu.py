@@ -12,6 +12,7 @@ models: tests/test_int8.py.)
 from __future__ import annotations
 
 import copy
+import tempfile
 
 import pytest
 import torch
@@ -123,3 +124,34 @@ def test_a_conv_kept_in_fp32_runs_beside_int8_ones(case):
         runner = CpuRunner(model, isa=isa, int8_isa=variant)
         got = p.unpack(runner.encode(p, False, False, False).last_hidden)
         assert max_diff_real(got, want, mask) <= 0.5 * int8_error, variant
+
+
+@pytest.mark.parametrize("tokens", [1, 20, 32])
+def test_a_short_sequence_ffn_splits_over_columns(tokens):
+    """Up to 32 tokens in one FFN group are one task of the fused FFN; with two threads the FFN runs as two
+    grouped GEMMs split over columns instead (ffn_split). Same results as the reference int8 op, and the
+    whole encoder as on one thread."""
+    cfg = hf_config(**NAMED_CONFIGS["h48_d16_bert_gelu_new"])  # every conv in one group
+    with tempfile.TemporaryDirectory() as path:
+        save_hf("SqueezeBertModel", cfg, path)
+        model = sqf.SqueezeBertModel.from_pretrained(path, backend="reference", dtype=torch.int8)
+    ids, mask = padded_batch(1, tokens, cfg.vocab_size, "right", seed=3)
+    p = pack(model.config, ids, mask)
+    w = {k: v if v.dtype == torch.int8 else v.float() for k, v in encoder_weights(model).items()}
+    x = ref.embed_ln(p, w, cfg.layer_norm_eps).contiguous()
+    want = ref.ffn_ln(x, w, 0, model.config)
+    before = sqf.get_num_threads()
+    try:
+        outs = {}
+        for threads in (2, 1):
+            sqf.set_num_threads(threads)
+            for variant in VARIANTS:
+                enc = CpuRunner(model, isa=ATTN_ISAS[0], int8_isa=variant).encoder
+                out = torch.empty_like(x)
+                enc.ffn_ln(0, x.numpy(), out.numpy())
+                assert (out - want).abs().max() <= 5e-3, (threads, variant)  # a quantization step at most
+                outs[threads, variant] = out
+        for variant in VARIANTS:
+            assert torch.equal(outs[2, variant], outs[1, variant]), variant
+    finally:
+        sqf.set_num_threads(before)

@@ -105,6 +105,20 @@ void layernorm_rows(const float* ln_w, const float* ln_b, float eps, const float
   parallel_for(pool, ceil_div(rows, per), task);
 }
 
+namespace {
+// The FFN as two grouped GEMMs through the [rows, I] intermediate, each split over rows and columns
+// (grouped_linear): for group counts that differ, and for too few (row block, group) tasks to keep
+// the threads busy (a sequence of up to 32 tokens in one group is one task of the fused path: one
+// thread would run the whole FFN while the others wait).
+void ffn_split(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const float* ln_w, const float* ln_b,
+               float eps, const float* x, float* inter, float* out, int64_t rows, ThreadPool& pool) {
+  const int64_t H = w2.out, I = w1.out;
+  grouped_linear(w1, x, w1.in, inter, I, rows, act, pool);
+  grouped_linear(w2, inter, I, out, H, rows, Act::none, pool);
+  layernorm_rows(ln_w, ln_b, eps, x, out, H, rows, pool);
+}
+}  // namespace
+
 void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const float* ln_w,
             const float* ln_b, float eps, const float* x, float* inter, float* out, int64_t rows,
             ThreadPool& pool) {
@@ -114,6 +128,8 @@ void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const flo
     const bool transposed = w1.f32_native() && w2.f32_native(), transposed16 = w1.bf16_native() && w2.bf16_native();
     const RowBlocks rb = row_blocks(rows, G, pool.num_threads(), w1.bf16() || transposed || transposed16 || tiles32(w1));
     const int64_t mblocks = rb.n;
+    if (mblocks * G < pool.num_threads() && inter && !transposed && !transposed16)
+      return ffn_split(w1, w2, act, ln_w, ln_b, eps, x, inter, out, rows, pool);
     auto task = [&](int64_t t, int) {
       const int64_t g = t / mblocks, m0 = rb.begin(t % mblocks), m = rb.end(t % mblocks) - m0;
       if (transposed) return ffn_group_transposed(w1, w2, g, act, x + m0 * H, H, out + m0 * H, m);
@@ -128,8 +144,7 @@ void ffn_ln(const GroupedLinear& w1, const GroupedLinear& w2, Act act, const flo
     };
     parallel_for(pool, mblocks * G, task);
   } else {
-    grouped_linear(w1, x, w1.in, inter, I, rows, act, pool);
-    grouped_linear(w2, inter, I, out, H, rows, Act::none, pool);
+    return ffn_split(w1, w2, act, ln_w, ln_b, eps, x, inter, out, rows, pool);
   }
   layernorm_rows(ln_w, ln_b, eps, x, out, H, rows, pool);
 }
