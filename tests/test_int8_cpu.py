@@ -12,7 +12,6 @@ models: tests/test_int8.py.)
 from __future__ import annotations
 
 import copy
-import tempfile
 
 import pytest
 import torch
@@ -127,14 +126,13 @@ def test_a_conv_kept_in_fp32_runs_beside_int8_ones(case):
 
 
 @pytest.mark.parametrize("tokens", [1, 20, 32])
-def test_a_short_sequence_ffn_splits_over_columns(tokens):
+def test_a_short_sequence_ffn_splits_over_columns(tokens, tmp_path):
     """Up to 32 tokens in one FFN group are one task of the fused FFN; with two threads the FFN runs as two
     grouped GEMMs split over columns instead (ffn_split). Same results as the reference int8 op, and the
-    whole encoder as on one thread."""
+    same bits as the fused FFN on one thread."""
     cfg = hf_config(**NAMED_CONFIGS["h48_d16_bert_gelu_new"])  # every conv in one group
-    with tempfile.TemporaryDirectory() as path:
-        save_hf("SqueezeBertModel", cfg, path)
-        model = sqf.SqueezeBertModel.from_pretrained(path, backend="reference", dtype=torch.int8)
+    save_hf("SqueezeBertModel", cfg, tmp_path)
+    model = sqf.SqueezeBertModel.from_pretrained(tmp_path, backend="reference", dtype=torch.int8)
     ids, mask = padded_batch(1, tokens, cfg.vocab_size, "right", seed=3)
     p = pack(model.config, ids, mask)
     w = {k: v if v.dtype == torch.int8 else v.float() for k, v in encoder_weights(model).items()}

@@ -6,10 +6,11 @@
 // units never share template instantiations with the baseline code (no ODR mixing of
 // AVX-512 and scalar code).
 // Hand-offs spin before they block: a worker polls for the next job, and the caller for the
-// workers' completion, for about kSpinIterations pause instructions (~100 us) before waiting on
-// a condition variable. A forward pass is ~60 back-to-back parallel_for calls microseconds
-// apart, so they pass without futex syscalls or wake-up latency; an idle pool goes back to sleep
-// within ~100 us (OpenMP runtimes spin for up to 200 ms by default). Longer is worse on a VM: on the
+// workers' completion, for kSpinIterations pause instructions (~25 us on the Sapphire Rapids VM, ~100 us
+// where a pause takes 140 cycles) before waiting on a condition variable. A forward pass is ~60
+// back-to-back parallel_for calls microseconds apart, so they pass without futex syscalls or wake-up
+// latency; an idle pool goes back to sleep as soon (OpenMP runtimes spin for up to 200 ms by
+// default). Longer is worse on a VM: on the
 // 2-vCPU Sapphire Rapids guest, polling for 120-300 us made a forward called after 100 ms idle 2-3x
 // slower (int8 MiniLM 1x128: 12-15 ms instead of 5), apparently while the host ran both vCPUs on
 // one core; 25-60 us did not. Keep the hand-offs short rather than the spin long (ffn_split).

@@ -25,7 +25,6 @@
 // vpdpbusd multiplies unsigned by signed bytes: activations go in as q + 128 and the epilogue takes
 // 128 * sum_k w[k][n] (w_sum, from the packing) off each accumulator, which is the same integer.
 #include <algorithm>
-
 #include <limits>
 
 #include "kernel_common.h"

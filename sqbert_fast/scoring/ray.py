@@ -272,8 +272,8 @@ class ShardActor:
                  npy_dtype: str = "float32"):
         model, self._tmp = _materialize(model)
         self.scorer = Scorer(model, **scorer_kwargs)
-        self.scorer.task.ranges = self.scorer.embedding_ranges
-        freeze_heap()  # int8: the run's ranges, from the driver
+        self.scorer.task.ranges = self.scorer.embedding_ranges  # int8: the run's ranges, from the driver
+        freeze_heap()
         self.input_path, self.in_fmt, self.columns, self.id_field = input_path, in_fmt, columns, id_field
         self.writer = _PartWriter(parts, out_fmt, out_columns, npy, npy_dtype)
         self.stringify = bool(id_field) and out_fmt != "jsonl"
