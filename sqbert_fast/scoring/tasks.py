@@ -235,18 +235,17 @@ class Embed(Task):
         return [{"embedding": row} for row in emb]
 
     @staticmethod
-    def _pool_one(mode: str, h: torch.Tensor, lengths: torch.Tensor, pooled) -> torch.Tensor:
-        """sentence-transformers' Pooling, mode by mode, on packed rows: ``h`` [tokens, hidden] holds the
-        sequences back to back (right-padded inputs: each in column order), ``lengths`` [batch] their lengths."""
+    def _pool_one(mode: str, h: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor, seq: torch.Tensor,
+                  pooled) -> torch.Tensor:
+        """sentence-transformers' Pooling, one mode, on packed rows (see ``pool``): ``starts`` [batch] is where
+        each sequence begins, ``seq`` [tokens] the sequence of each row."""
         B, H = lengths.shape[0], h.shape[1]
-        starts = torch.cumsum(lengths, 0) - lengths
         if mode == "cls":
             return h[starts]
         if mode == "lasttoken":
             return h[starts + (lengths - 1).clamp(min=0)]
         if mode == "pooler":
             return pooled
-        seq = torch.repeat_interleave(torch.arange(B, device=h.device), lengths)  # each row's sequence
         if mode == "max":
             return h.new_full((B, H), float("-inf")).scatter_reduce_(0, seq[:, None].expand(-1, H), h, "amax")
         count = lengths.to(h.dtype)[:, None]
@@ -262,10 +261,13 @@ class Embed(Task):
         raise AssertionError(mode)  # TaskOptions refuses other values
 
     def pool(self, hidden: torch.Tensor, lengths: torch.Tensor, pooled=None) -> torch.Tensor:
-        """[batch, dim] embeddings from packed rows ``hidden`` [tokens, hidden] of sequences of ``lengths``
-        (and the pooler output, for mode pooler)."""
+        """[batch, dim] embeddings from packed rows ``hidden`` [tokens, hidden]: the sequences back to back
+        (right-padded inputs: each in column order), of ``lengths`` [batch] (and the pooler output, for mode
+        pooler)."""
         modes = (self.opts.pooling or "mean").split("+")
-        emb = torch.cat([self._pool_one(mode, hidden, lengths, pooled).float() for mode in modes], dim=-1)
+        starts = torch.cumsum(lengths, 0) - lengths
+        seq = torch.repeat_interleave(torch.arange(lengths.shape[0], device=hidden.device), lengths)
+        emb = torch.cat([self._pool_one(mode, hidden, lengths, starts, seq, pooled).float() for mode in modes], dim=-1)
         if self.opts.normalize:
             emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
         return emb.contiguous()
