@@ -135,8 +135,9 @@ def test_int8_checkpoint_round_trip(tmp_path, class_name, batch):
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) and sd[k].dtype == sd2[k].dtype for k in sd)
     a, b = m(ids, attention_mask=mask), back(ids, attention_mask=mask)
     for key in a.keys():
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
+        if isinstance(a[key], torch.Tensor):  # equal weights, yet on an AMD EPYC (Zen 4) the two copies' logits
+            # differ in the last bit: torch's fp32 kernels may sum in another order for another copy
+            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6, msg=key)
     # the base model loads out of the head checkpoint, int8 too
     assert sqf.SqueezeBertModel.from_pretrained(dst, backend="reference").is_int8
 
@@ -293,7 +294,7 @@ def test_cli_quantize(tmp_path, cli_src, capsys):
     assert a.is_int8
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     ids = torch.tensor([[2, 5, 9, 7, 3]])
-    assert torch.equal(a(ids).logits, b(ids).logits)
+    torch.testing.assert_close(a(ids).logits, b(ids).logits, rtol=1e-6, atol=1e-6)  # BLAS order: round trip test
     # refusals: clean 'error:' lines, exit 1, nothing written
     for argv, msg in (([str(cli_src), str(cli_src)], "DST is SRC"),
                       ([str(cli_src), str(cli_src / "sub")], "inside SRC"),

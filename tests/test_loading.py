@@ -37,8 +37,9 @@ def test_save_pretrained_loads_in_transformers(tmp_path, class_name):
         ids, mask = ids[None], mask[None]
     with torch.no_grad():
         a, b = hf(ids, attention_mask=mask), back(ids, attention_mask=mask)
-    for key in a.keys():
-        assert torch.equal(a[key], b[key]), key  # bit-identical weights
+    for key in a.keys():  # bit-identical weights; torch's fp32 kernels may still sum in another order for
+        # another copy (AMD EPYC Zen 4: the last bit of a multiple-choice logit differs)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6, msg=key)
     again = getattr(sqf, class_name).from_pretrained(tmp_path)
     for (k1, v1), (k2, v2) in zip(ours.state_dict().items(), again.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)
