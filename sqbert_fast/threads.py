@@ -1,10 +1,26 @@
-"""Thread control: one number for the C++ pool and for torch's own ops (the task heads)."""
+"""Thread control: one number for the C++ pool and for torch's own ops (the task heads).
+
+In a forked child torch runs on one thread. GNU OpenMP, which torch's MKL uses, keeps the parent's thread team
+after fork(), and those threads do not exist in the child: the child's first parallel region waits for them
+forever. On an AMD EPYC (Zen 4) MKL runs even a 3 x 32 x 32 sgemm (a classifier head) through its OpenMP
+driver, so a fork pool's first forward hung there. torch's own DataLoader workers run on one thread too;
+``set_num_threads`` in the child sets it again. The C++ pool starts fresh in the child with its thread count
+(csrc/common/thread_pool.h).
+"""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
+
+
+def _one_torch_thread_in_forked_child() -> None:
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_torch_thread_in_forked_child)
 
 
 def set_num_threads(n: int) -> None:
