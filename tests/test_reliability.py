@@ -94,6 +94,40 @@ def test_forked_child_and_fork_pool_compute(ckpt):
         sqf.set_num_threads(before)
 
 
+@pytest.mark.parametrize("spin_us,error", [("0", None), ("1000", None), ("abc", True), ("-5", True),
+                                            ("5us", True), ("2000000", True)])
+def test_spin_time_setting(ckpt, spin_us, error):
+    """SQBERT_FAST_SPIN_US (how long the pool's hand-offs poll before blocking) changes timing only: the same
+    logits with 0 (always block) and 1000; anything but an integer in [0, 1000000] is a ValueError naming it."""
+    import subprocess
+    import sys
+
+    path, cfg = ckpt
+    code = (
+        "import sys, torch, numpy as np, sqbert_fast as sqf\n"
+        "from hf_utils import padded_batch\n"
+        "try:\n"
+        "    sqf.set_num_threads(2)\n"
+        "    m = sqf.SqueezeBertForSequenceClassification.from_pretrained(sys.argv[1], backend='cpu')\n"
+        "    ids, mask = padded_batch(3, 40, m.config.vocab_size, 'right', seed=1)\n"
+        "    np.save(sys.argv[2], m(ids, attention_mask=mask).logits.detach().numpy())\n"
+        "except ValueError as e:\n"
+        "    print('ValueError:', e); sys.exit(3)\n"
+    )
+    out = path.parent / f"logits-{abs(hash(spin_us))}.npy"
+    env = dict(os.environ, SQBERT_FAST_SPIN_US=spin_us)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(out)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    if error:
+        assert r.returncode == 3 and "SQBERT_FAST_SPIN_US" in r.stdout and repr(spin_us) in r.stdout, r.stdout + r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    model = sqf.SqueezeBertForSequenceClassification.from_pretrained(path, backend="cpu")
+    ids, mask = padded_batch(3, 40, cfg.vocab_size, "right", seed=1)
+    assert np.array_equal(np.load(out), model(ids, attention_mask=mask).logits.detach().numpy())
+
+
 # ---- NaN and Inf show as in PyTorch -------------------------------------------------------------------
 POISON = {
     "nan_query_weight": ("encoder.layers.0.attention.query.weight", (5, 3, 0), float("nan")),

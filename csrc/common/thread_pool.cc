@@ -3,6 +3,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cerrno>
 #include <cstdlib>
 #include <string>
 #if defined(__x86_64__) || defined(__i386__)
@@ -14,7 +16,8 @@
 namespace sqf {
 namespace {
 
-constexpr int kSpinIterations = 2000;
+constexpr int64_t kDefaultSpinUs = 50;
+constexpr int64_t kMaxSpinUs = 1000000;
 constexpr int kMaxThreadsPerCore = 4;
 
 inline void cpu_relax() {
@@ -25,14 +28,31 @@ inline void cpu_relax() {
 #endif
 }
 
-// Polls `ready` kSpinIterations times; true as soon as it holds.
+// Polls `ready` for spin_us microseconds (the clock read every 16 pauses: a pause takes 5-140 cycles
+// depending on the CPU); true as soon as it holds.
 template <typename F>
-bool spin_until(F ready) {
-  for (int i = 0; i < kSpinIterations; ++i) {
-    if (ready()) return true;
-    cpu_relax();
+bool spin_until(int64_t spin_us, F ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+  for (;;) {
+    for (int i = 0; i < 16; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return ready();
   }
-  return ready();
+}
+
+// SQBERT_FAST_SPIN_US: how long a hand-off polls before it blocks (thread_pool.h); an integer in
+// [0, 1000000], default kDefaultSpinUs. Anything else is an error naming the variable.
+int64_t spin_us_from_env() {
+  const char* env = std::getenv("SQBERT_FAST_SPIN_US");
+  if (!env || !*env) return kDefaultSpinUs;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(env, &end, 10);
+  SQF_CHECK(errno == 0 && end && *end == '\0' && v >= 0 && v <= kMaxSpinUs, "SQBERT_FAST_SPIN_US must be an integer "
+            "number of microseconds in [0, ", kMaxSpinUs, "], got '", env, "'");
+  return static_cast<int64_t>(v);
 }
 
 int hardware_threads() {
@@ -45,7 +65,7 @@ int hardware_threads() {
 // Everything the workers touch. Abandoned (never destroyed) in a forked child, where its threads
 // do not exist and its mutex or condition variables may be mid-use.
 struct ThreadPool::Core {
-  explicit Core(int n) : num_threads(n) {
+  Core(int n, int64_t spin) : num_threads(n), spin_us(spin) {
     for (int i = 1; i < n; ++i) workers.emplace_back(&Core::worker, this, i, uint64_t{0});
   }
   ~Core() {
@@ -70,7 +90,7 @@ struct ThreadPool::Core {
       auto ready = [&] {
         return quit.load(std::memory_order_acquire) || generation.load(std::memory_order_acquire) != seen;
       };
-      if (!spin_until(ready)) {
+      if (!spin_until(spin_us, ready)) {
         std::unique_lock<std::mutex> lock(mutex);
         wake.wait(lock, ready);
       }
@@ -97,13 +117,14 @@ struct ThreadPool::Core {
     wake.notify_all();
     run_tasks(0);
     auto finished = [&] { return active.load(std::memory_order_acquire) == 0; };
-    if (!spin_until(finished)) {
+    if (!spin_until(spin_us, finished)) {
       std::unique_lock<std::mutex> lock(mutex);
       done.wait(lock, finished);
     }
   }
 
   const int num_threads;
+  const int64_t spin_us;
   std::mutex mutex;
   std::condition_variable wake, done;
   std::vector<std::thread> workers;
@@ -143,6 +164,7 @@ void ThreadPool::start(int n) {
   SQF_CHECK(n >= 1, "number of threads must be >= 1, got ", n);
   SQF_CHECK(n <= max_threads(), "number of threads must be <= ", max_threads(), " (", kMaxThreadsPerCore,
             " x the ", hardware_threads(), " hardware threads), got ", n);
+  spin_us_ = spin_us_from_env();  // read here, on a caller's thread, so a bad value is that call's error
   num_threads_ = n;
   core_.reset();  // workers start at the first parallel_for
 }
@@ -171,7 +193,7 @@ void ThreadPool::parallel_for(int64_t n, TaskFn fn, void* ctx) {
     for (int64_t i = 0; i < n; ++i) fn(ctx, i, 0);
     return;
   }
-  if (!core_) core_ = std::make_unique<Core>(num_threads_);
+  if (!core_) core_ = std::make_unique<Core>(num_threads_, spin_us_);
   core_->run(n, fn, ctx);
 }
 

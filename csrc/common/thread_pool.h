@@ -6,14 +6,18 @@
 // units never share template instantiations with the baseline code (no ODR mixing of
 // AVX-512 and scalar code).
 // Hand-offs spin before they block: a worker polls for the next job, and the caller for the
-// workers' completion, for kSpinIterations pause instructions (~25 us on the Sapphire Rapids VM, ~100 us
-// where a pause takes 140 cycles) before waiting on a condition variable. A forward pass is ~60
-// back-to-back parallel_for calls microseconds apart, so they pass without futex syscalls or wake-up
-// latency; an idle pool goes back to sleep as soon (OpenMP runtimes spin for up to 200 ms by
-// default). Longer is worse on a VM: on the
-// 2-vCPU Sapphire Rapids guest, polling for 120-300 us made a forward called after 100 ms idle 2-3x
-// slower (int8 MiniLM 1x128: 12-15 ms instead of 5), apparently while the host ran both vCPUs on
-// one core; 25-60 us did not. Keep the hand-offs short rather than the spin long (ffn_split).
+// workers' completion, for SQBERT_FAST_SPIN_US microseconds (default 50; by the clock, as a pause takes
+// ~12 ns on the Sapphire Rapids VM and ~25 ns on the EPYC Zen 4 VM) before waiting on a condition
+// variable. A forward pass is ~60 back-to-back parallel_for calls microseconds apart, so they pass
+// without futex syscalls or wake-up latency; an idle pool goes back to sleep as soon (OpenMP runtimes
+// spin for up to 200 ms by default). The best length depends on the host, measured on two 2-vCPU VMs
+// with a forward called after 100 ms idle (int8 MiniLM 1x128, 5 ms back to back):
+//   - Sapphire Rapids guest: 120-300 us made it 2-3x slower (12-15 ms), apparently while the host ran
+//     both vCPUs on one core; 25-60 us did not.
+//   - EPYC Zen 4 guest: 50 and 100 us give 12 ms for each of the first three calls after the idle
+//     gap, 200 us 6-11 ms, 500 us 5-6 ms (as back to back).
+// So the default stays short, and the variable lets a deployment with idle gaps between requests
+// choose. Keep the hand-offs short rather than the spin long (ffn_split).
 // fork(): only the forking thread exists in the child, so the workers, and any lock or condition
 // variable they held, are gone there. The global pool holds every piece of worker state in one
 // heap block (Core); a pthread_atfork handler takes call_mutex_ across fork() (no job is half
@@ -59,6 +63,7 @@ class ThreadPool {
 
   std::mutex call_mutex_;  // one parallel_for (or resize, or fork) at a time
   int num_threads_ = 1;
+  int64_t spin_us_ = 0;  // how long hand-offs poll before blocking (SQBERT_FAST_SPIN_US)
   std::unique_ptr<Core> core_;  // null until the first parallel_for of a (forked) process
 };
 
