@@ -15,7 +15,9 @@
 //   - Sapphire Rapids guest: 120-300 us made it 2-3x slower (12-15 ms), apparently while the host ran
 //     both vCPUs on one core; 25-60 us did not.
 //   - EPYC Zen 4 guest: 50 and 100 us give 12 ms for each of the first three calls after the idle
-//     gap, 200 us 6-11 ms, 500 us 5-6 ms (as back to back).
+//     gap, 200 us 6-11 ms, 500 us 5-6 ms (as back to back); but in a process where other runtimes'
+//     thread pools live (the benchmark: OpenVINO, ONNX Runtime), 500 us made fp32 MiniLM 1x32 2.6x
+//     slower (27 ms against 10.4).
 // So the default stays short, and the variable lets a deployment with idle gaps between requests
 // choose. Keep the hand-offs short rather than the spin long (ffn_split).
 // fork(): only the forking thread exists in the child, so the workers, and any lock or condition
