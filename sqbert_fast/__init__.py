@@ -9,7 +9,23 @@ Drop-in for the transformers classes::
 
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+
+def _unshadow_pypi_kernels() -> None:
+    """``python -m sqbert_fast.<tool>`` run in a source checkout puts its root on sys.path, where the Triton
+    sources' folder ``kernels/`` (installed as sqbert_fast._triton) shadows PyPI's ``kernels``, which transformers
+    imports: drop that root, as the test conftests do."""
+    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    if not _os.path.isfile(_os.path.join(root, "kernels", "common.py")):
+        return
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != root]
+
+
+_unshadow_pypi_kernels()
 
 from .backends import available_backends
 from .config import SqueezeBertConfig

@@ -333,3 +333,17 @@ def test_importing_installs_no_process_wide_module_hook():
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_module_tools_run_from_the_source_root():
+    """`python -m sqbert_fast.int8_eval` (the README's command) run in the checkout's root: the root's `kernels/`
+    (the Triton sources) must not shadow PyPI's `kernels`, which transformers imports."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(sqf.__file__)))
+    if not os.path.isfile(os.path.join(root, "kernels", "common.py")):
+        pytest.skip("sqbert_fast is not imported from a source checkout")
+    code = "import sqbert_fast, transformers.models.squeezebert.modeling_squeezebert; print('imported')"
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "imported" in r.stdout, r.stderr[-2000:]
