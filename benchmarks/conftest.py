@@ -12,13 +12,10 @@ Peers whose package is missing are skipped with the reason (``-rs`` prints it).
 from __future__ import annotations
 
 import os
-import sys
 
 # `python -m pytest` puts the repository root on sys.path, where the Triton sources' folder `kernels/`
-# (installed as sqbert_fast._triton) would shadow PyPI's `kernels`, which transformers imports.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
-
+# would shadow PyPI's `kernels`, which transformers imports: importing sqbert_fast first drops it.
+import sqbert_fast  # noqa: F401
 import pytest
 from sqf_bench_support import Providers
 

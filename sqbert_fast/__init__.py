@@ -16,13 +16,16 @@ __version__ = "0.1.0"
 
 
 def _unshadow_pypi_kernels() -> None:
-    """``python -m sqbert_fast.<tool>`` run in a source checkout puts its root on sys.path, where the Triton
-    sources' folder ``kernels/`` (installed as sqbert_fast._triton) shadows PyPI's ``kernels``, which transformers
-    imports: drop that root, as the test conftests do."""
-    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-    if not _os.path.isfile(_os.path.join(root, "kernels", "common.py")):
-        return
-    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != root]
+    """``python -m sqbert_fast.<tool>`` or ``python -m pytest`` run in a source checkout puts its root on
+    sys.path, where the Triton sources' folder ``kernels/`` (installed as sqbert_fast._triton) shadows PyPI's
+    ``kernels``, which transformers imports: drop every checkout root from sys.path (the test conftests import
+    this package first for it)."""
+    def checkout_root(p: str) -> bool:
+        d = _os.path.abspath(p or _os.curdir)
+        return _os.path.isfile(_os.path.join(d, "kernels", "common.py")) and \
+            _os.path.isfile(_os.path.join(d, "sqbert_fast", "__init__.py"))
+
+    _sys.path[:] = [p for p in _sys.path if not checkout_root(p)]
 
 
 _unshadow_pypi_kernels()
